@@ -1,0 +1,282 @@
+import { readdirSync, readFileSync } from 'node:fs';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { fileURLToPath } from 'node:url';
+import { renderGraphiQL } from '@graphql-yoga/render-graphiql';
+import { GraphQLError, type ExecutionArgs } from 'graphql';
+import type { SubscribePayload } from 'graphql-ws';
+import { useServer } from 'graphql-ws/use/ws';
+import { createSchema, createYoga, maskError as yogaMaskError, type Plugin } from 'graphql-yoga';
+import { WebSocketServer } from 'ws';
+import { baseResolvers } from './base.resolvers.js';
+import type { Config } from './config.js';
+import { createContextFactory, type AppContext } from './context.js';
+import { AppError, isRedisUnavailableError, unavailable } from './errors.js';
+import { eventsResolvers } from './events/events.resolvers.js';
+import type { Resolvers } from './generated/resolvers-types.js';
+import { createAuthenticator, useAuth } from './infra/auth.js';
+import { systemClock, type Clock } from './infra/clock.js';
+import { startRedisServer, type EmbeddedRedis } from './infra/embedded-redis.js';
+import { createLogger, type Logger } from './infra/logger.js';
+import { createPubSub } from './infra/pubsub.js';
+import { createRedisClients, waitReady } from './infra/redis.js';
+import { loadScripts } from './infra/scripts.js';
+import { messagesResolvers } from './messages/messages.resolvers.js';
+import { roomsResolvers } from './rooms/rooms.resolvers.js';
+import { createServices, type Services } from './services.js';
+import type { Topics } from './topics.js';
+import { usersResolvers } from './users/users.resolvers.js';
+import type { Viewer } from './users/users.models.js';
+
+/** A running (or startable) Switchboard instance. */
+export interface App {
+  /** Listens on `config.host:config.port`; resolves with the bound port. */
+  start(): Promise<{ port: number; url: string }>;
+  /** Graceful shutdown (contract § Transport and process). Idempotent. */
+  stop(): Promise<void>;
+  /** For tests and tooling. */
+  readonly services: Services;
+  readonly logger: Logger;
+  readonly redisUrl: string;
+}
+
+/** Options beyond the config, for tests. */
+export interface BuildOptions {
+  clock?: Clock;
+  logger?: Logger;
+}
+
+const SCHEMA_DIR = new URL('../schema/', import.meta.url);
+const LUA_DIRS = [new URL('./rooms/lua/', import.meta.url), new URL('./messages/lua/', import.meta.url)];
+
+/** Reads every SDL file of `schema/`, one per domain. */
+export function loadTypeDefs(): string[] {
+  const dir = fileURLToPath(SCHEMA_DIR);
+  return readdirSync(dir)
+    .filter((f) => f.endsWith('.graphql'))
+    .sort()
+    .map((f) => readFileSync(new URL(f, SCHEMA_DIR), 'utf8'));
+}
+
+/** Every domain's resolvers, merged. */
+export function allResolvers(): Resolvers[] {
+  return [baseResolvers, usersResolvers, roomsResolvers, messagesResolvers, eventsResolvers];
+}
+
+/** Adds `BAD_USER_INPUT` to errors that carry no code (syntax, validation, variable coercion). */
+export function withCode(error: GraphQLError): GraphQLError {
+  if (error.extensions?.code) return error;
+  return new GraphQLError(error.message, {
+    nodes: error.nodes,
+    source: error.source,
+    positions: error.positions,
+    path: error.path,
+    originalError: error.originalError,
+    extensions: { ...error.extensions, code: 'BAD_USER_INPUT' },
+  });
+}
+
+/** Maps Redis outages to `UNAVAILABLE` and masks everything else yoga would mask. */
+function maskError(error: unknown, message: string, isDev?: boolean): Error {
+  const original = error instanceof GraphQLError ? (error.originalError ?? error) : error;
+  if (original instanceof AppError) return error as Error;
+  if (isRedisUnavailableError(original)) {
+    const u = unavailable();
+    return error instanceof GraphQLError
+      ? new GraphQLError(u.message, { nodes: error.nodes, path: error.path, extensions: u.extensions })
+      : u;
+  }
+  return yogaMaskError(error, message, isDev);
+}
+
+/** Gives every error a code: the contract's clients branch on `extensions.code`. */
+function useErrorCodes(): Plugin {
+  return {
+    onResultProcess({ result, setResult }) {
+      if (Array.isArray(result) || !('errors' in result) || !result.errors) return;
+      setResult({ ...result, errors: result.errors.map((e) => withCode(e as GraphQLError)) });
+    },
+  };
+}
+
+/**
+ * Builds an instance: Redis (or an embedded redis-server), services, yoga over HTTP/SSE, and
+ * graphql-ws on the same port and path. Nothing listens until `start()`.
+ */
+export async function buildApp(config: Config, options: BuildOptions = {}): Promise<App> {
+  const logger = options.logger ?? createLogger(config.logLevel, config.instanceId);
+  const clock = options.clock ?? systemClock;
+
+  let embedded: EmbeddedRedis | null = null;
+  let redisUrl = config.redisUrl;
+  if (!redisUrl) {
+    embedded = await startRedisServer({ dir: config.embeddedRedisDir, logger });
+    redisUrl = embedded.url;
+  }
+  const redis = createRedisClients({
+    url: redisUrl,
+    keyPrefix: config.redisKeyPrefix,
+    commandTimeoutMs: config.redisCommandTimeoutMs,
+    logger,
+  });
+  const scripts = loadScripts(redis.command, LUA_DIRS);
+  const pubsub = createPubSub<Topics>({
+    command: redis.command,
+    subscriber: redis.subscriber,
+    channelPrefix: config.redisKeyPrefix,
+    logger,
+  });
+  const services = createServices({ redis: redis.command, scripts, pubsub, clock, config, logger });
+  const auth = createAuthenticator({ secret: config.jwtSecret, jwksUrl: config.jwtJwksUrl });
+  const contextFactory = createContextFactory(services, auth);
+
+  const yoga = createYoga<Record<string, unknown>, AppContext>({
+    schema: createSchema<AppContext>({
+      typeDefs: loadTypeDefs(),
+      resolvers: allResolvers() as never,
+    }) as never,
+    context: contextFactory as never,
+    graphqlEndpoint: '/graphql',
+    graphiql: config.graphiql && !config.isProduction ? { subscriptionsProtocol: 'WS', title: 'Switchboard' } : false,
+    renderGraphiQL,
+    landingPage: false,
+    healthCheckEndpoint: '/health',
+    maskedErrors: { maskError, isDev: !config.isProduction },
+    logging: {
+      debug: (...a: unknown[]) => logger.debug({ yoga: a }, 'yoga'),
+      info: (...a: unknown[]) => logger.info({ yoga: a }, 'yoga'),
+      warn: (...a: unknown[]) => logger.warn({ yoga: a }, 'yoga'),
+      error: (...a: unknown[]) => logger.error({ yoga: a }, 'yoga'),
+    },
+    plugins: [useAuth() as Plugin, useErrorCodes()],
+  });
+
+  let stopping = false;
+
+  async function isRedisUp(): Promise<boolean> {
+    try {
+      return (await redis.command.ping()) === 'PONG';
+    } catch {
+      return false;
+    }
+  }
+
+  function handle(req: IncomingMessage, res: ServerResponse) {
+    const path = (req.url ?? '/').split('?')[0];
+    if (path === '/ready') {
+      void isRedisUp().then((up) => {
+        const ok = up && !stopping;
+        res.writeHead(ok ? 200 : 503, { 'content-type': 'application/json' });
+        res.end(JSON.stringify({ ready: ok, redis: up ? 'up' : 'down', stopping }));
+      });
+      return;
+    }
+    const length = Number(req.headers['content-length'] ?? 0);
+    if (length > config.maxBodyBytes) {
+      res.writeHead(413, { 'content-type': 'application/json', connection: 'close' });
+      res.end(JSON.stringify({ errors: [{ message: `Request body over ${config.maxBodyBytes} bytes`, extensions: { code: 'BAD_USER_INPUT' } }] }));
+      req.resume();
+      return;
+    }
+    void yoga.handle(req, res);
+  }
+
+  const httpServer: Server = createServer(handle);
+  const wss = new WebSocketServer({ server: httpServer, path: '/graphql', maxPayload: config.maxBodyBytes });
+  type WsExtra = { viewer?: Viewer };
+  const wsServer = useServer<Record<string, unknown> | undefined, WsExtra>(
+    {
+      onConnect: async (ctx) => {
+        const params = ctx.connectionParams ?? {};
+        const header = params.authorization ?? params.Authorization;
+        try {
+          const viewer = await auth.fromHeader(typeof header === 'string' ? header : null);
+          if (!viewer) return false;
+          ctx.extra.viewer = viewer;
+        } catch {
+          return false;
+        }
+        // Best effort: an outage must not refuse an authenticated socket; the next HTTP request writes it.
+        await services.users.touch(ctx.extra.viewer).catch(() => undefined);
+        return true;
+      },
+      onSubscribe: async (ctx, _id, payload: SubscribePayload) => {
+        const { schema, execute, subscribe, contextFactory: envelopedContext, parse, validate } = yoga.getEnveloped({
+          ...ctx,
+          req: ctx.extra.request,
+          socket: ctx.extra.socket,
+          params: payload,
+          wsViewer: ctx.extra.viewer ?? null,
+        });
+        let document;
+        try {
+          document = parse(payload.query);
+        } catch (err) {
+          // Answer this operation with the error instead of letting graphql-ws close the socket (4500).
+          return [withCode(err instanceof GraphQLError ? err : new GraphQLError(String(err)))];
+        }
+        const errors = validate(schema, document);
+        if (errors.length > 0) return errors.map(withCode);
+        const args: ExecutionArgs = {
+          schema,
+          document,
+          operationName: payload.operationName,
+          variableValues: payload.variables,
+          contextValue: await envelopedContext(),
+          rootValue: { execute, subscribe },
+        };
+        return args;
+      },
+      execute: (args) => (args.rootValue as { execute: (a: ExecutionArgs) => unknown }).execute(args) as never,
+      subscribe: (args) => (args.rootValue as { subscribe: (a: ExecutionArgs) => unknown }).subscribe(args) as never,
+      onError: (_ctx, _id, _payload, errors) => {
+        logger.debug({ errors: errors.map((e) => e.message) }, 'websocket operation error');
+      },
+    },
+    wss,
+  );
+
+  let started: Promise<void> | null = null;
+  let stopped: Promise<void> | null = null;
+
+  return {
+    services,
+    logger,
+    redisUrl,
+    async start() {
+      started ??= (async () => {
+        await waitReady(redis.command, 10_000).catch((err: Error) =>
+          logger.warn({ err: err.message }, 'starting while Redis is unreachable: /ready answers 503'),
+        );
+        await new Promise<void>((resolve, reject) => {
+          httpServer.once('error', reject);
+          httpServer.listen(config.port, config.host, () => resolve());
+        });
+      })();
+      await started;
+      const { port } = httpServer.address() as AddressInfo;
+      const host = config.host === '0.0.0.0' || config.host === '::' ? 'localhost' : config.host;
+      logger.info({ port, redis: embedded ? 'embedded' : 'external' }, `Switchboard listening on http://${host}:${port}/graphql`);
+      return { port, url: `http://${host}:${port}/graphql` };
+    },
+    stop() {
+      stopped ??= (async () => {
+        stopping = true;
+        logger.info('shutting down');
+        // Stop accepting, then end subscriptions so SSE responses finish and sockets can close.
+        const closed = new Promise<void>((resolve) => httpServer.close(() => resolve()));
+        services.events.closeAll();
+        await wsServer.dispose(); // closes every socket with 1001 Going Away
+        const timer = setTimeout(() => httpServer.closeAllConnections(), config.shutdownTimeoutMs);
+        httpServer.closeIdleConnections();
+        if (httpServer.listening || started) await closed;
+        clearTimeout(timer);
+        await yoga.dispose();
+        await redis.close();
+        await embedded?.stop();
+        logger.info('stopped');
+      })();
+      return stopped;
+    },
+  };
+}

@@ -1,0 +1,111 @@
+import { hostname } from 'node:os';
+import { randomBytes } from 'node:crypto';
+import { z } from 'zod';
+
+/** The development JWT secret; refused in production. */
+export const DEV_JWT_SECRET = 'switchboard-dev-secret-change-me';
+
+const intFrom = (fallback: number, min: number, max: number) =>
+  z.coerce.number().int().min(min).max(max).default(fallback);
+
+const boolFrom = (fallback: boolean) =>
+  z
+    .enum(['1', '0', 'true', 'false', 'yes', 'no'])
+    .optional()
+    .transform((v) => (v === undefined ? fallback : v === '1' || v === 'true' || v === 'yes'));
+
+/** Every environment variable the server reads, with its default. The README lists the same. */
+const EnvSchema = z.object({
+  NODE_ENV: z.enum(['development', 'production', 'test']).default('development'),
+  PORT: intFrom(4000, 0, 65535),
+  HOST: z.string().min(1).default('0.0.0.0'),
+  REDIS_URL: z.string().url().optional(),
+  REDIS_KEY_PREFIX: z
+    .string()
+    .regex(/^[A-Za-z0-9:_-]*$/, 'letters, digits, ":", "_" and "-" only')
+    .default('sb:'),
+  REDIS_COMMAND_TIMEOUT_MS: intFrom(2000, 50, 60000),
+  EMBEDDED_REDIS_DIR: z.string().min(1).default('.data/redis'),
+  JWT_SECRET: z.string().min(1).optional(),
+  JWT_JWKS_URL: z.string().url().optional(),
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).optional(),
+  SHUTDOWN_TIMEOUT_MS: intFrom(8000, 100, 60000),
+  SUBSCRIPTION_BUFFER_SIZE: intFrom(1000, 1, 1_000_000),
+  MAX_BODY_BYTES: intFrom(1_048_576, 1024, 100 * 1_048_576),
+  INSTANCE_ID: z.string().min(1).optional(),
+  GRAPHIQL: boolFrom(true),
+});
+
+/** Parsed, validated configuration: the only place `process.env` is read. */
+export interface Config {
+  env: 'development' | 'production' | 'test';
+  isProduction: boolean;
+  port: number;
+  host: string;
+  /** Undefined: start an embedded redis-server (never in production). */
+  redisUrl: string | undefined;
+  redisKeyPrefix: string;
+  redisCommandTimeoutMs: number;
+  embeddedRedisDir: string;
+  jwtSecret: string | undefined;
+  jwtJwksUrl: string | undefined;
+  logLevel: string;
+  shutdownTimeoutMs: number;
+  subscriptionBufferSize: number;
+  maxBodyBytes: number;
+  instanceId: string;
+  graphiql: boolean;
+}
+
+/** Thrown with one line per bad variable. */
+export class ConfigError extends Error {
+  constructor(readonly problems: string[]) {
+    super(`Invalid configuration:\n${problems.map((p) => `  - ${p}`).join('\n')}`);
+    this.name = 'ConfigError';
+  }
+}
+
+/** Parses and validates the environment once; throws `ConfigError` listing every problem. */
+export function loadConfig(env: Record<string, string | undefined> = process.env): Config {
+  // Empty strings mean "unset", as in most .env tooling.
+  const cleaned = Object.fromEntries(
+    Object.entries(env).filter(([, v]) => v !== undefined && v !== ''),
+  );
+  const parsed = EnvSchema.safeParse(cleaned);
+  if (!parsed.success) {
+    throw new ConfigError(
+      parsed.error.issues.map((i) => `${i.path.join('.') || '(env)'}: ${i.message}`),
+    );
+  }
+  const e = parsed.data;
+  const isProduction = e.NODE_ENV === 'production';
+  const problems: string[] = [];
+  if (isProduction && !e.REDIS_URL) {
+    problems.push('REDIS_URL: required when NODE_ENV=production (no embedded Redis in production)');
+  }
+  if (isProduction && !e.JWT_SECRET && !e.JWT_JWKS_URL) {
+    problems.push('JWT_SECRET: required when NODE_ENV=production (or set JWT_JWKS_URL)');
+  }
+  if (isProduction && e.JWT_SECRET === DEV_JWT_SECRET) {
+    problems.push('JWT_SECRET: the development secret cannot be used in production');
+  }
+  if (problems.length > 0) throw new ConfigError(problems);
+  return {
+    env: e.NODE_ENV,
+    isProduction,
+    port: e.PORT,
+    host: e.HOST,
+    redisUrl: e.REDIS_URL,
+    redisKeyPrefix: e.REDIS_KEY_PREFIX,
+    redisCommandTimeoutMs: e.REDIS_COMMAND_TIMEOUT_MS,
+    embeddedRedisDir: e.EMBEDDED_REDIS_DIR,
+    jwtSecret: e.JWT_SECRET ?? (isProduction ? undefined : DEV_JWT_SECRET),
+    jwtJwksUrl: e.JWT_JWKS_URL,
+    logLevel: e.LOG_LEVEL ?? (e.NODE_ENV === 'test' ? 'silent' : 'info'),
+    shutdownTimeoutMs: e.SHUTDOWN_TIMEOUT_MS,
+    subscriptionBufferSize: e.SUBSCRIPTION_BUFFER_SIZE,
+    maxBodyBytes: e.MAX_BODY_BYTES,
+    instanceId: e.INSTANCE_ID ?? `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`,
+    graphiql: e.GRAPHIQL,
+  };
+}

@@ -1,0 +1,63 @@
+import type { YogaInitialContext } from 'graphql-yoga';
+import type { Authenticator, AuthContext } from './infra/auth.js';
+import { unauthenticated } from './errors.js';
+import { createMessageLoaders } from './messages/messages.loaders.js';
+import { createRoomLoaders } from './rooms/rooms.loaders.js';
+import type { Services } from './services.js';
+import { createUserLoaders } from './users/users.loaders.js';
+import type { Viewer } from './users/users.models.js';
+
+/** Fresh DataLoaders for one operation. */
+export type Loaders = ReturnType<typeof createLoaders>;
+
+/** The per-operation context every resolver receives. */
+export interface AppContext extends AuthContext {
+  viewer: Viewer | null;
+  services: Services;
+  loaders: Loaders;
+}
+
+/** What the transports hand to the context factory besides yoga's own fields. */
+export interface TransportContext {
+  /** Set by the WebSocket server, which authenticated the connection in `connection_init`. */
+  wsViewer?: Viewer | null;
+}
+
+/** Builds one operation's loaders. */
+export function createLoaders(services: Services) {
+  return {
+    ...createUserLoaders(services.users),
+    ...createRoomLoaders(services.rooms),
+    ...createMessageLoaders(services.messages),
+  };
+}
+
+/**
+ * Builds the context: the viewer (from the WebSocket's `connection_init`, or from the HTTP/SSE
+ * `Authorization` header) and fresh loaders. A bad token leaves `viewer` null with the reason, and
+ * `useAuth` refuses the operation.
+ */
+export function createContextFactory(services: Services, auth: Authenticator) {
+  return async (initial: YogaInitialContext & TransportContext): Promise<Omit<AppContext, keyof YogaInitialContext>> => {
+    let viewer: Viewer | null = null;
+    let authError: string | null = null;
+    if (initial.wsViewer !== undefined) {
+      viewer = initial.wsViewer;
+    } else {
+      try {
+        viewer = await auth.fromHeader(initial.request?.headers.get('authorization'));
+      } catch (err) {
+        authError = err instanceof Error ? err.message : 'invalid token';
+      }
+      // A user exists from their first authenticated request (cached: one write per instance).
+      if (viewer) await services.users.touch(viewer);
+    }
+    return { viewer, authError, services, loaders: createLoaders(services) };
+  };
+}
+
+/** The viewer, or `UNAUTHENTICATED` (useAuth already refuses anonymous operations; this narrows the type). */
+export function requireViewer(ctx: AppContext): Viewer {
+  if (!ctx.viewer) throw unauthenticated();
+  return ctx.viewer;
+}

@@ -1,0 +1,167 @@
+import { AppError, badInput, cursorExpired, unavailable } from '../errors.js';
+import { BoundedQueue } from '../infra/bounded-queue.js';
+import type { Logger } from '../infra/logger.js';
+import { checkedId } from '../infra/text.js';
+import { decodeMessageId } from '../messages/message-id.js';
+import type { MessagesService } from '../messages/messages.service.js';
+import type { RoomsService } from '../rooms/rooms.service.js';
+import type { AppPubSub, RoomEventPayload } from '../topics.js';
+import type { Viewer } from '../users/users.models.js';
+
+/** Dependencies of {@link createEventsService}. */
+export interface EventsServiceDeps {
+  pubsub: AppPubSub;
+  rooms: RoomsService;
+  messages: MessagesService;
+  logger: Logger;
+  /** Events a subscription may hold while its client is not reading. */
+  bufferSize: number;
+  /** How long to wait for Redis to confirm a SUBSCRIBE. */
+  subscribeTimeoutMs: number;
+}
+
+/** What a room stream yields: an event, or an error that ends the subscription with a code. */
+export type StreamItem = RoomEventPayload | { type: 'StreamError'; error: AppError };
+
+/** Room event streams behind `messageAdded` and `roomEvents`. */
+export type EventsService = ReturnType<typeof createEventsService>;
+
+/** Which events a stream wants. */
+export type StreamKind = 'messages' | 'all';
+
+const CATCH_UP_BATCH = 100;
+
+/**
+ * Creates the events service. A room stream listens to the room's channel before it reads the
+ * room, so nothing published after that read is missed; message events are ordered and
+ * de-duplicated by seq, and any gap (a replay `after` a cursor, a dropped event, a full buffer)
+ * is filled from storage before anything newer is emitted.
+ */
+export function createEventsService(deps: EventsServiceDeps) {
+  const { pubsub, rooms, messages, logger, bufferSize, subscribeTimeoutMs } = deps;
+  const open = new Set<BoundedQueue<RoomEventPayload>>();
+
+  async function withTimeout(ready: Promise<void>): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      await Promise.race([
+        ready,
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(() => reject(unavailable()), subscribeTimeoutMs);
+        }),
+      ]);
+    } catch (err) {
+      if (err instanceof AppError) throw err;
+      throw unavailable();
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  return {
+    /** Open streams on this instance (for tests and metrics). */
+    openCount: () => open.size,
+
+    /** Ends every open stream (graceful shutdown): their subscriptions complete. */
+    closeAll(): void {
+      for (const queue of [...open]) queue.end();
+    },
+
+    /**
+     * Opens a stream of a room's events for a member. With `after` (a message id of this room),
+     * the messages after it come first. Ends when the viewer stops being a member.
+     */
+    async openRoomStream(
+      viewer: Viewer,
+      roomIdArg: string,
+      opts: { after?: string | null; kind: StreamKind },
+    ): Promise<AsyncGenerator<StreamItem>> {
+      const roomId = checkedId('roomId', roomIdArg);
+      let afterSeq: number | null = null;
+      if (opts.after != null) {
+        const decoded = decodeMessageId('after', opts.after);
+        if (decoded.roomId !== roomId) throw badInput('after', 'after is a message of another room');
+        afterSeq = decoded.seq;
+      }
+
+      let gap = false;
+      let failure: AppError | null = null;
+      const queue = new BoundedQueue<RoomEventPayload>(bufferSize, () => open.delete(queue));
+      const wanted = (ev: RoomEventPayload) =>
+        opts.kind === 'all' ||
+        ev.type === 'MessageAdded' ||
+        (ev.type === 'MemberLeft' && ev.userId === viewer.id);
+      const listener = pubsub.listen('room', roomId, (ev) => {
+        if (!wanted(ev) || queue.push(ev)) return;
+        // Full. Messages can be read again from storage, so drop them and remember the gap; other
+        // events cannot, so a client that still has no room for one is told instead of losing it.
+        queue.retain((e) => e.type !== 'MessageAdded');
+        gap = true;
+        if (ev.type !== 'MessageAdded' && !queue.push(ev)) {
+          failure = cursorExpired(
+            'This subscription fell too far behind and was ended: resubscribe with `after` set to the last message id received',
+            'SLOW_CONSUMER',
+          );
+          logger.warn({ roomId, userId: viewer.id }, 'slow subscriber ended');
+          queue.end();
+        }
+      });
+      let lastSeq: number;
+      try {
+        await withTimeout(listener.ready);
+        const room = await rooms.requireMember(viewer, roomId);
+        if (afterSeq !== null && afterSeq > room.lastSeq) {
+          throw cursorExpired('after names a message this room does not have (history was reset)');
+        }
+        lastSeq = afterSeq ?? room.lastSeq;
+        gap = lastSeq < room.lastSeq;
+      } catch (err) {
+        listener.remove();
+        throw err;
+      }
+      open.add(queue);
+
+      async function* run(): AsyncGenerator<StreamItem> {
+        try {
+          for (;;) {
+            if (gap) {
+              const batch = await messages.range(roomId, lastSeq + 1, lastSeq + CATCH_UP_BATCH);
+              if (batch.length < CATCH_UP_BATCH) gap = false;
+              for (const message of batch) {
+                lastSeq = message.seq;
+                yield { type: 'MessageAdded', message };
+              }
+              continue;
+            }
+            const next = await queue.next();
+            if (next.done) break;
+            const ev = next.value;
+            if (ev.type === 'MessageAdded') {
+              const seq = ev.message.seq;
+              if (seq <= lastSeq) continue;
+              // An event went missing (dropped on overflow, or lost by pub/sub): storage has it.
+              if (seq > lastSeq + 1) {
+                gap = true;
+                continue;
+              }
+              lastSeq = seq;
+              yield ev;
+            } else if (ev.type === 'MemberLeft' && ev.userId === viewer.id) {
+              if (opts.kind === 'all') yield ev;
+              return;
+            } else {
+              yield ev;
+            }
+          }
+          if (failure) yield { type: 'StreamError', error: failure };
+        } catch (err) {
+          yield { type: 'StreamError', error: err instanceof AppError ? err : unavailable() };
+        } finally {
+          listener.remove();
+          queue.end();
+        }
+      }
+      return run();
+    },
+  };
+}

@@ -1,0 +1,126 @@
+import { createRedisEventTarget } from '@graphql-yoga/redis-event-target';
+import type { Redis } from 'ioredis';
+import type { Logger } from './logger.js';
+
+/** Options for {@link createPubSub}. */
+export interface PubSubOptions {
+  command: Redis;
+  subscriber: Redis;
+  channelPrefix: string;
+  logger: Logger;
+}
+
+/** A typed publish/listen pair over Redis, one channel per (topic, id). */
+export interface PubSub<Topics extends Record<string, unknown>> {
+  /** Fire-and-forget: a failed PUBLISH is logged and counted, never thrown. */
+  publish<K extends keyof Topics & string>(topic: K, id: string, payload: Topics[K]): void;
+  /**
+   * Registers a listener. `ready` resolves once Redis confirmed the SUBSCRIBE, so a read made after
+   * it cannot miss an event published later; `remove` unregisters (unsubscribing the last one).
+   */
+  listen<K extends keyof Topics & string>(
+    topic: K,
+    id: string,
+    listener: (payload: Topics[K]) => void,
+  ): { ready: Promise<void>; remove: () => void };
+  /** Called each time the subscriber connection is ready again after it dropped. */
+  onResubscribed(cb: () => void): () => void;
+  /** Counters for observability and tests. */
+  stats(): { publishFailures: number; subscribeFailures: number; listeners: number };
+}
+
+/**
+ * Wraps `@graphql-yoga/redis-event-target` so that Redis failures never escape as unhandled
+ * rejections (the event target ignores the promises of PUBLISH/SUBSCRIBE), and hands each event
+ * to plain listeners: buffering is the subscriber's business (see bounded-queue.ts), so one slow
+ * client cannot overflow a shared buffer and crash the process.
+ */
+export function createPubSub<Topics extends Record<string, unknown>>(
+  opts: PubSubOptions,
+): PubSub<Topics> {
+  const { command, subscriber, logger } = opts;
+  let publishFailures = 0;
+  let subscribeFailures = 0;
+  let listeners = 0;
+  const publishClient = {
+    publish(channel: string, message: string) {
+      return command.publish(channel, message).catch((err: Error) => {
+        publishFailures++;
+        logger.warn({ err: err.message, channel }, 'publish failed');
+        return 0;
+      });
+    },
+  };
+  // The SUBSCRIBE in flight (or done) per channel, so listeners can wait for it.
+  const subscribed = new Map<string, Promise<void>>();
+  const subscribeClient = {
+    on: subscriber.on.bind(subscriber),
+    subscribe(channel: string) {
+      const done = subscriber.subscribe(channel).then(
+        () => undefined,
+        (err: Error) => {
+          subscribeFailures++;
+          logger.warn({ err: err.message, channel }, 'subscribe failed');
+          subscribed.delete(channel);
+          throw err;
+        },
+      );
+      done.catch(() => undefined);
+      subscribed.set(channel, done);
+      return done;
+    },
+    unsubscribe(channel: string) {
+      subscribed.delete(channel);
+      return subscriber.unsubscribe(channel).catch((err: Error) => {
+        logger.warn({ err: err.message, channel }, 'unsubscribe failed');
+      });
+    },
+  };
+  const target = createRedisEventTarget({
+    publishClient: publishClient as unknown as Redis,
+    subscribeClient: subscribeClient as unknown as Redis,
+  });
+  const channel = (topic: string, id: string) => `${opts.channelPrefix}${topic}:${id}`;
+
+  const resubscribed = new Set<() => void>();
+  let wasReady = false;
+  subscriber.on('ready', () => {
+    if (wasReady) for (const cb of resubscribed) cb();
+    wasReady = true;
+  });
+  // ioredis emits 'ready' without a ready check too; treat an already-connected client as ready.
+  if (subscriber.status === 'ready') wasReady = true;
+
+  return {
+    publish(topic, id, payload) {
+      target.dispatchEvent(new CustomEvent(channel(topic, id), { detail: payload }));
+    },
+    listen(topic, id, listener) {
+      const ch = channel(topic, id);
+      const handler = (event: Event) => {
+        try {
+          listener((event as CustomEvent<Topics[typeof topic]>).detail);
+        } catch (err) {
+          logger.error({ err, channel: ch }, 'pubsub listener threw');
+        }
+      };
+      target.addEventListener(ch, handler);
+      listeners++;
+      let removed = false;
+      return {
+        ready: subscribed.get(ch) ?? Promise.resolve(),
+        remove() {
+          if (removed) return;
+          removed = true;
+          listeners--;
+          target.removeEventListener(ch, handler);
+        },
+      };
+    },
+    onResubscribed(cb) {
+      resubscribed.add(cb);
+      return () => resubscribed.delete(cb);
+    },
+    stats: () => ({ publishFailures, subscribeFailures, listeners }),
+  };
+}

@@ -1,0 +1,61 @@
+import type { Redis } from 'ioredis';
+import type { Config } from './config.js';
+import { createEventsService } from './events/events.service.js';
+import type { Clock } from './infra/clock.js';
+import { createHooks } from './infra/hooks.js';
+import type { Logger } from './infra/logger.js';
+import type { ScriptRegistry } from './infra/scripts.js';
+import { createMessagesService } from './messages/messages.service.js';
+import type { MessageModel } from './messages/messages.models.js';
+import { createRoomsService, type MembershipChange } from './rooms/rooms.service.js';
+import type { AppPubSub } from './topics.js';
+import type { Viewer } from './users/users.models.js';
+import { createUsersService } from './users/users.service.js';
+
+/** What services are built from. */
+export interface ServiceDeps {
+  redis: Redis;
+  scripts: ScriptRegistry;
+  pubsub: AppPubSub;
+  clock: Clock;
+  config: Config;
+  logger: Logger;
+}
+
+/** Every service, built once per instance. */
+export type Services = ReturnType<typeof createServices>;
+
+/** Builds the services and the hooks through which features join the core's write paths. */
+export function createServices(deps: ServiceDeps) {
+  const { redis, scripts, pubsub, clock, config, logger } = deps;
+  const hooks = {
+    messageStored: createHooks<{ message: MessageModel; viewer: Viewer }>(),
+    membershipChanged: createHooks<MembershipChange>(),
+  };
+  const users = createUsersService({ redis, clock });
+  const rooms = createRoomsService({
+    redis,
+    scripts,
+    pubsub,
+    users,
+    clock,
+    membershipHooks: hooks.membershipChanged,
+  });
+  const messages = createMessagesService({
+    redis,
+    scripts,
+    pubsub,
+    rooms,
+    clock,
+    messageHooks: hooks.messageStored,
+  });
+  const events = createEventsService({
+    pubsub,
+    rooms,
+    messages,
+    logger,
+    bufferSize: config.subscriptionBufferSize,
+    subscribeTimeoutMs: config.redisCommandTimeoutMs,
+  });
+  return { hooks, users, rooms, messages, events };
+}

@@ -1,0 +1,63 @@
+import type { Redis } from 'ioredis';
+import type { Clock } from '../infra/clock.js';
+import { execPipeline } from '../infra/redis.js';
+import { userKeys } from './users.keys.js';
+import type { UserModel, Viewer } from './users.models.js';
+
+/** Dependencies of {@link createUsersService}. */
+export interface UsersServiceDeps {
+  redis: Redis;
+  clock: Clock;
+}
+
+/** Users: created from tokens, read in batches. */
+export type UsersService = ReturnType<typeof createUsersService>;
+
+const SEEN_CACHE_SIZE = 10_000;
+
+/** Creates the users service. */
+export function createUsersService({ redis, clock }: UsersServiceDeps) {
+  // Which (id, name) pairs this instance already wrote: one write per user per instance, not per request.
+  const seen = new Map<string, string>();
+
+  return {
+    /** Makes sure the viewer exists with the name from their token (the contract's "a user exists from the first authenticated request"). */
+    async touch(viewer: Viewer): Promise<void> {
+      if (seen.get(viewer.id) === viewer.name) return;
+      const key = userKeys.user(viewer.id);
+      const write = redis
+        .multi()
+        .hset(key, 'id', viewer.id, 'name', viewer.name)
+        .hsetnx(key, 'createdAt', String(clock.now()));
+      await execPipeline(write);
+      seen.delete(viewer.id);
+      seen.set(viewer.id, viewer.name);
+      if (seen.size > SEEN_CACHE_SIZE) seen.delete(seen.keys().next().value as string);
+    },
+
+    /** Creates users that were never seen (added to a room before signing in), named by their id. */
+    async ensureExist(ids: string[]): Promise<void> {
+      if (ids.length === 0) return;
+      const pipeline = redis.pipeline();
+      const now = String(clock.now());
+      for (const id of ids) {
+        const key = userKeys.user(id);
+        pipeline.hsetnx(key, 'id', id).hsetnx(key, 'name', id).hsetnx(key, 'createdAt', now);
+      }
+      await execPipeline(pipeline);
+    },
+
+    /** Reads users in one round trip; null for ids never seen. */
+    async getMany(ids: readonly string[]): Promise<(UserModel | null)[]> {
+      if (ids.length === 0) return [];
+      const pipeline = redis.pipeline();
+      for (const id of ids) pipeline.hmget(userKeys.user(id), 'name', 'createdAt');
+      const results = await execPipeline(pipeline);
+      return ids.map((id, i) => {
+        const [name, createdAt] = (results[i] as (string | null)[] | undefined) ?? [];
+        if (name == null) return null;
+        return { id, name, createdAt: Number(createdAt ?? 0) };
+      });
+    },
+  };
+}
