@@ -1,0 +1,210 @@
+import { Client as UrqlClient, fetchExchange, subscriptionExchange } from '@urql/core';
+import type { TypedDocumentNode } from '@graphql-typed-document-node/core';
+import { print, type ExecutionResult, type GraphQLFormattedError } from 'graphql';
+import { createClient, type Client as WsClient } from 'graphql-ws';
+import WebSocket from 'ws';
+
+/** A GraphQL response as the HTTP client saw it. */
+export interface HttpResult<T> {
+  status: number;
+  headers: Headers;
+  data: T | null | undefined;
+  errors: readonly GraphQLFormattedError[] | undefined;
+  body: unknown;
+}
+
+type Doc<T, V> = TypedDocumentNode<T, V> | string;
+const source = (doc: Doc<unknown, unknown>) => (typeof doc === 'string' ? doc : print(doc));
+
+/** POSTs an operation over HTTP (GraphQL over HTTP, JSON). */
+export async function gql<T = Record<string, unknown>, V = Record<string, unknown>>(
+  url: string,
+  doc: Doc<T, V>,
+  variables?: V,
+  opts: { token?: string | null; headers?: Record<string, string> } = {},
+): Promise<HttpResult<T>> {
+  const res = await fetch(url, {
+    method: 'POST',
+    headers: {
+      'content-type': 'application/json',
+      accept: 'application/graphql-response+json, application/json',
+      ...(opts.token ? { authorization: `Bearer ${opts.token}` } : {}),
+      ...opts.headers,
+    },
+    body: JSON.stringify({ query: source(doc as Doc<unknown, unknown>), variables }),
+    signal: AbortSignal.timeout(10_000),
+  });
+  const text = await res.text();
+  let body: unknown = text;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    // not JSON: keep the text
+  }
+  const r = (typeof body === 'object' && body !== null ? body : {}) as ExecutionResult<T>;
+  return { status: res.status, headers: res.headers, data: r.data, errors: r.errors as GraphQLFormattedError[] | undefined, body };
+}
+
+/** Like {@link gql}, but fails the test on any error and returns `data`. */
+export async function gqlOk<T = Record<string, unknown>, V = Record<string, unknown>>(
+  url: string,
+  doc: Doc<T, V>,
+  variables: V | undefined,
+  token: string,
+): Promise<T> {
+  const r = await gql(url, doc, variables, { token });
+  if (r.errors?.length || !r.data) {
+    throw new Error(`GraphQL error (HTTP ${r.status}): ${JSON.stringify(r.errors ?? r.body)}`);
+  }
+  return r.data;
+}
+
+/** The `extensions.code` of each error. */
+export const codes = (errors: readonly GraphQLFormattedError[] | undefined) =>
+  (errors ?? []).map((e) => e.extensions?.code);
+
+/** A promise with its resolve/reject exposed. */
+export function deferred<T>() {
+  let resolve!: (v: T) => void;
+  let reject!: (e: unknown) => void;
+  const promise = new Promise<T>((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  return { promise, resolve, reject };
+}
+
+/** Rejects after `ms` with a message saying what was awaited. */
+export function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout;
+  return Promise.race([
+    p.finally(() => clearTimeout(timer)),
+    new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
+    }),
+  ]);
+}
+
+/** Polls `check` every 25 ms until it returns a truthy value, failing after `ms`. */
+export async function waitFor<T>(check: () => T | Promise<T>, ms: number, what: string): Promise<NonNullable<T>> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const v = await check();
+    if (v) return v as NonNullable<T>;
+    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+/** A graphql-ws client with the token in `connectionParams`; no retries unless asked. */
+export function wsClient(
+  wsUrl: string,
+  token: string | null,
+  opts: { retryAttempts?: number; onClose?: (code: number, reason: string) => void } = {},
+): WsClient {
+  return createClient({
+    url: wsUrl,
+    webSocketImpl: WebSocket,
+    lazy: false,
+    retryAttempts: opts.retryAttempts ?? 0,
+    connectionParams: token ? { authorization: `Bearer ${token}` } : {},
+    on: {
+      closed: (event) => {
+        const e = event as { code: number; reason: string };
+        opts.onClose?.(e.code, e.reason);
+      },
+    },
+    onNonLazyError: () => undefined,
+  });
+}
+
+/** A running subscription whose results are collected and awaited with bounded timeouts. */
+export interface Subscription<T> {
+  results: ExecutionResult<T>[];
+  /** Resolves with the `n`-th result (1-based), waiting at most `ms`. */
+  nth(n: number, ms?: number): Promise<ExecutionResult<T>>;
+  /** Resolves with all results once there are `n`. */
+  take(n: number, ms?: number): Promise<ExecutionResult<T>[]>;
+  /** Resolves when the server completes the subscription. */
+  completed: Promise<void>;
+  /** Rejects/resolves when the subscription fails at the transport level. */
+  error: Promise<unknown>;
+  /** True once the subscription ended (complete or error). */
+  done(): boolean;
+  /** Stops it from the client side. */
+  unsubscribe(): void;
+}
+
+/** Subscribes through a graphql-ws client and collects what arrives. */
+export function subscribe<T = Record<string, unknown>, V = Record<string, unknown>>(
+  client: WsClient,
+  doc: Doc<T, V>,
+  variables?: V,
+): Subscription<T> {
+  const results: ExecutionResult<T>[] = [];
+  const waiters: (() => void)[] = [];
+  const completed = deferred<void>();
+  const error = deferred<unknown>();
+  let ended = false;
+  const notify = () => waiters.splice(0).forEach((w) => w());
+  const unsubscribe = client.subscribe<T>(
+    { query: source(doc as Doc<unknown, unknown>), variables: variables as Record<string, unknown> | undefined },
+    {
+      next: (r) => {
+        results.push(r as ExecutionResult<T>);
+        notify();
+      },
+      error: (e) => {
+        ended = true;
+        error.resolve(e);
+        notify();
+      },
+      complete: () => {
+        ended = true;
+        completed.resolve();
+        notify();
+      },
+    },
+  );
+  const take = (n: number, ms = 5000) =>
+    withTimeout(
+      new Promise<ExecutionResult<T>[]>((resolve) => {
+        const check = () => (results.length >= n ? resolve(results.slice(0, n)) : waiters.push(check));
+        check();
+      }),
+      ms,
+      `${n} subscription results (got ${results.length})`,
+    );
+  return {
+    results,
+    take,
+    nth: async (n, ms) => (await take(n, ms))[n - 1] as ExecutionResult<T>,
+    completed: completed.promise,
+    error: error.promise,
+    done: () => ended,
+    unsubscribe,
+  };
+}
+
+/** An urql client over HTTP with subscriptions through graphql-ws. */
+export function urqlClient(url: string, ws: WsClient, token: string): UrqlClient {
+  return new UrqlClient({
+    url,
+    preferGetMethod: false,
+    fetchOptions: () => ({ headers: { authorization: `Bearer ${token}` } }),
+    exchanges: [
+      fetchExchange,
+      subscriptionExchange({
+        forwardSubscription(request) {
+          const input = { ...request, query: request.query || '' };
+          return {
+            subscribe(sink) {
+              const unsubscribe = ws.subscribe(input, sink);
+              return { unsubscribe };
+            },
+          };
+        },
+      }),
+    ],
+  });
+}

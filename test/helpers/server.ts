@@ -1,0 +1,84 @@
+import { randomBytes } from 'node:crypto';
+import { inject } from 'vitest';
+import { buildApp, type App } from '../../src/app.js';
+import { loadConfig } from '../../src/config.js';
+import { signToken } from '../../src/infra/auth.js';
+
+/** The JWT secret every test instance uses. */
+export const TEST_JWT_SECRET = 'test-secret-0123456789abcdef';
+
+/** A running in-process instance. */
+export interface TestInstance {
+  app: App;
+  port: number;
+  /** http://127.0.0.1:<port>/graphql */
+  url: string;
+  /** ws://127.0.0.1:<port>/graphql */
+  wsUrl: string;
+  base: string;
+  stop(): Promise<void>;
+}
+
+/** A fresh key/channel prefix, so test files share one redis-server without seeing each other. */
+export const uniquePrefix = (label = 't') => `test:${label}:${randomBytes(4).toString('hex')}:`;
+
+/** The shared test redis-server started by the global setup. */
+export const sharedRedisUrl = () => inject('redisUrl');
+
+/** The environment a test instance is configured from. */
+export function testEnv(overrides: Record<string, string | undefined> = {}): Record<string, string | undefined> {
+  return {
+    NODE_ENV: 'test',
+    PORT: '0',
+    HOST: '127.0.0.1',
+    REDIS_URL: sharedRedisUrl(),
+    JWT_SECRET: TEST_JWT_SECRET,
+    LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'silent',
+    REDIS_COMMAND_TIMEOUT_MS: '1000',
+    ...overrides,
+  };
+}
+
+/** Starts an instance in this process on a free port. Instances given the same prefix share state. */
+export async function startInstance(env: Record<string, string | undefined> = {}): Promise<TestInstance> {
+  const app = await buildApp(loadConfig(testEnv(env)));
+  const { port } = await app.start();
+  const base = `http://127.0.0.1:${port}`;
+  return {
+    app,
+    port,
+    base,
+    url: `${base}/graphql`,
+    wsUrl: `ws://127.0.0.1:${port}/graphql`,
+    stop: () => app.stop(),
+  };
+}
+
+/** Starts `n` instances on one Redis with one prefix: a cluster behind a load balancer. */
+export async function startCluster(n: number, env: Record<string, string | undefined> = {}) {
+  const prefix = env.REDIS_KEY_PREFIX ?? uniquePrefix('cluster');
+  return Promise.all(Array.from({ length: n }, () => startInstance({ ...env, REDIS_KEY_PREFIX: prefix })));
+}
+
+/** Signs a token for `sub` with the test secret. */
+export function tokenFor(
+  sub: string,
+  opts: { name?: string; roles?: string[]; expiresIn?: string | number; secret?: string } = {},
+): Promise<string> {
+  return signToken(
+    opts.secret ?? TEST_JWT_SECRET,
+    { sub, ...(opts.name ? { name: opts.name } : {}), ...(opts.roles ? { roles: opts.roles } : {}) },
+    opts.expiresIn ?? '1h',
+  );
+}
+
+/** Waits until `instance` has at least `n` open room streams (a subscription is live server-side). */
+export async function waitForStreams(instance: TestInstance, n: number, ms = 5000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (instance.app.services.events.openCount() < n) {
+    if (Date.now() > deadline) {
+      throw new Error(`timed out waiting for ${n} open streams (have ${instance.app.services.events.openCount()})`);
+    }
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
