@@ -9,6 +9,6 @@ export default defineConfig({
     // Each file owns a key prefix on the shared redis-server, so files run in parallel.
     fileParallelism: true,
     pool: 'forks',
-    reporters: ['default'],
+    reporters: ['default', './test/summary-reporter.ts'],
   },
 });

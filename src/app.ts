@@ -137,7 +137,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     }) as never,
     context: contextFactory as never,
     graphqlEndpoint: '/graphql',
-    graphiql: config.graphiql && !config.isProduction ? { subscriptionsProtocol: 'WS', title: 'Switchboard' } : false,
+    graphiql: config.graphiql ? { subscriptionsProtocol: 'WS', title: 'Switchboard' } : false,
     renderGraphiQL,
     landingPage: false,
     healthCheckEndpoint: '/health',

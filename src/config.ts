@@ -8,11 +8,10 @@ export const DEV_JWT_SECRET = 'switchboard-dev-secret-change-me';
 const intFrom = (fallback: number, min: number, max: number) =>
   z.coerce.number().int().min(min).max(max).default(fallback);
 
-const boolFrom = (fallback: boolean) =>
-  z
-    .enum(['1', '0', 'true', 'false', 'yes', 'no'])
-    .optional()
-    .transform((v) => (v === undefined ? fallback : v === '1' || v === 'true' || v === 'yes'));
+const optionalBool = z
+  .enum(['1', '0', 'true', 'false', 'yes', 'no'])
+  .optional()
+  .transform((v) => (v === undefined ? undefined : v === '1' || v === 'true' || v === 'yes'));
 
 /** Every environment variable the server reads, with its default. The README lists the same. */
 const EnvSchema = z.object({
@@ -33,7 +32,7 @@ const EnvSchema = z.object({
   SUBSCRIPTION_BUFFER_SIZE: intFrom(1000, 1, 1_000_000),
   MAX_BODY_BYTES: intFrom(1_048_576, 1024, 100 * 1_048_576),
   INSTANCE_ID: z.string().min(1).optional(),
-  GRAPHIQL: boolFrom(true),
+  GRAPHIQL: optionalBool,
 });
 
 /** Parsed, validated configuration: the only place `process.env` is read. */
@@ -106,6 +105,6 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     subscriptionBufferSize: e.SUBSCRIPTION_BUFFER_SIZE,
     maxBodyBytes: e.MAX_BODY_BYTES,
     instanceId: e.INSTANCE_ID ?? `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`,
-    graphiql: e.GRAPHIQL,
+    graphiql: e.GRAPHIQL ?? !isProduction,
   };
 }
