@@ -171,12 +171,25 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
       });
       return;
     }
-    const length = Number(req.headers['content-length'] ?? 0);
-    if (length > config.maxBodyBytes) {
-      res.writeHead(413, { 'content-type': 'application/json', connection: 'close' });
-      res.end(JSON.stringify({ errors: [{ message: `Request body over ${config.maxBodyBytes} bytes`, extensions: { code: 'BAD_USER_INPUT' } }] }));
+    const refuse = (status: number, message: string) => {
+      res.writeHead(status, { 'content-type': 'application/json', ...(status === 413 ? { connection: 'close' } : {}) });
+      res.end(JSON.stringify({ errors: [{ message, extensions: { code: 'BAD_USER_INPUT' } }] }));
       req.resume();
-      return;
+    };
+    const length = Number(req.headers['content-length'] ?? 0);
+    if (length > config.maxBodyBytes) return refuse(413, `Request body over ${config.maxBodyBytes} bytes`);
+    if (req.method === 'GET' && req.url?.includes('?')) {
+      // yoga answers 500 to malformed JSON in GET parameters (LIBRARIES.md): answer 400 first.
+      const params = new URLSearchParams(req.url.slice(req.url.indexOf('?') + 1));
+      for (const name of ['variables', 'extensions']) {
+        const value = params.get(name);
+        if (value === null || value === '') continue;
+        try {
+          JSON.parse(value);
+        } catch {
+          return refuse(400, `The ${name} parameter is not valid JSON`);
+        }
+      }
     }
     void yoga.handle(req, res);
   }

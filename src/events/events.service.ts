@@ -39,7 +39,14 @@ const CATCH_UP_BATCH = 100;
  */
 export function createEventsService(deps: EventsServiceDeps) {
   const { pubsub, rooms, messages, logger, bufferSize, subscribeTimeoutMs } = deps;
-  const open = new Set<BoundedQueue<RoomEventPayload>>();
+  /** A marker that wakes a stream so it re-reads storage. */
+  type Resync = { type: 'Resync' };
+  const open = new Map<BoundedQueue<RoomEventPayload | Resync>, () => void>();
+  // Events published while the subscriber connection was down are gone: every stream checks storage.
+  pubsub.onResubscribed(() => {
+    logger.info({ streams: open.size }, 'pub/sub reconnected: streams catch up from storage');
+    for (const resync of open.values()) resync();
+  });
 
   async function withTimeout(ready: Promise<void>): Promise<void> {
     let timer: NodeJS.Timeout | undefined;
@@ -64,7 +71,7 @@ export function createEventsService(deps: EventsServiceDeps) {
 
     /** Ends every open stream (graceful shutdown): their subscriptions complete. */
     closeAll(): void {
-      for (const queue of [...open]) queue.end();
+      for (const queue of [...open.keys()]) queue.end();
     },
 
     /**
@@ -86,7 +93,7 @@ export function createEventsService(deps: EventsServiceDeps) {
 
       let gap = false;
       let failure: AppError | null = null;
-      const queue = new BoundedQueue<RoomEventPayload>(bufferSize, () => open.delete(queue));
+      const queue = new BoundedQueue<RoomEventPayload | Resync>(bufferSize, () => open.delete(queue));
       const wanted = (ev: RoomEventPayload) =>
         opts.kind === 'all' ||
         ev.type === 'MessageAdded' ||
@@ -119,7 +126,10 @@ export function createEventsService(deps: EventsServiceDeps) {
         listener.remove();
         throw err;
       }
-      open.add(queue);
+      open.set(queue, () => {
+        gap = true;
+        queue.push({ type: 'Resync' });
+      });
 
       async function* run(): AsyncGenerator<StreamItem> {
         try {
@@ -136,6 +146,7 @@ export function createEventsService(deps: EventsServiceDeps) {
             const next = await queue.next();
             if (next.done) break;
             const ev = next.value;
+            if (ev.type === 'Resync') continue;
             if (ev.type === 'MessageAdded') {
               const seq = ev.message.seq;
               if (seq <= lastSeq) continue;

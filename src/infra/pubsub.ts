@@ -85,8 +85,20 @@ export function createPubSub<Topics extends Record<string, unknown>>(
   const resubscribed = new Set<() => void>();
   let wasReady = false;
   subscriber.on('ready', () => {
-    if (wasReady) for (const cb of resubscribed) cb();
-    wasReady = true;
+    if (!wasReady) {
+      wasReady = true;
+      return;
+    }
+    // ioredis emits 'ready' before it re-sends SUBSCRIBE for every channel; a PING queued after
+    // those answers once they are active, so what listeners read from storage then is not racing them.
+    setImmediate(() => {
+      subscriber
+        .ping()
+        .catch(() => undefined)
+        .finally(() => {
+          for (const cb of resubscribed) cb();
+        });
+    });
   });
   // ioredis emits 'ready' without a ready check too; treat an already-connected client as ready.
   if (subscriber.status === 'ready') wasReady = true;
