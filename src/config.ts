@@ -71,24 +71,24 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     Object.entries(env).filter(([, v]) => v !== undefined && v !== ''),
   );
   const parsed = EnvSchema.safeParse(cleaned);
-  if (!parsed.success) {
-    throw new ConfigError(
-      parsed.error.issues.map((i) => `${i.path.join('.') || '(env)'}: ${i.message}`),
-    );
+  const problems = parsed.success
+    ? []
+    : parsed.error.issues.map((i) => `${i.path.join('.') || '(env)'}: ${i.message}`);
+  // Cross-variable rules, checked on the raw values so every problem is reported at once.
+  if (cleaned.NODE_ENV === 'production') {
+    if (!cleaned.REDIS_URL) {
+      problems.push('REDIS_URL: required when NODE_ENV=production (no embedded Redis in production)');
+    }
+    if (!cleaned.JWT_SECRET && !cleaned.JWT_JWKS_URL) {
+      problems.push('JWT_SECRET: required when NODE_ENV=production (or set JWT_JWKS_URL)');
+    }
+    if (cleaned.JWT_SECRET === DEV_JWT_SECRET) {
+      problems.push('JWT_SECRET: the development secret cannot be used in production');
+    }
   }
+  if (!parsed.success || problems.length > 0) throw new ConfigError(problems);
   const e = parsed.data;
   const isProduction = e.NODE_ENV === 'production';
-  const problems: string[] = [];
-  if (isProduction && !e.REDIS_URL) {
-    problems.push('REDIS_URL: required when NODE_ENV=production (no embedded Redis in production)');
-  }
-  if (isProduction && !e.JWT_SECRET && !e.JWT_JWKS_URL) {
-    problems.push('JWT_SECRET: required when NODE_ENV=production (or set JWT_JWKS_URL)');
-  }
-  if (isProduction && e.JWT_SECRET === DEV_JWT_SECRET) {
-    problems.push('JWT_SECRET: the development secret cannot be used in production');
-  }
-  if (problems.length > 0) throw new ConfigError(problems);
   return {
     env: e.NODE_ENV,
     isProduction,

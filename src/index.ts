@@ -8,7 +8,8 @@ async function main() {
     config = loadConfig();
   } catch (err) {
     if (err instanceof ConfigError) {
-      console.error(err.problems.length === 1 ? `switchboard: ${err.problems[0]}` : err.message);
+      // One line per bad variable, each naming it.
+      for (const problem of err.problems) console.error(`switchboard: ${problem}`);
       process.exit(1);
     }
     throw err;

@@ -1,0 +1,429 @@
+import { randomBytes } from 'node:crypto';
+import { Redis } from 'ioredis';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadScripts, type ScriptRunner } from '../../src/infra/scripts.js';
+import { messageKeys } from '../../src/messages/messages.keys.js';
+import { roomKeys } from '../../src/rooms/rooms.keys.js';
+import { sharedRedisUrl, uniquePrefix } from '../helpers/server.js';
+
+/**
+ * The messages domain's Lua scripts, called directly: every status code, the JSON they store
+ * (cjson round trips), the clientId dedupe and its TTL, and races between concurrent calls.
+ */
+
+const LUA_DIRS = [new URL('../../src/messages/lua/', import.meta.url)];
+const DEDUPE_TTL_SECONDS = 24 * 60 * 60;
+const NOW = 1_767_225_600_123; // 13 digits: must survive cjson's number formatting exactly
+const prefix = uniquePrefix('messages-lua');
+let redis: Redis;
+let sendMessage: ScriptRunner;
+let editMessage: ScriptRunner;
+let deleteMessage: ScriptRunner;
+
+beforeAll(async () => {
+  redis = new Redis(sharedRedisUrl(), { keyPrefix: prefix, lazyConnect: true });
+  await redis.connect();
+  const scripts = loadScripts(redis, LUA_DIRS);
+  sendMessage = scripts.get('sendMessage');
+  editMessage = scripts.get('editMessage');
+  deleteMessage = scripts.get('deleteMessage');
+});
+
+afterAll(async () => {
+  // SCAN patterns are not prefixed by ioredis, and the keys it returns carry the prefix.
+  const admin = new Redis(sharedRedisUrl());
+  for await (const keys of admin.scanStream({ match: `${prefix}*`, count: 500 })) {
+    if ((keys as string[]).length > 0) await admin.unlink(...(keys as string[]));
+  }
+  admin.disconnect();
+  redis?.disconnect();
+});
+
+type SendReply = [number, string, number];
+type EditReply = [number, string];
+type DeleteReply = [number, string, number];
+
+interface StoredMessage {
+  roomId: string;
+  seq: number;
+  senderId: string;
+  text: string;
+  clientId: string | null;
+  createdAt: number;
+  editedAt: number | null;
+  deleted: boolean;
+  deletedAt?: number;
+}
+
+const newRoomId = () => randomBytes(6).toString('hex');
+const roomScriptKeys = (roomId: string) => [
+  roomKeys.room(roomId),
+  roomKeys.members(roomId),
+  messageKeys.messages(roomId),
+];
+
+async function seedRoom(owner: string, members: string[] = []) {
+  const roomId = newRoomId();
+  await redis
+    .multi()
+    .hset(roomKeys.room(roomId), {
+      id: roomId,
+      name: 'r',
+      visibility: 'PRIVATE',
+      ownerId: owner,
+      createdAt: 1,
+      lastActivityAt: 1,
+      seq: 0,
+    })
+    .zadd(roomKeys.members(roomId), ...[owner, ...members].flatMap((m) => [0, m]))
+    .exec();
+  return roomId;
+}
+
+/** Calls sendMessage as the messages service does. */
+function send(roomId: string, senderId: string, text: string, clientId = '', now = NOW) {
+  return sendMessage(
+    [...roomScriptKeys(roomId), messageKeys.dedupe(roomId, senderId, clientId)],
+    [roomId, senderId, text, clientId, now, DEDUPE_TTL_SECONDS],
+  ) as Promise<SendReply>;
+}
+
+async function sendOk(roomId: string, senderId: string, text: string, clientId = '') {
+  const [status, json, created] = await send(roomId, senderId, text, clientId);
+  expect(status).toBe(0);
+  expect(created).toBe(1);
+  return JSON.parse(json) as StoredMessage;
+}
+
+const edit = (roomId: string, userId: string, seq: number, text: string, now = NOW + 1000) =>
+  editMessage(roomScriptKeys(roomId), [userId, seq, text, now]) as Promise<EditReply>;
+
+const del = (roomId: string, userId: string, seq: number, now = NOW + 2000) =>
+  deleteMessage(roomScriptKeys(roomId), [userId, seq, now]) as Promise<DeleteReply>;
+
+const stored = async (roomId: string, seq: number) => {
+  const raw = await redis.hget(messageKeys.messages(roomId), String(seq));
+  return raw === null ? null : (JSON.parse(raw) as StoredMessage);
+};
+
+describe('sendMessage', () => {
+  describe('when the room does not exist', () => {
+    it('should answer status 1 (ROOM_NOT_FOUND) and store nothing', async () => {
+      const roomId = newRoomId();
+      expect(await send(roomId, 'alice', 'hi', 'c1')).toEqual([1, '', 0]);
+      expect(await redis.exists(messageKeys.messages(roomId), messageKeys.dedupe(roomId, 'alice', 'c1'))).toBe(0);
+    });
+  });
+
+  describe('when the sender is not a member', () => {
+    it('should answer status 2 (NOT_MEMBER) and allocate no seq', async () => {
+      const roomId = await seedRoom('owner');
+      expect(await send(roomId, 'mallory', 'hi', 'c1')).toEqual([2, '', 0]);
+      expect(await redis.hget(roomKeys.room(roomId), 'seq')).toBe('0');
+      expect(await redis.exists(messageKeys.dedupe(roomId, 'mallory', 'c1'))).toBe(0);
+    });
+  });
+
+  describe('when a member sends', () => {
+    it('should store the message as JSON under seq 1 and return it with created 1', async () => {
+      const roomId = await seedRoom('owner', ['bob']);
+      const [status, json, created] = await send(roomId, 'bob', 'hello', 'c-1');
+      expect([status, created]).toEqual([0, 1]);
+      expect(JSON.parse(json)).toEqual({
+        roomId,
+        seq: 1,
+        senderId: 'bob',
+        text: 'hello',
+        clientId: 'c-1',
+        createdAt: NOW,
+        editedAt: null,
+        deleted: false,
+      });
+      expect(await redis.hget(messageKeys.messages(roomId), '1')).toBe(json);
+    });
+
+    it('should move the room seq and lastActivityAt', async () => {
+      const roomId = await seedRoom('owner');
+      await send(roomId, 'owner', 'one', '', NOW);
+      await send(roomId, 'owner', 'two', '', NOW + 5);
+      expect(await redis.hmget(roomKeys.room(roomId), 'seq', 'lastActivityAt')).toEqual(['2', String(NOW + 5)]);
+    });
+
+    it('should store clientId null and write no dedupe key when there is no clientId', async () => {
+      const roomId = await seedRoom('owner');
+      const first = await sendOk(roomId, 'owner', 'same text');
+      const second = await sendOk(roomId, 'owner', 'same text');
+      expect(first.clientId).toBeNull();
+      expect([first.seq, second.seq]).toEqual([1, 2]);
+      expect(await redis.exists(messageKeys.dedupe(roomId, 'owner', ''))).toBe(0);
+    });
+
+    it('should keep numeric-looking text and clientIds as strings', async () => {
+      const roomId = await seedRoom('owner');
+      const m = await sendOk(roomId, 'owner', '12345', '007');
+      expect(m.text).toBe('12345');
+      expect(m.clientId).toBe('007');
+    });
+  });
+
+  describe('when the text holds unicode, emoji, quotes, backslashes and newlines', () => {
+    it('should round-trip it exactly through cjson', async () => {
+      const roomId = await seedRoom('owner');
+      const text =
+        'héllo "quoted" \'single\' back\\slash /slash\nline two\r\n\ttab 🎉 👩‍👩‍👧 中文 ' +
+        'العربية \u2028\u2029 zero\u200Bwidth </script> {"json":true} \u0001\u001f end';
+      const m = await sendOk(roomId, 'owner', text);
+      expect(m.text).toBe(text);
+      expect((await stored(roomId, 1))?.text).toBe(text);
+    });
+
+    it('should round-trip a 4000-character text of mixed widths', async () => {
+      const roomId = await seedRoom('owner');
+      const alphabet = ['a', 'é', '🙂', '"', '\n', '中', '\\', '𝄞'];
+      const text = Array.from({ length: 4000 }, (_, i) => alphabet[i % alphabet.length]).join('');
+      expect([...text]).toHaveLength(4000);
+      const m = await sendOk(roomId, 'owner', text);
+      expect(m.text).toBe(text);
+      expect((await stored(roomId, 1))?.text).toBe(text);
+    });
+  });
+
+  describe('when the same clientId is sent again', () => {
+    it('should return the original message with created 0 and allocate no seq', async () => {
+      const roomId = await seedRoom('owner', ['bob']);
+      const [, firstJson] = await send(roomId, 'bob', 'first', 'dup');
+      const again = await send(roomId, 'bob', 'a different text', 'dup', NOW + 99);
+      expect(again).toEqual([0, firstJson, 0]);
+      expect(await redis.hget(roomKeys.room(roomId), 'seq')).toBe('1');
+      expect(await redis.hlen(messageKeys.messages(roomId))).toBe(1);
+    });
+
+    it('should return the original as it is now (after an edit)', async () => {
+      const roomId = await seedRoom('owner');
+      await send(roomId, 'owner', 'first', 'dup');
+      const [, editedJson] = await edit(roomId, 'owner', 1, 'edited');
+      const [, json, created] = await send(roomId, 'owner', 'first', 'dup');
+      expect(created).toBe(0);
+      expect(json).toBe(editedJson);
+    });
+
+    it('should keep the dedupe key for about 24 hours', async () => {
+      const roomId = await seedRoom('owner');
+      await send(roomId, 'owner', 'x', 'ttl');
+      const ttl = await redis.ttl(messageKeys.dedupe(roomId, 'owner', 'ttl'));
+      expect(ttl).toBeGreaterThan(DEDUPE_TTL_SECONDS - 60);
+      expect(ttl).toBeLessThanOrEqual(DEDUPE_TTL_SECONDS);
+      expect(await redis.get(messageKeys.dedupe(roomId, 'owner', 'ttl'))).toBe('1');
+    });
+
+    it('should not dedupe across senders or rooms', async () => {
+      const roomId = await seedRoom('owner', ['bob']);
+      const otherRoom = await seedRoom('owner', ['bob']);
+      const a = await sendOk(roomId, 'owner', 'x', 'shared');
+      const b = await sendOk(roomId, 'bob', 'x', 'shared');
+      const c = await sendOk(otherRoom, 'owner', 'x', 'shared');
+      expect([a.seq, b.seq, c.seq]).toEqual([1, 2, 1]);
+    });
+
+    it('should send anew when the remembered message no longer exists (history reset)', async () => {
+      const roomId = await seedRoom('owner');
+      await sendOk(roomId, 'owner', 'x', 'gone');
+      await redis.del(messageKeys.messages(roomId));
+      const m = await sendOk(roomId, 'owner', 'y', 'gone');
+      expect(m.seq).toBe(2);
+      expect(await redis.get(messageKeys.dedupe(roomId, 'owner', 'gone'))).toBe('2');
+    });
+  });
+
+  describe('when 50 messages are sent concurrently', () => {
+    it('should allocate seqs 1..50, each exactly once, and store all of them', async () => {
+      const roomId = await seedRoom('owner', ['bob', 'carol']);
+      const senders = ['owner', 'bob', 'carol'];
+      const replies = await Promise.all(
+        Array.from({ length: 50 }, (_, i) => send(roomId, senders[i % 3] as string, `m${i}`, `c${i}`)),
+      );
+      expect(replies.every(([status, , created]) => status === 0 && created === 1)).toBe(true);
+      const seqs = replies.map(([, json]) => (JSON.parse(json) as StoredMessage).seq).sort((a, b) => a - b);
+      expect(seqs).toEqual(Array.from({ length: 50 }, (_, i) => i + 1));
+      expect(await redis.hlen(messageKeys.messages(roomId))).toBe(50);
+      expect(await redis.hget(roomKeys.room(roomId), 'seq')).toBe('50');
+    });
+  });
+
+  describe('when 30 sends with one clientId race', () => {
+    it('should create exactly one message and return the same JSON to every caller', async () => {
+      const roomId = await seedRoom('owner');
+      const replies = await Promise.all(
+        Array.from({ length: 30 }, (_, i) => send(roomId, 'owner', `attempt ${i}`, 'retry-me')),
+      );
+      expect(replies.every(([status]) => status === 0)).toBe(true);
+      expect(replies.filter(([, , created]) => created === 1)).toHaveLength(1);
+      expect(new Set(replies.map(([, json]) => json)).size).toBe(1);
+      expect(await redis.hlen(messageKeys.messages(roomId))).toBe(1);
+      expect(await redis.hget(roomKeys.room(roomId), 'seq')).toBe('1');
+    });
+  });
+});
+
+describe('editMessage', () => {
+  describe('when the room does not exist', () => {
+    it('should answer status 1 (ROOM_NOT_FOUND)', async () => {
+      expect(await edit(newRoomId(), 'alice', 1, 'x')).toEqual([1, '']);
+    });
+  });
+
+  describe('when the editor is not a member', () => {
+    it('should answer status 2 (NOT_MEMBER), even as the author who left', async () => {
+      const roomId = await seedRoom('owner', ['bob']);
+      await sendOk(roomId, 'bob', 'mine');
+      await redis.zrem(roomKeys.members(roomId), 'bob');
+      expect(await edit(roomId, 'bob', 1, 'changed')).toEqual([2, '']);
+      expect((await stored(roomId, 1))?.text).toBe('mine');
+    });
+  });
+
+  describe('when the message does not exist', () => {
+    it('should answer status 4 (MESSAGE_NOT_FOUND)', async () => {
+      const roomId = await seedRoom('owner');
+      await sendOk(roomId, 'owner', 'one');
+      expect(await edit(roomId, 'owner', 2, 'x')).toEqual([4, '']);
+    });
+  });
+
+  describe('when the editor is not the author', () => {
+    it('should answer status 5 (NOT_AUTHOR), even to the room owner', async () => {
+      const roomId = await seedRoom('owner', ['bob']);
+      await sendOk(roomId, 'bob', 'bob wrote this');
+      expect(await edit(roomId, 'owner', 1, 'owner rewrote it')).toEqual([5, '']);
+      expect((await stored(roomId, 1))?.text).toBe('bob wrote this');
+    });
+  });
+
+  describe('when the author edits', () => {
+    it('should replace the text, set editedAt and keep everything else', async () => {
+      const roomId = await seedRoom('owner', ['bob']);
+      const original = await sendOk(roomId, 'bob', 'typo', 'c');
+      const [status, json] = await edit(roomId, 'bob', 1, 'fixed 🎉 "now"\nok', NOW + 500);
+      expect(status).toBe(0);
+      const edited = JSON.parse(json) as StoredMessage;
+      expect(edited).toEqual({ ...original, text: 'fixed 🎉 "now"\nok', editedAt: NOW + 500 });
+      expect(await stored(roomId, 1)).toEqual(edited);
+    });
+
+    it('should change nothing when the text is the same (editedAt stays null)', async () => {
+      const roomId = await seedRoom('owner');
+      await sendOk(roomId, 'owner', 'same');
+      const before = await redis.hget(messageKeys.messages(roomId), '1');
+      expect(await edit(roomId, 'owner', 1, 'same')).toEqual([0, before]);
+      expect((await stored(roomId, 1))?.editedAt).toBeNull();
+    });
+  });
+
+  describe('when the message was deleted', () => {
+    it('should answer status 7 (DELETED) and keep it deleted', async () => {
+      const roomId = await seedRoom('owner');
+      await sendOk(roomId, 'owner', 'soon gone');
+      expect((await del(roomId, 'owner', 1))[0]).toBe(0);
+      expect(await edit(roomId, 'owner', 1, 'resurrected')).toEqual([7, '']);
+      expect(await stored(roomId, 1)).toMatchObject({ text: '', deleted: true });
+    });
+  });
+
+  describe('when an edit and a delete race', () => {
+    it('should always end deleted with empty text', async () => {
+      const roomId = await seedRoom('owner');
+      for (let i = 0; i < 20; i++) await sendOk(roomId, 'owner', `m${i}`);
+      const outcomes = await Promise.all(
+        Array.from({ length: 20 }, async (_, i) => {
+          const [e, d] = await Promise.all([edit(roomId, 'owner', i + 1, `edited ${i}`), del(roomId, 'owner', i + 1)]);
+          return { editStatus: e[0], deleteStatus: d[0], changed: d[2] };
+        }),
+      );
+      for (const o of outcomes) {
+        expect([0, 7]).toContain(o.editStatus);
+        expect(o).toMatchObject({ deleteStatus: 0, changed: 1 });
+      }
+      for (let seq = 1; seq <= 20; seq++) {
+        expect(await stored(roomId, seq)).toMatchObject({ seq, text: '', deleted: true });
+      }
+    });
+  });
+});
+
+describe('deleteMessage', () => {
+  describe('when the room does not exist', () => {
+    it('should answer status 1 (ROOM_NOT_FOUND)', async () => {
+      expect(await del(newRoomId(), 'alice', 1)).toEqual([1, '', 0]);
+    });
+  });
+
+  describe('when the user is not a member', () => {
+    it('should answer status 2 (NOT_MEMBER)', async () => {
+      const roomId = await seedRoom('owner');
+      await sendOk(roomId, 'owner', 'x');
+      expect(await del(roomId, 'mallory', 1)).toEqual([2, '', 0]);
+    });
+  });
+
+  describe('when the message does not exist', () => {
+    it('should answer status 4 (MESSAGE_NOT_FOUND)', async () => {
+      const roomId = await seedRoom('owner');
+      expect(await del(roomId, 'owner', 1)).toEqual([4, '', 0]);
+    });
+  });
+
+  describe('when the user is neither the author nor the owner', () => {
+    it('should answer status 5 (NOT_AUTHOR) and keep the message', async () => {
+      const roomId = await seedRoom('owner', ['bob', 'carol']);
+      await sendOk(roomId, 'bob', 'bob says');
+      expect(await del(roomId, 'carol', 1)).toEqual([5, '', 0]);
+      expect(await stored(roomId, 1)).toMatchObject({ text: 'bob says', deleted: false });
+    });
+  });
+
+  describe('when the author deletes', () => {
+    it('should empty the text, mark it deleted, keep id and seq, and report changed 1', async () => {
+      const roomId = await seedRoom('owner', ['bob']);
+      await sendOk(roomId, 'bob', 'one');
+      const original = await sendOk(roomId, 'bob', 'two', 'c2');
+      const [status, json, changed] = await del(roomId, 'bob', 2, NOW + 777);
+      expect([status, changed]).toEqual([0, 1]);
+      const deleted = JSON.parse(json) as StoredMessage;
+      expect(deleted).toEqual({ ...original, text: '', deleted: true, deletedAt: NOW + 777 });
+      expect(await stored(roomId, 2)).toEqual(deleted);
+      expect(await redis.hget(roomKeys.room(roomId), 'seq')).toBe('2');
+    });
+  });
+
+  describe('when the room owner deletes a member’s message', () => {
+    it('should delete it', async () => {
+      const roomId = await seedRoom('owner', ['bob']);
+      await sendOk(roomId, 'bob', 'rude');
+      const [status, , changed] = await del(roomId, 'owner', 1);
+      expect([status, changed]).toEqual([0, 1]);
+      expect(await stored(roomId, 1)).toMatchObject({ senderId: 'bob', text: '', deleted: true });
+    });
+  });
+
+  describe('when a message is deleted twice', () => {
+    it('should report changed 1 the first time and 0 the second, returning the same JSON', async () => {
+      const roomId = await seedRoom('owner');
+      await sendOk(roomId, 'owner', 'x');
+      const first = await del(roomId, 'owner', 1, NOW + 1);
+      const second = await del(roomId, 'owner', 1, NOW + 2);
+      expect(first[2]).toBe(1);
+      expect(second).toEqual([0, first[1], 0]);
+    });
+
+    it('should report changed 1 exactly once when the deletes race', async () => {
+      const roomId = await seedRoom('owner', ['bob']);
+      await sendOk(roomId, 'bob', 'x');
+      const replies = await Promise.all(
+        Array.from({ length: 20 }, (_, i) => del(roomId, i % 2 === 0 ? 'bob' : 'owner', 1, NOW + i)),
+      );
+      expect(replies.every(([status]) => status === 0)).toBe(true);
+      expect(replies.filter(([, , changed]) => changed === 1)).toHaveLength(1);
+      expect(new Set(replies.map(([, json]) => json)).size).toBe(1);
+    });
+  });
+});
