@@ -30,6 +30,7 @@ const EnvSchema = z.object({
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).optional(),
   SHUTDOWN_TIMEOUT_MS: intFrom(8000, 100, 60000),
   SUBSCRIPTION_BUFFER_SIZE: intFrom(1000, 1, 1_000_000),
+  POSITION_CHECK_INTERVAL_MS: intFrom(2000, 0, 600_000),
   MAX_BODY_BYTES: intFrom(1_048_576, 1024, 100 * 1_048_576),
   INSTANCE_ID: z.string().min(1).optional(),
   GRAPHIQL: optionalBool,
@@ -51,6 +52,8 @@ export interface Config {
   logLevel: string;
   shutdownTimeoutMs: number;
   subscriptionBufferSize: number;
+  /** How often streams compare their position with storage (0: never). */
+  positionCheckMs: number;
   maxBodyBytes: number;
   instanceId: string;
   graphiql: boolean;
@@ -103,6 +106,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     logLevel: e.LOG_LEVEL ?? (e.NODE_ENV === 'test' ? 'silent' : 'info'),
     shutdownTimeoutMs: e.SHUTDOWN_TIMEOUT_MS,
     subscriptionBufferSize: e.SUBSCRIPTION_BUFFER_SIZE,
+    positionCheckMs: e.POSITION_CHECK_INTERVAL_MS,
     maxBodyBytes: e.MAX_BODY_BYTES,
     instanceId: e.INSTANCE_ID ?? `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`,
     graphiql: e.GRAPHIQL ?? !isProduction,

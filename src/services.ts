@@ -56,6 +56,7 @@ export function createServices(deps: ServiceDeps) {
     logger,
     bufferSize: config.subscriptionBufferSize,
     subscribeTimeoutMs: config.redisCommandTimeoutMs,
+    positionCheckMs: config.positionCheckMs,
   });
   return { hooks, users, rooms, messages, events };
 }

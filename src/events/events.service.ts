@@ -18,6 +18,12 @@ export interface EventsServiceDeps {
   bufferSize: number;
   /** How long to wait for Redis to confirm a SUBSCRIBE. */
   subscribeTimeoutMs: number;
+  /**
+   * Every this many ms, one pipeline reads the latest seq of each room with open streams here, so a
+   * message whose pub/sub event was lost, with no later message to reveal the gap, still arrives.
+   * 0 turns the check off.
+   */
+  positionCheckMs: number;
 }
 
 /** What a room stream yields: an event, or an error that ends the subscription with a code. */
@@ -38,15 +44,48 @@ const CATCH_UP_BATCH = 100;
  * is filled from storage before anything newer is emitted.
  */
 export function createEventsService(deps: EventsServiceDeps) {
-  const { pubsub, rooms, messages, logger, bufferSize, subscribeTimeoutMs } = deps;
+  const { pubsub, rooms, messages, logger, bufferSize, subscribeTimeoutMs, positionCheckMs } = deps;
   /** A marker that wakes a stream so it re-reads storage. */
   type Resync = { type: 'Resync' };
-  const open = new Map<BoundedQueue<RoomEventPayload | Resync>, () => void>();
+  /** What the service keeps of each open stream. */
+  interface StreamCtl {
+    roomId: string;
+    lastSeq(): number;
+    resync(): void;
+  }
+  const open = new Map<BoundedQueue<RoomEventPayload | Resync>, StreamCtl>();
   // Events published while the subscriber connection was down are gone: every stream checks storage.
   pubsub.onResubscribed(() => {
     logger.info({ streams: open.size }, 'pub/sub reconnected: streams catch up from storage');
-    for (const resync of open.values()) resync();
+    for (const ctl of open.values()) ctl.resync();
   });
+
+  let checking = false;
+  /** One round trip for all rooms with streams here: any stream behind the stored seq re-reads storage. */
+  async function checkPositions(): Promise<void> {
+    if (checking || open.size === 0) return;
+    checking = true;
+    try {
+      const byRoom = new Map<string, StreamCtl[]>();
+      for (const ctl of open.values()) {
+        const list = byRoom.get(ctl.roomId);
+        if (list) list.push(ctl);
+        else byRoom.set(ctl.roomId, [ctl]);
+      }
+      const roomIds = [...byRoom.keys()];
+      const latest = await rooms.lastSeqs(roomIds);
+      roomIds.forEach((roomId, i) => {
+        const seq = latest[i] ?? 0;
+        for (const ctl of byRoom.get(roomId) ?? []) if (ctl.lastSeq() < seq) ctl.resync();
+      });
+    } catch (err) {
+      logger.debug({ err: (err as Error).message }, 'position check failed');
+    } finally {
+      checking = false;
+    }
+  }
+  const positionTimer = positionCheckMs > 0 ? setInterval(() => void checkPositions(), positionCheckMs) : null;
+  positionTimer?.unref();
 
   async function withTimeout(ready: Promise<void>): Promise<void> {
     let timer: NodeJS.Timeout | undefined;
@@ -69,8 +108,12 @@ export function createEventsService(deps: EventsServiceDeps) {
     /** Open streams on this instance (for tests and metrics). */
     openCount: () => open.size,
 
+    /** Runs the position check now (tests; the timer runs it every `positionCheckMs`). */
+    checkPositions,
+
     /** Ends every open stream (graceful shutdown): their subscriptions complete. */
     closeAll(): void {
+      if (positionTimer) clearInterval(positionTimer);
       for (const queue of [...open.keys()]) queue.end();
     },
 
@@ -126,9 +169,13 @@ export function createEventsService(deps: EventsServiceDeps) {
         listener.remove();
         throw err;
       }
-      open.set(queue, () => {
-        gap = true;
-        queue.push({ type: 'Resync' });
+      open.set(queue, {
+        roomId,
+        lastSeq: () => lastSeq,
+        resync() {
+          gap = true;
+          queue.push({ type: 'Resync' });
+        },
       });
 
       async function* run(): AsyncGenerator<StreamItem> {

@@ -141,6 +141,14 @@ export function createRoomsService(deps: RoomsServiceDeps) {
 
     areMembers,
 
+    /** The latest message seq of each room (0 when absent), in one round trip. */
+    async lastSeqs(roomIds: readonly string[]): Promise<number[]> {
+      if (roomIds.length === 0) return [];
+      const pipeline = redis.pipeline();
+      for (const id of roomIds) pipeline.hget(roomKeys.room(id), 'seq');
+      return (await execPipeline(pipeline)).map((s) => Number(s ?? 0));
+    },
+
     /** Member counts of rooms, in one round trip. */
     async memberCounts(roomIds: readonly string[]): Promise<number[]> {
       if (roomIds.length === 0) return [];

@@ -41,6 +41,9 @@ function client(instance: TestInstance, user: string): WsClient {
 /** Open room streams across both instances (a subscription is live server-side). */
 const streams = () => a.app.services.events.openCount() + b.app.services.events.openCount();
 
+/** Resolves once `n` more streams than `base` are open on the two instances. */
+const streamsOpened = (base: number, n: number) => waitFor(() => streams() >= base + n, 5000, `${n} live subscriptions`);
+
 /** Creates a room owned by `owner` on `instance` with the given members. */
 async function createRoom(
   instance: TestInstance,
@@ -116,8 +119,6 @@ beforeAll(async () => {
 
 afterEach(async () => {
   await Promise.all(clients.splice(0).map((c) => c.dispose()));
-  // Each test counts live streams from zero.
-  await waitFor(() => streams() === 0, 5000, "the previous test's streams to close");
 });
 
 afterAll(async () => {
