@@ -1,11 +1,16 @@
-import { requireViewer } from '../context.js';
+import { createLoaders, requireViewer, type AppContext } from '../context.js';
 import type { Resolvers } from '../generated/resolvers-types.js';
 import type { RoomEventPayload } from '../topics.js';
 import type { StreamItem } from './events.service.js';
 
-/** A stream item as a subscription value: errors are thrown from `resolve`, which ends the stream with that error. */
-const unwrap = (item: StreamItem): RoomEventPayload => {
+/**
+ * A stream item as a subscription value: errors are thrown from `resolve`, which ends the stream
+ * with that error. A subscription's context lives as long as the subscription, so each event gets
+ * fresh loaders: nothing cached stays stale (a renamed user) or piles up for hours.
+ */
+const unwrap = (item: StreamItem, ctx: AppContext): RoomEventPayload => {
   if (item.type === 'StreamError') throw item.error;
+  ctx.loaders = createLoaders(ctx.services);
   return item;
 };
 
@@ -15,8 +20,8 @@ export const eventsResolvers: Resolvers = {
     messageAdded: {
       subscribe: (_, { roomId, after }, ctx) =>
         ctx.services.events.openRoomStream(requireViewer(ctx), roomId, { after, kind: 'messages' }),
-      resolve: (item: StreamItem) => {
-        const ev = unwrap(item);
+      resolve: (item: StreamItem, _args: unknown, ctx: AppContext) => {
+        const ev = unwrap(item, ctx);
         if (ev.type !== 'MessageAdded') throw new Error(`unexpected ${ev.type} on messageAdded`);
         return ev.message;
       },
@@ -24,7 +29,7 @@ export const eventsResolvers: Resolvers = {
     roomEvents: {
       subscribe: (_, { roomId, after }, ctx) =>
         ctx.services.events.openRoomStream(requireViewer(ctx), roomId, { after, kind: 'all' }),
-      resolve: (item: StreamItem) => unwrap(item),
+      resolve: (item: StreamItem, _args: unknown, ctx: AppContext) => unwrap(item, ctx),
     },
   },
   RoomEvent: {

@@ -24,7 +24,7 @@ import {
   wsClient,
   type Subscription,
 } from '../helpers/clients.js';
-import { startCluster, tokenFor, waitForStreams, type TestInstance } from '../helpers/server.js';
+import { startCluster, tokenFor, type TestInstance } from '../helpers/server.js';
 
 let a: TestInstance;
 let b: TestInstance;
@@ -128,10 +128,10 @@ afterAll(async () => {
 describe('when a message is sent on one instance and subscribed to on another', () => {
   it('should deliver it from B to a subscriber on A and from A to a subscriber on B', async () => {
     const roomId = await createRoom(a, 'alice', ['bob']);
+    const base = streams();
     const onA = subscribe(client(a, 'alice'), OnMessageAddedDocument, { roomId });
     const onB = subscribe(client(b, 'bob'), OnMessageAddedDocument, { roomId });
-    await waitForStreams(a, 1);
-    await waitForStreams(b, 1);
+    await streamsOpened(base, 2);
 
     await send(b, 'bob', roomId, 'from B');
     expect((await onA.nth(1)).data?.messageAdded).toMatchObject({ seq: 1, text: 'from B', sender: { id: 'bob' } });
@@ -148,13 +148,14 @@ describe('when a message is sent on one instance and subscribed to on another', 
   it('should give every subscriber on both instances every message once, in seq order', async () => {
     const members = ['bob', 'carol', 'dave', 'erin', 'frank'];
     const roomId = await createRoom(a, 'alice', members);
+    const base = streams();
     const subs = ['alice', ...members].map((user, i) => {
       const instance = i % 2 === 0 ? a : b;
       return subscribe(client(instance, user), OnMessageAddedDocument, { roomId });
     });
     // A second subscription of the same user on the same socket counts as its own subscriber.
     subs.push(subscribe(clients[0]!, OnMessageAddedDocument, { roomId }));
-    await waitFor(() => streams() >= subs.length, 5000, 'all subscriptions to be live');
+    await streamsOpened(base, subs.length);
 
     const n = 60;
     await sendConcurrently(
@@ -183,8 +184,9 @@ describe('when a message is sent on one instance and subscribed to on another', 
 describe('when a member subscribes to roomEvents', () => {
   it('should deliver message and membership events from the other instance, in order', async () => {
     const roomId = await createRoom(a, 'alice', ['bob'], 'PUBLIC');
+    const base = streams();
     const events = subscribe(client(a, 'alice'), OnRoomEventsDocument, { roomId });
-    await waitForStreams(a, 1);
+    await streamsOpened(base, 1);
 
     const sent = await send(b, 'bob', roomId, 'hello');
     await gqlOk(b.url, EditMessageDocument, { messageId: sent.id, text: 'hello, edited' }, tokens.bob!);
@@ -252,6 +254,7 @@ describe('when messageAdded is given an after cursor', () => {
 describe('when the owner removes a member on instance B', () => {
   it("should end the removed user's subscriptions on A and B within 1 s while others continue", async () => {
     const roomId = await createRoom(a, 'alice', ['bob', 'carol']);
+    const base = streams();
     const bobA = client(a, 'bob');
     const bobB = client(b, 'bob');
     const carolA = client(a, 'carol');
@@ -266,7 +269,7 @@ describe('when the owner removes a member on instance B', () => {
       messagesA: subscribe(carolA, OnMessageAddedDocument, { roomId }),
       eventsB: subscribe(carolB, OnRoomEventsDocument, { roomId }),
     };
-    await waitFor(() => streams() >= 6, 5000, 'six live subscriptions');
+    await streamsOpened(base, 6);
 
     await gqlOk(b.url, RemoveMemberDocument, { roomId, userId: 'bob' }, tokens.alice!);
     const removedAt = Date.now();
@@ -290,12 +293,13 @@ describe('when the owner removes a member on instance B', () => {
 describe('when a member leaves a room', () => {
   it("should end the leaver's own subscriptions on both instances", async () => {
     const roomId = await createRoom(a, 'alice', ['bob']);
+    const base = streams();
     const leaving = [
       subscribe(client(a, 'bob'), OnMessageAddedDocument, { roomId }),
       subscribe(client(b, 'bob'), OnRoomEventsDocument, { roomId }),
     ];
     const owner = subscribe(client(b, 'alice'), OnMessageAddedDocument, { roomId });
-    await waitFor(() => streams() >= 3, 5000, 'three live subscriptions');
+    await streamsOpened(base, 3);
 
     await gqlOk(a.url, LeaveRoomDocument, { roomId }, tokens.bob!);
     await Promise.all(leaving.map((s, i) => completesWithin(s, 1000, `bob's subscription #${i + 1}`)));
@@ -309,6 +313,7 @@ describe('when a member leaves a room', () => {
 describe('when subscribing over SSE', () => {
   it('should receive a message sent on the other instance', async () => {
     const roomId = await createRoom(a, 'alice', ['bob']);
+    const base = streams();
     const abort = new AbortController();
     const timer = setTimeout(() => abort.abort(), 10_000);
     try {
@@ -329,7 +334,7 @@ describe('when subscribing over SSE', () => {
       expect(res.headers.get('content-type')).toMatch(/^text\/event-stream/);
       const reader = res.body!.getReader();
       const firstEvent = readSseEvent(reader, (e) => e.event === 'next');
-      await waitForStreams(a, 1);
+      await streamsOpened(base, 1);
       await send(b, 'bob', roomId, 'over sse');
       const ev = await withTimeout(firstEvent, 5000, 'an SSE "next" event');
       expect(JSON.parse(ev.data)).toMatchObject({
@@ -358,8 +363,9 @@ describe('when a graphql-ws operation has a syntax error', () => {
     const invalid = subscribe(c, 'subscription { messageAdded(roomId: "x") { nope } }', {});
     expect((await subscriptionErrors(invalid)).map((e) => e.extensions?.code)).toEqual(['BAD_USER_INPUT']);
 
+    const base = streams();
     const working = subscribe(c, OnMessageAddedDocument, { roomId });
-    await waitForStreams(a, 1);
+    await streamsOpened(base, 1);
     await send(b, 'bob', roomId, 'still open');
     expect((await working.nth(1)).data?.messageAdded).toMatchObject({ seq: 1, text: 'still open' });
     expect(closedWith).toBeNull();
