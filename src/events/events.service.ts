@@ -164,7 +164,8 @@ export function createEventsService(deps: EventsServiceDeps) {
           throw cursorExpired('after names a message this room does not have (history was reset)');
         }
         lastSeq = afterSeq ?? room.lastSeq;
-        gap = lastSeq < room.lastSeq;
+        // ||=: the listener may already have marked a gap (overflow) during the reads above.
+        gap ||= lastSeq < room.lastSeq;
       } catch (err) {
         listener.remove();
         throw err;
@@ -219,7 +220,29 @@ export function createEventsService(deps: EventsServiceDeps) {
           queue.end();
         }
       }
-      return run();
+      const gen = run();
+      // A generator paused at `await queue.next()` would only see return() once another event
+      // arrives (in a quiet room: never), and one never started skips its finally. Release the
+      // listener and wake the generator first, so an unsubscribe or disconnect frees everything now.
+      const release = () => {
+        listener.remove();
+        queue.end();
+      };
+      const stream: AsyncGenerator<StreamItem> = {
+        next: (...args) => gen.next(...args),
+        return: (value) => {
+          release();
+          return gen.return(value);
+        },
+        throw: (err) => {
+          release();
+          return gen.throw(err);
+        },
+        [Symbol.asyncIterator]() {
+          return stream;
+        },
+      };
+      return stream;
     },
   };
 }
