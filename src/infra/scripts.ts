@@ -31,6 +31,7 @@ export function loadScripts(redis: Redis, dirs: (string | URL)[]): ScriptRegistr
       const name = m[1] as string;
       const numberOfKeys = Number(m[2]);
       if (numKeysByName.has(name)) throw new Error(`Lua script ${name} is defined twice`);
+      if (name in redis) throw new Error(`Lua script ${name} would shadow the ioredis method ${name}`);
       numKeysByName.set(name, numberOfKeys);
       redis.defineCommand(name, { numberOfKeys, lua: readFileSync(join(dir, file), 'utf8') });
     }
