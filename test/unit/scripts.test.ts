@@ -96,7 +96,7 @@ describe('loadScripts', () => {
     });
 
     it('should fail when the same folder is given twice', () => {
-      const dir = luaDir({ 'once-1.lua': ECHO });
+      const dir = luaDir({ 'echoOnce-1.lua': ECHO });
       expect(() => loadScripts(client(), [dir, dir])).toThrow(/defined twice/);
     });
   });
