@@ -101,6 +101,14 @@ describe('loadScripts', () => {
     });
   });
 
+  describe('when a script name is an ioredis method', () => {
+    it('should refuse it instead of replacing the method', () => {
+      const dir = luaDir({ 'get-1.lua': ECHO });
+      const redis = client();
+      expect(() => loadScripts(redis, [dir])).toThrow(/shadow the ioredis method get/);
+    });
+  });
+
   describe('when a file is badly named', () => {
     it.each([
       'noKeyCount.lua',
