@@ -11,7 +11,7 @@ import { WebSocketServer } from 'ws';
 import { baseResolvers } from './base.resolvers.js';
 import type { Config } from './config.js';
 import { createContextFactory, type AppContext } from './context.js';
-import { AppError, isRedisUnavailableError, unavailable } from './errors.js';
+import { AppError, ERROR_CODES, isRedisUnavailableError, unavailable, type ErrorCode } from './errors.js';
 import { eventsResolvers } from './events/events.resolvers.js';
 import type { Resolvers } from './generated/resolvers-types.js';
 import { createAuthenticator, useAuth } from './infra/auth.js';
@@ -79,7 +79,9 @@ export function withCode(error: GraphQLError): GraphQLError {
 /** Maps Redis outages to `UNAVAILABLE` and masks everything else yoga would mask. */
 function maskError(error: unknown, message: string, isDev?: boolean): Error {
   const original = error instanceof GraphQLError ? (error.originalError ?? error) : error;
-  if (original instanceof AppError) return error as Error;
+  // By code as well as by class: a second copy of graphql (bundlers, test runners) breaks instanceof.
+  const code = (original as { extensions?: { code?: unknown } } | null)?.extensions?.code;
+  if (original instanceof AppError || ERROR_CODES.includes(code as ErrorCode)) return error as Error;
   if (isRedisUnavailableError(original)) {
     const u = unavailable();
     return error instanceof GraphQLError
@@ -209,8 +211,8 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
         } catch {
           return false;
         }
-        // Best effort: an outage must not refuse an authenticated socket; the next HTTP request writes it.
-        await services.users.touch(ctx.extra.viewer).catch(() => undefined);
+        // Not awaited, as over HTTP; an outage must not refuse an authenticated socket.
+        services.users.touch(ctx.extra.viewer).catch(() => undefined);
         return true;
       },
       onSubscribe: async (ctx, _id, payload: SubscribePayload) => {

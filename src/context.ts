@@ -49,8 +49,8 @@ export function createContextFactory(services: Services, auth: Authenticator) {
       } catch (err) {
         authError = err instanceof Error ? err.message : 'invalid token';
       }
-      // A user exists from their first authenticated request (cached: one write per instance).
-      if (viewer) await services.users.touch(viewer);
+      // A user exists from their first authenticated request; not awaited (see touch()).
+      if (viewer) services.users.touch(viewer).catch(() => undefined);
     }
     return { viewer, authError, services, loaders: createLoaders(services) };
   };

@@ -13,26 +13,24 @@ export interface UsersServiceDeps {
 /** Users: created from tokens, read in batches. */
 export type UsersService = ReturnType<typeof createUsersService>;
 
-const SEEN_CACHE_SIZE = 10_000;
-
 /** Creates the users service. */
 export function createUsersService({ redis, clock }: UsersServiceDeps) {
-  // Which (id, name) pairs this instance already wrote: one write per user per instance, not per request.
-  const seen = new Map<string, string>();
-
   return {
-    /** Makes sure the viewer exists with the name from their token (the contract's "a user exists from the first authenticated request"). */
-    async touch(viewer: Viewer): Promise<void> {
-      if (seen.get(viewer.id) === viewer.name) return;
+    /**
+     * Makes sure the viewer exists with the name from their token (the contract's "a user exists
+     * from the first authenticated request; name is refreshed from the token"). Not awaited by
+     * callers: the write shares the command connection with everything the request does next, and
+     * Redis runs a connection's commands in order, so the request already reads what it wrote, and
+     * no request waits a round trip for it. A failure (Redis away) is logged by the caller's catch.
+     */
+    touch(viewer: Viewer): Promise<void> {
       const key = userKeys.user(viewer.id);
-      const write = redis
-        .multi()
-        .hset(key, 'id', viewer.id, 'name', viewer.name)
-        .hsetnx(key, 'createdAt', String(clock.now()));
-      await execPipeline(write);
-      seen.delete(viewer.id);
-      seen.set(viewer.id, viewer.name);
-      if (seen.size > SEEN_CACHE_SIZE) seen.delete(seen.keys().next().value as string);
+      return execPipeline(
+        redis
+          .multi()
+          .hset(key, 'id', viewer.id, 'name', viewer.name)
+          .hsetnx(key, 'createdAt', String(clock.now())),
+      ).then(() => undefined);
     },
 
     /** Creates users that were never seen (added to a room before signing in), named by their id. */
