@@ -63,9 +63,17 @@ export function allResolvers(): Resolvers[] {
   return [baseResolvers, usersResolvers, roomsResolvers, messagesResolvers, eventsResolvers];
 }
 
-/** Adds `BAD_USER_INPUT` to errors that carry no code (syntax, validation, variable coercion). */
+/** Codes kept as they are: the contract's, and the one yoga gives masked internal errors. */
+const KEPT_CODES = new Set<string>([...ERROR_CODES, 'INTERNAL_SERVER_ERROR']);
+
+/**
+ * Gives `BAD_USER_INPUT` to request errors that carry no code or one of yoga's own
+ * (`GRAPHQL_PARSE_FAILED`, `GRAPHQL_VALIDATION_FAILED`, `BAD_REQUEST`…): clients branch on the
+ * contract's codes only.
+ */
 export function withCode(error: GraphQLError): GraphQLError {
-  if (error.extensions?.code) return error;
+  const code = error.extensions?.code;
+  if (typeof code === 'string' && KEPT_CODES.has(code)) return error;
   return new GraphQLError(error.message, {
     nodes: error.nodes,
     source: error.source,
@@ -164,6 +172,9 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   }
 
   function handle(req: IncomingMessage, res: ServerResponse) {
+    // While stopping, no keep-alive: each connection closes after its response, so shutdown does
+    // not wait for clients (or a proxy's pool) to drop idle connections.
+    if (stopping) res.setHeader('connection', 'close');
     const path = (req.url ?? '/').split('?')[0];
     if (path === '/ready') {
       void isRedisUp().then((up) => {
