@@ -85,7 +85,7 @@ export function withCode(error: GraphQLError): GraphQLError {
 }
 
 /** Maps Redis outages to `UNAVAILABLE` and masks everything else yoga would mask. */
-function maskError(error: unknown, message: string, isDev?: boolean): Error {
+export function maskError(error: unknown, message: string, isDev?: boolean): Error {
   const original = error instanceof GraphQLError ? (error.originalError ?? error) : error;
   // By code as well as by class: a second copy of graphql (bundlers, test runners) breaks instanceof.
   const code = (original as { extensions?: { code?: unknown } } | null)?.extensions?.code;
