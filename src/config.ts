@@ -31,6 +31,7 @@ const EnvSchema = z.object({
   SHUTDOWN_TIMEOUT_MS: intFrom(8000, 100, 60000),
   SUBSCRIPTION_BUFFER_SIZE: intFrom(1000, 1, 1_000_000),
   POSITION_CHECK_INTERVAL_MS: intFrom(2000, 0, 600_000),
+  HISTORY_RETENTION_MESSAGES: intFrom(100_000, 0, 100_000_000),
   MAX_BODY_BYTES: intFrom(1_048_576, 1024, 100 * 1_048_576),
   INSTANCE_ID: z.string().min(1).optional(),
   GRAPHIQL: optionalBool,
@@ -54,6 +55,8 @@ export interface Config {
   subscriptionBufferSize: number;
   /** How often streams compare their position with storage (0: never). */
   positionCheckMs: number;
+  /** Messages kept per room; older ones are trimmed as new ones arrive (0: keep all). */
+  historyRetentionMessages: number;
   maxBodyBytes: number;
   instanceId: string;
   graphiql: boolean;
@@ -107,6 +110,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     shutdownTimeoutMs: e.SHUTDOWN_TIMEOUT_MS,
     subscriptionBufferSize: e.SUBSCRIPTION_BUFFER_SIZE,
     positionCheckMs: e.POSITION_CHECK_INTERVAL_MS,
+    historyRetentionMessages: e.HISTORY_RETENTION_MESSAGES,
     maxBodyBytes: e.MAX_BODY_BYTES,
     instanceId: e.INSTANCE_ID ?? `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`,
     graphiql: e.GRAPHIQL ?? !isProduction,

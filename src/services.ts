@@ -48,6 +48,7 @@ export function createServices(deps: ServiceDeps) {
     rooms,
     clock,
     messageHooks: hooks.messageStored,
+    retentionMessages: config.historyRetentionMessages,
   });
   const events = createEventsService({
     pubsub,

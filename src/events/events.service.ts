@@ -37,6 +37,10 @@ export type StreamKind = 'messages' | 'all';
 
 const CATCH_UP_BATCH = 100;
 
+/** The error of a cursor or stream whose room history was lost or reset. */
+const historyReset = () =>
+  cursorExpired('The room history was reset: reload the history and subscribe again', 'HISTORY_RESET');
+
 /**
  * Creates the events service. A room stream listens to the room's channel before it reads the
  * room, so nothing published after that read is missed; message events are ordered and
@@ -50,8 +54,15 @@ export function createEventsService(deps: EventsServiceDeps) {
   /** What the service keeps of each open stream. */
   interface StreamCtl {
     roomId: string;
+    viewerId: string;
+    epoch: string;
     lastSeq(): number;
+    /** Re-read storage from the last delivered seq. */
     resync(): void;
+    /** End with an error (history reset). */
+    fail(error: AppError): void;
+    /** End quietly: the viewer is no longer a member (its MemberLeft event was lost). */
+    revoke(): void;
   }
   const open = new Map<BoundedQueue<RoomEventPayload | Resync>, StreamCtl>();
   // Events published while the subscriber connection was down are gone: every stream checks storage.
@@ -61,22 +72,45 @@ export function createEventsService(deps: EventsServiceDeps) {
   });
 
   let checking = false;
-  /** One round trip for all rooms with streams here: any stream behind the stored seq re-reads storage. */
+  /**
+   * Two pipelined reads for all streams here, whatever their number: each room's latest seq and
+   * epoch, and each (room, viewer) membership. A stream behind the stored seq re-reads storage, one
+   * whose history was reset fails with `CURSOR_EXPIRED`, and one whose viewer is no longer a member
+   * ends, so a lost pub/sub event costs a few seconds, never a message or a revocation.
+   */
   async function checkPositions(): Promise<void> {
     if (checking || open.size === 0) return;
     checking = true;
     try {
       const byRoom = new Map<string, StreamCtl[]>();
-      for (const ctl of open.values()) {
-        const list = byRoom.get(ctl.roomId);
+      const byMember = new Map<string, StreamCtl[]>();
+      const group = (map: Map<string, StreamCtl[]>, key: string, ctl: StreamCtl) => {
+        const list = map.get(key);
         if (list) list.push(ctl);
-        else byRoom.set(ctl.roomId, [ctl]);
+        else map.set(key, [ctl]);
+      };
+      for (const ctl of open.values()) {
+        group(byRoom, ctl.roomId, ctl);
+        group(byMember, `${ctl.roomId}\n${ctl.viewerId}`, ctl);
       }
       const roomIds = [...byRoom.keys()];
-      const latest = await rooms.lastSeqs(roomIds);
+      const members = [...byMember.values()].map((list) => ({
+        roomId: (list[0] as StreamCtl).roomId,
+        userId: (list[0] as StreamCtl).viewerId,
+      }));
+      const [positions, memberships] = await Promise.all([
+        rooms.positions(roomIds),
+        rooms.areMembers(members),
+      ]);
       roomIds.forEach((roomId, i) => {
-        const seq = latest[i] ?? 0;
-        for (const ctl of byRoom.get(roomId) ?? []) if (ctl.lastSeq() < seq) ctl.resync();
+        const pos = positions[i];
+        for (const ctl of byRoom.get(roomId) ?? []) {
+          if (!pos || pos.epoch !== ctl.epoch) ctl.fail(historyReset());
+          else if (ctl.lastSeq() < pos.lastSeq) ctl.resync();
+        }
+      });
+      [...byMember.values()].forEach((list, i) => {
+        if (memberships[i] === false) for (const ctl of list) ctl.revoke();
       });
     } catch (err) {
       logger.debug({ err: (err as Error).message }, 'position check failed');
@@ -127,15 +161,12 @@ export function createEventsService(deps: EventsServiceDeps) {
       opts: { after?: string | null; kind: StreamKind },
     ): Promise<AsyncGenerator<StreamItem>> {
       const roomId = checkedId('roomId', roomIdArg);
-      let afterSeq: number | null = null;
-      if (opts.after != null) {
-        const decoded = decodeMessageId('after', opts.after);
-        if (decoded.roomId !== roomId) throw badInput('after', 'after is a message of another room');
-        afterSeq = decoded.seq;
-      }
+      const after = opts.after != null ? decodeMessageId('after', opts.after) : null;
+      if (after && after.roomId !== roomId) throw badInput('after', 'after is a message of another room');
 
       let gap = false;
       let failure: AppError | null = null;
+      let revoked = false;
       const queue = new BoundedQueue<RoomEventPayload | Resync>(bufferSize, () => open.delete(queue));
       const wanted = (ev: RoomEventPayload) =>
         opts.kind === 'all' ||
@@ -157,13 +188,19 @@ export function createEventsService(deps: EventsServiceDeps) {
         }
       });
       let lastSeq: number;
+      let epoch: string;
       try {
         await withTimeout(listener.ready);
-        const room = await rooms.requireMember(viewer, roomId);
-        if (afterSeq !== null && afterSeq > room.lastSeq) {
-          throw cursorExpired('after names a message this room does not have (history was reset)');
+        const room = await rooms.requireMember(viewer, roomId).catch((err: unknown) => {
+          // A cursor into a room that no longer exists: its history was lost (Redis reset).
+          throw after && err instanceof AppError && err.code === 'NOT_FOUND' ? historyReset() : err;
+        });
+        if (after && (after.epoch !== room.epoch || after.seq > room.lastSeq)) throw historyReset();
+        if (after && after.seq < room.firstSeq - 1) {
+          throw cursorExpired('after is older than the history kept for this room: reload the history', 'RETENTION');
         }
-        lastSeq = afterSeq ?? room.lastSeq;
+        lastSeq = after?.seq ?? room.lastSeq;
+        epoch = room.epoch;
         // ||=: the listener may already have marked a gap (overflow) during the reads above.
         gap ||= lastSeq < room.lastSeq;
       } catch (err) {
@@ -172,20 +209,43 @@ export function createEventsService(deps: EventsServiceDeps) {
       }
       open.set(queue, {
         roomId,
+        viewerId: viewer.id,
+        epoch,
         lastSeq: () => lastSeq,
         resync() {
           gap = true;
           queue.push({ type: 'Resync' });
+        },
+        fail(error) {
+          failure ??= error;
+          queue.end();
+        },
+        revoke() {
+          revoked = true;
+          queue.end();
         },
       });
 
       async function* run(): AsyncGenerator<StreamItem> {
         try {
           for (;;) {
-            if (gap) {
-              const batch = await messages.range(roomId, lastSeq + 1, lastSeq + CATCH_UP_BATCH);
-              if (batch.length < CATCH_UP_BATCH) gap = false;
-              for (const message of batch) {
+            // Queued events still drain after fail()/revoke() ended the queue; storage reads stop.
+            if (gap && !failure && !revoked) {
+              const batch = await messages.readRun(roomId, lastSeq + 1, lastSeq + CATCH_UP_BATCH);
+              if (!batch || batch.epoch !== epoch) {
+                failure = historyReset();
+                break;
+              }
+              if (lastSeq + 1 < batch.firstSeq) {
+                failure = cursorExpired('This subscription fell behind the history kept for this room: reload the history', 'RETENTION');
+                break;
+              }
+              if (batch.messages.length === 0 && lastSeq < batch.lastSeq) {
+                failure = historyReset();
+                break;
+              }
+              gap = lastSeq + batch.messages.length < batch.lastSeq;
+              for (const message of batch.messages) {
                 lastSeq = message.seq;
                 yield { type: 'MessageAdded', message };
               }

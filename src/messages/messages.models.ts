@@ -1,6 +1,8 @@
 /** A stored message (JSON in the room's message hash, field = seq). */
 export interface MessageModel {
   roomId: string;
+  /** The room's history epoch when the message was stored (part of its id). */
+  epoch: string;
   seq: number;
   senderId: string;
   text: string;

@@ -21,7 +21,7 @@ export const messagesResolvers: Resolvers = {
       room.lastSeq > 0 ? ctx.loaders.message.load({ roomId: room.id, seq: room.lastSeq }) : null,
   },
   Message: {
-    id: (m) => encodeMessageId(m.roomId, m.seq),
+    id: (m) => encodeMessageId(m.roomId, m.seq, m.epoch),
     sender: (m, _, ctx) => ctx.loaders.user.load(m.senderId),
     createdAt: (m) => m.createdAt,
     editedAt: (m) => m.editedAt,

@@ -1,5 +1,5 @@
 import type { Redis } from 'ioredis';
-import { badInput, SCRIPT_STATUS, scriptError } from '../errors.js';
+import { badInput, cursorExpired, SCRIPT_STATUS, scriptError } from '../errors.js';
 import type { Clock } from '../infra/clock.js';
 import type { HookList } from '../infra/hooks.js';
 import { pageSize, toConnection, type Connection } from '../infra/pagination.js';
@@ -23,6 +23,17 @@ export interface MessagesServiceDeps {
   clock: Clock;
   /** Features' commands to run once a new message is stored (one pipeline for all of them). */
   messageHooks: HookList<{ message: MessageModel; viewer: Viewer }>;
+  /** Messages kept per room (0: all). */
+  retentionMessages: number;
+}
+
+/** A run of stored messages with the room's position, read atomically. */
+export interface MessageRun {
+  epoch: string;
+  firstSeq: number;
+  lastSeq: number;
+  /** From the requested seq on, stopping at the first one not stored. */
+  messages: MessageModel[];
 }
 
 /** Messages: send, edit, delete, history. */
@@ -47,6 +58,7 @@ export const parseMessage = (json: string): MessageModel => {
   const m = JSON.parse(json) as MessageModel;
   return {
     roomId: m.roomId,
+    epoch: m.epoch ?? '',
     seq: m.seq,
     senderId: m.senderId,
     text: m.text,
@@ -59,8 +71,9 @@ export const parseMessage = (json: string): MessageModel => {
 
 /** Creates the messages service: every method that takes `viewer` authorizes first. */
 export function createMessagesService(deps: MessagesServiceDeps) {
-  const { redis, scripts, pubsub, rooms, clock, messageHooks } = deps;
+  const { redis, scripts, pubsub, rooms, clock, messageHooks, retentionMessages } = deps;
   const sendScript = scripts.get('sendMessage');
+  const readScript = scripts.get('readMessages');
   const editScript = scripts.get('editMessage');
   const deleteScript = scripts.get('deleteMessage');
 
@@ -70,22 +83,25 @@ export function createMessagesService(deps: MessagesServiceDeps) {
     messageKeys.messages(roomId),
   ];
 
-  /** Messages `from..to` (inclusive) of a room, in one round trip; stops at the first missing one. */
-  async function range(roomId: string, from: number, to: number): Promise<MessageModel[]> {
-    if (to < from) return [];
-    const seqs: number[] = [];
-    for (let s = from; s <= to; s++) seqs.push(s);
-    const raw = await redis.hmget(messageKeys.messages(roomId), ...seqs.map(String));
-    const out: MessageModel[] = [];
-    for (const json of raw) {
-      if (json === null) break;
-      out.push(parseMessage(json));
-    }
-    return out;
+  /**
+   * Messages `from..to` (inclusive) of a room with its position, in one round trip; null when the
+   * room does not exist. Nothing is returned when `from` was trimmed by retention.
+   */
+  async function readRun(roomId: string, from: number, to: number): Promise<MessageRun | null> {
+    const reply = (await readScript([roomKeys.room(roomId), messageKeys.messages(roomId)], [from, to])) as [
+      number,
+      string,
+      number,
+      number,
+      ...string[],
+    ];
+    if (reply[0] !== SCRIPT_STATUS.OK) return null;
+    const [, epoch, firstSeq, lastSeq, ...jsons] = reply;
+    return { epoch, firstSeq, lastSeq, messages: jsons.map(parseMessage) };
   }
 
   return {
-    range,
+    readRun,
 
     /** Messages by (room, seq), in one round trip; null where absent. */
     async getMany(keys: readonly { roomId: string; seq: number }[]): Promise<(MessageModel | null)[]> {
@@ -110,7 +126,7 @@ export function createMessagesService(deps: MessagesServiceDeps) {
       }
       const [status, json, created] = (await sendScript(
         [...roomScriptKeys(roomId), messageKeys.dedupe(roomId, viewer.id, clientId)],
-        [roomId, viewer.id, text, clientId, clock.now(), DEDUPE_TTL_SECONDS],
+        [roomId, viewer.id, text, clientId, clock.now(), DEDUPE_TTL_SECONDS, retentionMessages],
       )) as [number, string, number];
       if (status !== SCRIPT_STATUS.OK) throw scriptError(status);
       const message = parseMessage(json);
@@ -125,13 +141,14 @@ export function createMessagesService(deps: MessagesServiceDeps) {
 
     /** Edits a message's text (author only). */
     async edit(viewer: Viewer, messageId: string, newText: string): Promise<MessageModel> {
-      const { roomId, seq } = decodeMessageId('messageId', messageId);
+      const { roomId, seq, epoch } = decodeMessageId('messageId', messageId);
       const text = checkedText('text', newText, 1, MESSAGE_MAX_CHARS);
       const [status, json] = (await editScript(roomScriptKeys(roomId), [
         viewer.id,
         seq,
         text,
         clock.now(),
+        epoch,
       ])) as [number, string];
       if (status !== SCRIPT_STATUS.OK) throw scriptError(status);
       const message = parseMessage(json);
@@ -141,11 +158,12 @@ export function createMessagesService(deps: MessagesServiceDeps) {
 
     /** Deletes a message (author or room owner); idempotent. */
     async delete(viewer: Viewer, messageId: string): Promise<MessageModel> {
-      const { roomId, seq } = decodeMessageId('messageId', messageId);
+      const { roomId, seq, epoch } = decodeMessageId('messageId', messageId);
       const [status, json, changed] = (await deleteScript(roomScriptKeys(roomId), [
         viewer.id,
         seq,
         clock.now(),
+        epoch,
       ])) as [number, string, number];
       if (status !== SCRIPT_STATUS.OK) throw scriptError(status);
       const message = parseMessage(json);
@@ -155,44 +173,44 @@ export function createMessagesService(deps: MessagesServiceDeps) {
 
     /**
      * A page of history, oldest first: `first`/`after` forward, `last`/`before` backward, neither
-     * the last 50. Seqs have no gaps, so a page is seq arithmetic plus one HMGET.
+     * the last 50. Seqs have no gaps, so a page is seq arithmetic plus one read. A cursor from
+     * another history epoch (history reset) is `CURSOR_EXPIRED`.
      */
     async history(viewer: Viewer, roomId: string, args: HistoryArgs): Promise<Connection<MessageModel>> {
       checkedId('roomId', roomId);
       if (args.first != null && args.last != null) {
         throw badInput('last', 'pass either first or last, not both');
       }
-      const cursorSeq = (field: 'after' | 'before', id: string | null | undefined) => {
+      const first = args.first != null ? pageSize('first', args.first, 0) : null;
+      const last = first === null ? pageSize('last', args.last, DEFAULT_LAST) : 0;
+      const cursor = (field: 'after' | 'before', id: string | null | undefined) => {
         if (id == null) return null;
-        const decoded = decodeMessageId(field, id);
-        if (decoded.roomId !== roomId) throw badInput(field, `${field} is a message of another room`);
-        return decoded.seq;
+        const ref = decodeMessageId(field, id);
+        if (ref.roomId !== roomId) throw badInput(field, `${field} is a message of another room`);
+        return ref;
       };
-      const afterSeq = cursorSeq('after', args.after);
-      const beforeSeq = cursorSeq('before', args.before);
+      const after = cursor('after', args.after);
+      const before = cursor('before', args.before);
       const room = await rooms.requireMember(viewer, roomId);
-      const latest = room.lastSeq;
-      // The window the cursors leave, then `first` from its start or `last` from its end.
-      const lo = Math.max(1, (afterSeq ?? 0) + 1);
-      const hi = Math.min(latest, (beforeSeq ?? latest + 1) - 1);
-      let from: number;
-      let to: number;
-      if (args.first != null) {
-        from = lo;
-        to = Math.min(hi, lo + pageSize('first', args.first, 0) - 1);
-      } else {
-        const last = pageSize('last', args.last, DEFAULT_LAST);
-        to = hi;
-        from = Math.max(lo, hi - last + 1);
+      for (const ref of [after, before]) {
+        if (ref && (ref.epoch !== room.epoch || ref.seq > room.lastSeq)) {
+          throw cursorExpired('The cursor belongs to a history that was reset: reload the history');
+        }
       }
-      const page = to >= from ? await range(roomId, from, to) : [];
+      // The window the cursors leave (within retention), then `first` from its start or `last` from its end.
+      const lo = Math.max(room.firstSeq, (after?.seq ?? 0) + 1);
+      const hi = Math.min(room.lastSeq, (before?.seq ?? room.lastSeq + 1) - 1);
+      const from = first !== null ? lo : Math.max(lo, hi - last + 1);
+      const to = first !== null ? Math.min(hi, lo + first - 1) : hi;
+      const run = to >= from ? await readRun(roomId, from, to) : null;
+      const page = run?.messages ?? [];
       const start = page[0]?.seq ?? from;
       const end = page[page.length - 1]?.seq ?? from - 1;
       return toConnection(
         page,
-        (m) => encodeMessageId(m.roomId, m.seq),
-        start > 1,
-        end < latest,
+        (m) => encodeMessageId(m.roomId, m.seq, m.epoch),
+        start > room.firstSeq,
+        end < room.lastSeq,
       );
     },
   };

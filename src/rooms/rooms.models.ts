@@ -11,6 +11,10 @@ export interface RoomModel {
   lastActivityAt: number;
   /** Seq of the latest message, 0 if none. */
   lastSeq: number;
+  /** Seq of the oldest message still kept (retention), 1 until something was trimmed. */
+  firstSeq: number;
+  /** Identifies this room's message history; message ids carry it (see message-id.ts). */
+  epoch: string;
 }
 
 /** A membership event, as published and as returned by `roomEvents`. */

@@ -52,6 +52,8 @@ const IS_OWNER = 8;
 
 /** A fresh room id: 16 url-safe characters. */
 const newRoomId = () => randomBytes(12).toString('base64url');
+/** A fresh history epoch: 8 url-safe characters. */
+const newEpoch = () => randomBytes(6).toString('base64url');
 
 /** Parses a room hash (HGETALL); null when the room does not exist. */
 export function parseRoom(hash: Record<string, string> | null | undefined): RoomModel | null {
@@ -64,6 +66,8 @@ export function parseRoom(hash: Record<string, string> | null | undefined): Room
     createdAt: Number(hash.createdAt ?? 0),
     lastActivityAt: Number(hash.lastActivityAt ?? hash.createdAt ?? 0),
     lastSeq: Number(hash.seq ?? 0),
+    firstSeq: Number(hash.firstSeq ?? 1),
+    epoch: hash.epoch ?? '',
   };
 }
 
@@ -141,12 +145,15 @@ export function createRoomsService(deps: RoomsServiceDeps) {
 
     areMembers,
 
-    /** The latest message seq of each room (0 when absent), in one round trip. */
-    async lastSeqs(roomIds: readonly string[]): Promise<number[]> {
+    /** Each room's latest seq and history epoch (null when the room is gone), in one round trip. */
+    async positions(roomIds: readonly string[]): Promise<({ lastSeq: number; epoch: string } | null)[]> {
       if (roomIds.length === 0) return [];
       const pipeline = redis.pipeline();
-      for (const id of roomIds) pipeline.hget(roomKeys.room(id), 'seq');
-      return (await execPipeline(pipeline)).map((s) => Number(s ?? 0));
+      for (const id of roomIds) pipeline.hmget(roomKeys.room(id), 'id', 'seq', 'epoch');
+      return (await execPipeline(pipeline)).map((reply) => {
+        const [id, seq, epoch] = reply as (string | null)[];
+        return id == null ? null : { lastSeq: Number(seq ?? 0), epoch: epoch ?? '' };
+      });
     },
 
     /** Member counts of rooms, in one round trip. */
@@ -176,6 +183,8 @@ export function createRoomsService(deps: RoomsServiceDeps) {
         createdAt: now,
         lastActivityAt: now,
         lastSeq: 0,
+        firstSeq: 1,
+        epoch: newEpoch(),
       };
       await users.ensureExist(all.slice(1));
       const tx = redis.multi();
@@ -187,6 +196,8 @@ export function createRoomsService(deps: RoomsServiceDeps) {
         createdAt: now,
         lastActivityAt: now,
         seq: 0,
+        firstSeq: 1,
+        epoch: room.epoch,
       });
       tx.zadd(roomKeys.members(id), ...all.flatMap((u) => [0, u]));
       if (visibility === 'PUBLIC') tx.zadd(roomKeys.publicDirectory(), 0, directoryEntry(name, id));

@@ -141,7 +141,7 @@ describe('when a stream opens with `after` while messages are being sent', () =>
       Array.from({ length: 10 }, (_, i) => services.messages.send(alice, { roomId: room.id, text: `b${i}`, clientId: `b${i}` })),
     );
     const stream = await services.events.openRoomStream(alice, room.id, {
-      after: encodeMessageId(room.id, 3),
+      after: encodeMessageId(room.id, 3, room.epoch),
       kind: 'messages',
     });
     const items = await take(stream, 37);
@@ -159,7 +159,7 @@ describe('when a stream opens with `after` while messages are being sent', () =>
     const { services } = await wire();
     const room = await services.rooms.create(alice, { name: 'long history' });
     await Promise.all(Array.from({ length: 250 }, (_, i) => services.messages.send(alice, { roomId: room.id, text: `m${i}` })));
-    const stream = await services.events.openRoomStream(alice, room.id, { after: encodeMessageId(room.id, 1), kind: 'all' });
+    const stream = await services.events.openRoomStream(alice, room.id, { after: encodeMessageId(room.id, 1, room.epoch), kind: 'all' });
     expect(seqsOf(await take(stream, 249))).toEqual(range(2, 250));
     await services.messages.send(alice, { roomId: room.id, text: 'then live' });
     expect(seqsOf(await take(stream, 1))).toEqual([251]);
@@ -170,7 +170,7 @@ describe('when a stream opens with `after` while messages are being sent', () =>
     const { services } = await wire();
     const room = await services.rooms.create(alice, { name: 'caught up' });
     const last = await services.messages.send(alice, { roomId: room.id, text: 'only' });
-    const stream = await services.events.openRoomStream(alice, room.id, { after: encodeMessageId(room.id, last.seq), kind: 'messages' });
+    const stream = await services.events.openRoomStream(alice, room.id, { after: encodeMessageId(room.id, last.seq, room.epoch), kind: 'messages' });
     await services.messages.send(alice, { roomId: room.id, text: 'next' });
     expect(seqsOf(await take(stream, 1))).toEqual([2]);
     await stream.return(undefined);
@@ -278,7 +278,7 @@ describe('when a stream cannot be opened', () => {
     const room = await services.rooms.create(alice, { name: 'a' });
     const other = await services.rooms.create(alice, { name: 'b' });
     await services.messages.send(alice, { roomId: other.id, text: 'x' });
-    await expectCode(services.events.openRoomStream(alice, room.id, { after: encodeMessageId(other.id, 1), kind: 'messages' }), 'BAD_USER_INPUT', 'after');
+    await expectCode(services.events.openRoomStream(alice, room.id, { after: encodeMessageId(other.id, 1, other.epoch), kind: 'messages' }), 'BAD_USER_INPUT', 'after');
     await expectCode(services.events.openRoomStream(alice, room.id, { after: 'nonsense', kind: 'messages' }), 'BAD_USER_INPUT', 'after');
     expect(pubsub.stats().listeners).toBe(0);
   });
@@ -287,7 +287,7 @@ describe('when a stream cannot be opened', () => {
     const { services, pubsub } = await wire();
     const room = await services.rooms.create(alice, { name: 'reset' });
     await services.messages.send(alice, { roomId: room.id, text: 'x' });
-    await expectCode(services.events.openRoomStream(alice, room.id, { after: encodeMessageId(room.id, 2), kind: 'all' }), 'CURSOR_EXPIRED');
+    await expectCode(services.events.openRoomStream(alice, room.id, { after: encodeMessageId(room.id, 2, room.epoch), kind: 'all' }), 'CURSOR_EXPIRED');
     expect(services.events.openCount()).toBe(0);
     expect(pubsub.stats().listeners).toBe(0);
   });
@@ -375,7 +375,7 @@ describe('openCount', () => {
 async function sendSilently(w: Wiring, roomId: string, senderId: string, text: string) {
   const [status] = (await w.scripts.get('sendMessage')(
     [roomKeys.room(roomId), roomKeys.members(roomId), messageKeys.messages(roomId), messageKeys.dedupe(roomId, senderId, '')],
-    [roomId, senderId, text, '', Date.now(), 60],
+    [roomId, senderId, text, '', Date.now(), 60, 0],
   )) as [number];
   expect(status).toBe(0);
 }

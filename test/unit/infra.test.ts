@@ -222,16 +222,20 @@ describe('pagination', () => {
 });
 
 describe('message ids', () => {
-  it('should round-trip room and seq', () => {
-    const id = encodeMessageId('Ab3_-xYz', 42);
-    expect(decodeMessageId('messageId', id)).toEqual({ roomId: 'Ab3_-xYz', seq: 42 });
+  it('should round-trip room, epoch and seq', () => {
+    const id = encodeMessageId('Ab3_-xYz', 42, 'Ep0-_');
+    expect(decodeMessageId('messageId', id)).toEqual({ roomId: 'Ab3_-xYz', epoch: 'Ep0-_', seq: 42 });
+  });
+
+  it('should give the same (room, seq) a different id in another epoch', () => {
+    expect(encodeMessageId('r', 1, 'a')).not.toBe(encodeMessageId('r', 1, 'b'));
   });
 
   it('should be opaque, url-safe and distinct per (room, seq)', () => {
     const ids = new Set<string>();
     for (const room of ['r1', 'r11', 'r1:1']) {
       for (const seq of [1, 11, 111]) {
-        const id = encodeMessageId(room, seq);
+        const id = encodeMessageId(room, seq, 'e1');
         expect(id).toMatch(/^[A-Za-z0-9_-]+$/);
         expect(id).not.toContain(room);
         ids.add(id);
@@ -241,11 +245,11 @@ describe('message ids', () => {
   });
 
   it('should keep a room id that contains colons', () => {
-    expect(decodeMessageId('after', encodeMessageId('a:b:c', 7))).toEqual({ roomId: 'a:b:c', seq: 7 });
+    expect(decodeMessageId('after', encodeMessageId('a:b:c', 7, 'e1'))).toEqual({ roomId: 'a:b:c', epoch: 'e1', seq: 7 });
   });
 
   it('should handle large seqs', () => {
-    expect(decodeMessageId('after', encodeMessageId('r', 2 ** 40))).toEqual({ roomId: 'r', seq: 2 ** 40 });
+    expect(decodeMessageId('after', encodeMessageId('r', 2 ** 40, 'e1'))).toEqual({ roomId: 'r', epoch: 'e1', seq: 2 ** 40 });
   });
 
   const raw = (s: string) => Buffer.from(s).toString('base64url');
@@ -261,7 +265,7 @@ describe('message ids', () => {
     ['a seq in exponent form', raw('room:1e3')],
     ['a seq with spaces', raw('room: 1')],
     ['an unsafe integer seq', raw('room:9007199254740993')],
-    ['a non-canonical encoding (padding)', `${encodeMessageId('room', 1)}=`],
+    ['a non-canonical encoding (padding)', `${encodeMessageId('room', 1, 'e1')}=`],
     ['a standard-base64 encoding', Buffer.from('room?>:1').toString('base64')],
     ['a pagination cursor', encodeCursor(['room', 1])],
   ])('should refuse %s with BAD_USER_INPUT naming the field', (_what, id) => {

@@ -19,6 +19,7 @@ let redis: Redis;
 let sendMessage: ScriptRunner;
 let editMessage: ScriptRunner;
 let deleteMessage: ScriptRunner;
+let readMessages: ScriptRunner;
 
 beforeAll(async () => {
   redis = new Redis(sharedRedisUrl(), { keyPrefix: prefix, lazyConnect: true });
@@ -27,6 +28,7 @@ beforeAll(async () => {
   sendMessage = scripts.get('sendMessage');
   editMessage = scripts.get('editMessage');
   deleteMessage = scripts.get('deleteMessage');
+  readMessages = scripts.get('readMessages');
 });
 
 afterAll(async () => {
@@ -45,6 +47,7 @@ type DeleteReply = [number, string, number];
 
 interface StoredMessage {
   roomId: string;
+  epoch: string;
   seq: number;
   senderId: string;
   text: string;
@@ -56,6 +59,8 @@ interface StoredMessage {
 }
 
 const newRoomId = () => randomBytes(6).toString('hex');
+/** The history epoch every seeded room gets. */
+const EPOCH = 'E1';
 const roomScriptKeys = (roomId: string) => [
   roomKeys.room(roomId),
   roomKeys.members(roomId),
@@ -74,6 +79,8 @@ async function seedRoom(owner: string, members: string[] = []) {
       createdAt: 1,
       lastActivityAt: 1,
       seq: 0,
+      firstSeq: 1,
+      epoch: EPOCH,
     })
     .zadd(roomKeys.members(roomId), ...[owner, ...members].flatMap((m) => [0, m]))
     .exec();
@@ -81,10 +88,10 @@ async function seedRoom(owner: string, members: string[] = []) {
 }
 
 /** Calls sendMessage as the messages service does. */
-function send(roomId: string, senderId: string, text: string, clientId = '', now = NOW) {
+function send(roomId: string, senderId: string, text: string, clientId = '', now = NOW, retention = 0) {
   return sendMessage(
     [...roomScriptKeys(roomId), messageKeys.dedupe(roomId, senderId, clientId)],
-    [roomId, senderId, text, clientId, now, DEDUPE_TTL_SECONDS],
+    [roomId, senderId, text, clientId, now, DEDUPE_TTL_SECONDS, retention],
   ) as Promise<SendReply>;
 }
 
@@ -95,11 +102,11 @@ async function sendOk(roomId: string, senderId: string, text: string, clientId =
   return JSON.parse(json) as StoredMessage;
 }
 
-const edit = (roomId: string, userId: string, seq: number, text: string, now = NOW + 1000) =>
-  editMessage(roomScriptKeys(roomId), [userId, seq, text, now]) as Promise<EditReply>;
+const edit = (roomId: string, userId: string, seq: number, text: string, now = NOW + 1000, epoch = EPOCH) =>
+  editMessage(roomScriptKeys(roomId), [userId, seq, text, now, epoch]) as Promise<EditReply>;
 
-const del = (roomId: string, userId: string, seq: number, now = NOW + 2000) =>
-  deleteMessage(roomScriptKeys(roomId), [userId, seq, now]) as Promise<DeleteReply>;
+const del = (roomId: string, userId: string, seq: number, now = NOW + 2000, epoch = EPOCH) =>
+  deleteMessage(roomScriptKeys(roomId), [userId, seq, now, epoch]) as Promise<DeleteReply>;
 
 const stored = async (roomId: string, seq: number) => {
   const raw = await redis.hget(messageKeys.messages(roomId), String(seq));
@@ -131,6 +138,7 @@ describe('sendMessage', () => {
       expect([status, created]).toEqual([0, 1]);
       expect(JSON.parse(json)).toEqual({
         roomId,
+        epoch: EPOCH,
         seq: 1,
         senderId: 'bob',
         text: 'hello',
@@ -424,6 +432,79 @@ describe('deleteMessage', () => {
       expect(replies.every(([status]) => status === 0)).toBe(true);
       expect(replies.filter(([, , changed]) => changed === 1)).toHaveLength(1);
       expect(new Set(replies.map(([, json]) => json)).size).toBe(1);
+    });
+  });
+});
+
+type ReadReply = [number, string?, number?, number?, ...string[]];
+const read = (roomId: string, from: number, to: number) =>
+  readMessages([roomKeys.room(roomId), messageKeys.messages(roomId)], [from, to]) as Promise<ReadReply>;
+
+describe('retention (sendMessage ARGV[7])', () => {
+  describe('when more messages are sent than the room keeps', () => {
+    it('should keep exactly the last N, move firstSeq, and keep seqs counting', async () => {
+      const roomId = await seedRoom('owner');
+      for (let i = 1; i <= 8; i++) await send(roomId, 'owner', `m${i}`, '', NOW, 5);
+      expect((await redis.hkeys(messageKeys.messages(roomId))).map(Number).sort((a, b) => a - b)).toEqual([4, 5, 6, 7, 8]);
+      expect(await redis.hmget(roomKeys.room(roomId), 'seq', 'firstSeq')).toEqual(['8', '4']);
+    });
+
+    it('should trim exactly once per message under concurrent sends', async () => {
+      const roomId = await seedRoom('owner');
+      await Promise.all(Array.from({ length: 40 }, (_, i) => send(roomId, 'owner', `m${i}`, '', NOW, 10)));
+      const kept = (await redis.hkeys(messageKeys.messages(roomId))).map(Number).sort((a, b) => a - b);
+      expect(kept).toEqual([31, 32, 33, 34, 35, 36, 37, 38, 39, 40]);
+      expect(await redis.hget(roomKeys.room(roomId), 'firstSeq')).toBe('31');
+    });
+  });
+
+  describe('when retention is 0', () => {
+    it('should keep everything', async () => {
+      const roomId = await seedRoom('owner');
+      for (let i = 1; i <= 6; i++) await send(roomId, 'owner', `m${i}`);
+      expect(await redis.hlen(messageKeys.messages(roomId))).toBe(6);
+      expect(await redis.hget(roomKeys.room(roomId), 'firstSeq')).toBe('1');
+    });
+  });
+});
+
+describe('history epoch (editMessage ARGV[5], deleteMessage ARGV[4])', () => {
+  it('should answer MESSAGE_NOT_FOUND to an edit or delete carrying another epoch, changing nothing', async () => {
+    const roomId = await seedRoom('owner');
+    await sendOk(roomId, 'owner', 'keep me');
+    expect((await edit(roomId, 'owner', 1, 'changed', NOW, 'OLD'))[0]).toBe(4);
+    expect((await del(roomId, 'owner', 1, NOW, 'OLD'))[0]).toBe(4);
+    expect(await stored(roomId, 1)).toMatchObject({ text: 'keep me', deleted: false, epoch: EPOCH });
+  });
+});
+
+describe('readMessages', () => {
+  describe('when the room does not exist', () => {
+    it('should answer status 1', async () => {
+      expect(await read(newRoomId(), 1, 10)).toEqual([1]);
+    });
+  });
+
+  describe('when the room has messages', () => {
+    it('should return the position and the run, capped at the latest seq', async () => {
+      const roomId = await seedRoom('owner');
+      for (let i = 1; i <= 4; i++) await send(roomId, 'owner', `m${i}`);
+      const [status, epoch, firstSeq, lastSeq, ...jsons] = await read(roomId, 2, 100);
+      expect([status, epoch, firstSeq, lastSeq]).toEqual([0, EPOCH, 1, 4]);
+      expect(jsons.map((j) => (JSON.parse(j) as StoredMessage).seq)).toEqual([2, 3, 4]);
+    });
+
+    it('should return no message when asked from a trimmed seq', async () => {
+      const roomId = await seedRoom('owner');
+      for (let i = 1; i <= 6; i++) await send(roomId, 'owner', `m${i}`, '', NOW, 3);
+      expect(await read(roomId, 2, 10)).toEqual([0, EPOCH, 4, 6]);
+      expect((await read(roomId, 4, 10)).slice(4)).toHaveLength(3);
+    });
+
+    it('should return the position with no message when nothing follows', async () => {
+      const roomId = await seedRoom('owner');
+      await send(roomId, 'owner', 'only');
+      expect(await read(roomId, 2, 50)).toEqual([0, EPOCH, 1, 1]);
     });
   });
 });

@@ -61,6 +61,7 @@ describe('loadScripts', () => {
         'editMessage',
         'joinRoom',
         'leaveRoom',
+        'readMessages',
         'removeMember',
         'sendMessage',
       ]);
@@ -193,7 +194,7 @@ describe('a script runner', () => {
       const send = (text: string) =>
         scripts.get('sendMessage')(
           [roomKeys.room(roomId), roomKeys.members(roomId), messageKeys.messages(roomId), messageKeys.dedupe(roomId, 'o', '')],
-          [roomId, 'o', text, '', 1, 60],
+          [roomId, 'o', text, '', 1, 60, 0],
         ) as Promise<[number, string, number]>;
       expect((await send('before'))[0]).toBe(0);
       // Other test files use the same server: the flush only costs them a reload, never a failure.

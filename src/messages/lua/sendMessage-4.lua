@@ -1,6 +1,7 @@
 --[[
-  Stores a message: membership check, clientId dedupe, seq allocation, store, room activity.
-  KEYS[1] room hash            room:{id}            (fields seq, lastActivityAt)
+  Stores a message: membership check, clientId dedupe, seq allocation, store, retention trim,
+  room activity.
+  KEYS[1] room hash            room:{id}            (fields seq, epoch, firstSeq, lastActivityAt)
   KEYS[2] member sorted set    room:{id}:members
   KEYS[3] message hash         room:{id}:messages   (seq -> JSON)
   KEYS[4] dedupe key           room:{id}:dedupe:... (ignored when ARGV[4] is '')
@@ -10,6 +11,7 @@
   ARGV[4] clientId, or '' for none
   ARGV[5] now, epoch milliseconds
   ARGV[6] dedupe TTL in seconds
+  ARGV[7] retention: messages kept per room, 0 for all
   Returns { status, messageJson, created }
     status 0 OK, 1 ROOM_NOT_FOUND, 2 NOT_MEMBER
     created 1 for a new message, 0 when the clientId was seen (the original is returned)
@@ -28,6 +30,7 @@ local clientId = cjson.null
 if ARGV[4] ~= '' then clientId = ARGV[4] end
 local json = cjson.encode({
   roomId = ARGV[1],
+  epoch = redis.call('HGET', KEYS[1], 'epoch') or '',
   seq = seq,
   senderId = ARGV[2],
   text = ARGV[3],
@@ -38,5 +41,12 @@ local json = cjson.encode({
 })
 redis.call('HSET', KEYS[3], seq, json)
 if ARGV[4] ~= '' then redis.call('SET', KEYS[4], seq, 'EX', ARGV[6]) end
-redis.call('HSET', KEYS[1], 'lastActivityAt', ARGV[5])
+local retention = tonumber(ARGV[7] or '0')
+if retention > 0 and seq > retention then
+  -- One message leaves per message sent, so the window stays exactly `retention` long.
+  redis.call('HDEL', KEYS[3], seq - retention)
+  redis.call('HSET', KEYS[1], 'lastActivityAt', ARGV[5], 'firstSeq', seq - retention + 1)
+else
+  redis.call('HSET', KEYS[1], 'lastActivityAt', ARGV[5])
+end
 return { 0, json, 1 }
