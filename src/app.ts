@@ -21,6 +21,7 @@ import { createLogger, type Logger } from './infra/logger.js';
 import { createPubSub } from './infra/pubsub.js';
 import { createRedisClients, waitReady } from './infra/redis.js';
 import { loadScripts } from './infra/scripts.js';
+import { useSharedExecution, type SharedExecutionStats } from './infra/shared-execution.js';
 import { messagesResolvers } from './messages/messages.resolvers.js';
 import { roomsResolvers } from './rooms/rooms.resolvers.js';
 import { createServices, type Services } from './services.js';
@@ -38,6 +39,8 @@ export interface App {
   readonly services: Services;
   readonly logger: Logger;
   readonly redisUrl: string;
+  /** How many subscription events were executed, and how many results were shared. */
+  readonly executionStats: SharedExecutionStats;
 }
 
 /** Options beyond the config, for tests. */
@@ -139,6 +142,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   const services = createServices({ redis: redis.command, scripts, pubsub, clock, config, logger });
   const auth = createAuthenticator({ secret: config.jwtSecret, jwksUrl: config.jwtJwksUrl });
   const contextFactory = createContextFactory(services, auth);
+  const executionStats: SharedExecutionStats = { executions: 0, shared: 0 };
 
   const yoga = createYoga<Record<string, unknown>, AppContext>({
     schema: createSchema<AppContext>({
@@ -158,7 +162,11 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
       warn: (...a: unknown[]) => logger.warn({ yoga: a }, 'yoga'),
       error: (...a: unknown[]) => logger.error({ yoga: a }, 'yoga'),
     },
-    plugins: [useAuth() as Plugin, useErrorCodes()],
+    plugins: [
+      useAuth() as Plugin,
+      useErrorCodes(),
+      useSharedExecution((ctx) => (ctx as AppContext).viewer?.id ?? '', executionStats),
+    ],
   });
 
   let stopping = false;
@@ -269,6 +277,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     services,
     logger,
     redisUrl,
+    executionStats,
     async start() {
       started ??= (async () => {
         await waitReady(redis.command, 10_000).catch((err: Error) =>

@@ -597,6 +597,10 @@ export type ResolversParentTypes = ResolversObject<{
   UserEdge: Omit<UserEdge, 'node'> & { node: ResolversParentTypes['User'] };
 }>;
 
+export type PerViewerDirectiveArgs = { };
+
+export type PerViewerDirectiveResolver<Result, Parent, ContextType = AppContext, Args = PerViewerDirectiveArgs> = DirectiveResolverFn<Result, Parent, ContextType, Args>;
+
 export interface DateTimeScalarConfig extends GraphQLScalarTypeConfig<ResolversTypes['DateTime'], any> {
   name: 'DateTime';
 }
@@ -759,3 +763,6 @@ export type Resolvers<ContextType = AppContext> = ResolversObject<{
   UserEdge?: UserEdgeResolvers<ContextType>;
 }>;
 
+export type DirectiveResolvers<ContextType = AppContext> = ResolversObject<{
+  perViewer?: PerViewerDirectiveResolver<any, any, ContextType>;
+}>;
