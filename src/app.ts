@@ -50,7 +50,12 @@ export interface BuildOptions {
 }
 
 const SCHEMA_DIR = new URL('../schema/', import.meta.url);
-const LUA_DIRS = [new URL('./rooms/lua/', import.meta.url), new URL('./messages/lua/', import.meta.url)];
+/** Every domain's Lua folder, registered once at start-up. */
+export const LUA_DIRS = [
+  new URL('./users/lua/', import.meta.url),
+  new URL('./rooms/lua/', import.meta.url),
+  new URL('./messages/lua/', import.meta.url),
+];
 
 /** Reads every SDL file of `schema/`, one per domain. */
 export function loadTypeDefs(): string[] {

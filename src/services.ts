@@ -32,7 +32,7 @@ export function createServices(deps: ServiceDeps) {
     messageStored: createHooks<{ message: MessageModel; viewer: Viewer }>(),
     membershipChanged: createHooks<MembershipChange>(),
   };
-  const users = createUsersService({ redis, clock });
+  const users = createUsersService({ redis, scripts, clock });
   const rooms = createRoomsService({
     redis,
     scripts,

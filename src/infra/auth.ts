@@ -27,6 +27,10 @@ export interface AuthOptions {
 }
 
 const MAX_ID_LENGTH = 128;
+/** Verified tokens remembered (by their exact text) so a client's every request is not re-verified. */
+const VERIFIED_CACHE_SIZE = 10_000;
+/** How long a verified token without `exp` stays cached. */
+const NO_EXP_CACHE_MS = 60_000;
 
 /** Turns verified claims into a principal, checking `sub`, `name` and `roles`. */
 function toPrincipal(payload: JWTPayload): Principal {
@@ -46,7 +50,13 @@ function toPrincipal(payload: JWTPayload): Principal {
 export function createAuthenticator(opts: AuthOptions): Authenticator {
   const secret = opts.secret ? new TextEncoder().encode(opts.secret) : null;
   const jwks: JWTVerifyGetKey | null = opts.jwksUrl ? createRemoteJWKSet(new URL(opts.jwksUrl)) : null;
-  const verify = async (token: string): Promise<Principal> => {
+  // token -> principal and when to stop trusting the cached verdict (exp, or a minute without one).
+  const verified = new Map<string, { principal: Principal; untilMs: number }>();
+  const remember = (token: string, principal: Principal, exp: number | undefined) => {
+    if (verified.size >= VERIFIED_CACHE_SIZE) verified.delete(verified.keys().next().value as string);
+    verified.set(token, { principal, untilMs: exp !== undefined ? exp * 1000 : Date.now() + NO_EXP_CACHE_MS });
+  };
+  const verifyUncached = async (token: string): Promise<Principal> => {
     const alg = (() => {
       try {
         const header = JSON.parse(Buffer.from(token.split('.')[0] ?? '', 'base64url').toString()) as { alg?: unknown };
@@ -55,13 +65,26 @@ export function createAuthenticator(opts: AuthOptions): Authenticator {
         return '';
       }
     })();
+    let payload: JWTPayload;
     if (alg === 'HS256' && secret) {
-      return toPrincipal((await jwtVerify(token, secret, { algorithms: ['HS256'] })).payload);
+      payload = (await jwtVerify(token, secret, { algorithms: ['HS256'] })).payload;
+    } else if ((alg === 'RS256' || alg === 'ES256') && jwks) {
+      payload = (await jwtVerify(token, jwks, { algorithms: ['RS256', 'ES256'] })).payload;
+    } else {
+      throw new Error(`tokens signed with "${alg || 'unknown'}" are not accepted`);
     }
-    if ((alg === 'RS256' || alg === 'ES256') && jwks) {
-      return toPrincipal((await jwtVerify(token, jwks, { algorithms: ['RS256', 'ES256'] })).payload);
+    const principal = toPrincipal(payload);
+    // Tokens not yet valid are not cached: jose checks nbf again next time.
+    if (payload.nbf === undefined) remember(token, principal, payload.exp);
+    return principal;
+  };
+  const verify = async (token: string): Promise<Principal> => {
+    const hit = verified.get(token);
+    if (hit) {
+      if (Date.now() < hit.untilMs) return hit.principal;
+      verified.delete(token);
     }
-    throw new Error(`tokens signed with "${alg || 'unknown'}" are not accepted`);
+    return verifyUncached(token);
   };
   return {
     verify,

@@ -1,12 +1,14 @@
 import type { Redis } from 'ioredis';
 import type { Clock } from '../infra/clock.js';
 import { execPipeline } from '../infra/redis.js';
+import type { ScriptRegistry } from '../infra/scripts.js';
 import { userKeys } from './users.keys.js';
 import type { UserModel, Viewer } from './users.models.js';
 
 /** Dependencies of {@link createUsersService}. */
 export interface UsersServiceDeps {
   redis: Redis;
+  scripts: ScriptRegistry;
   clock: Clock;
 }
 
@@ -14,7 +16,8 @@ export interface UsersServiceDeps {
 export type UsersService = ReturnType<typeof createUsersService>;
 
 /** Creates the users service. */
-export function createUsersService({ redis, clock }: UsersServiceDeps) {
+export function createUsersService({ redis, scripts, clock }: UsersServiceDeps) {
+  const touchScript = scripts.get('touchUser');
   return {
     /**
      * Makes sure the viewer exists with the name from their token (the contract's "a user exists
@@ -24,13 +27,7 @@ export function createUsersService({ redis, clock }: UsersServiceDeps) {
      * no request waits a round trip for it. A failure (Redis away) is logged by the caller's catch.
      */
     touch(viewer: Viewer): Promise<void> {
-      const key = userKeys.user(viewer.id);
-      return execPipeline(
-        redis
-          .multi()
-          .hset(key, 'id', viewer.id, 'name', viewer.name)
-          .hsetnx(key, 'createdAt', String(clock.now())),
-      ).then(() => undefined);
+      return touchScript([userKeys.user(viewer.id)], [viewer.id, viewer.name, clock.now()]).then(() => undefined);
     },
 
     /** Creates users that were never seen (added to a room before signing in), named by their id. */

@@ -1,3 +1,4 @@
+import { LUA_DIRS } from '../../src/app.js';
 import { Redis } from 'ioredis';
 import { afterEach, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config.js';
@@ -22,7 +23,6 @@ import { sharedRedisUrl, testEnv, uniquePrefix } from '../helpers/server.js';
  * loader, the pub/sub wrapper, createServices), each test with its own key prefix.
  */
 
-const LUA_DIRS = [new URL('../../src/rooms/lua/', import.meta.url), new URL('../../src/messages/lua/', import.meta.url)];
 
 interface Wiring {
   prefix: string;

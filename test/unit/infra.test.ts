@@ -653,3 +653,41 @@ describe('createAuthenticator', () => {
     });
   });
 });
+
+describe('the authenticator cache', () => {
+  describe('when a verified token expires', () => {
+    it('should stop accepting it, cached or not', async () => {
+      const auth = createAuthenticator({ secret: 'cache-secret', jwksUrl: undefined });
+      const exp = Math.floor(Date.now() / 1000) + 1;
+      const token = await new SignJWT({ name: 'Short' })
+        .setProtectedHeader({ alg: 'HS256' })
+        .setSubject('short-lived')
+        .setExpirationTime(exp)
+        .sign(new TextEncoder().encode('cache-secret'));
+      expect(await auth.verify(token)).toMatchObject({ id: 'short-lived', name: 'Short' });
+      expect(await auth.verify(token)).toMatchObject({ id: 'short-lived' }); // from the cache
+      const deadline = Date.now() + 4000;
+      let refused: unknown = null;
+      while (!refused && Date.now() < deadline) {
+        refused = await auth.verify(token).then(
+          () => null,
+          (e: unknown) => e,
+        );
+        if (!refused) await new Promise((r) => setTimeout(r, 50));
+      }
+      expect(refused).toBeInstanceOf(Error);
+      expect(Date.now()).toBeGreaterThanOrEqual(exp * 1000);
+    });
+  });
+
+  describe('when a token is tampered with after a good one was cached', () => {
+    it('should verify the tampered text on its own and refuse it', async () => {
+      const auth = createAuthenticator({ secret: 'cache-secret', jwksUrl: undefined });
+      const token = await signToken('cache-secret', { sub: 'u1' });
+      await auth.verify(token);
+      const [h, , s] = token.split('.');
+      const forged = `${h}.${Buffer.from(JSON.stringify({ sub: 'admin', exp: 9999999999 })).toString('base64url')}.${s}`;
+      await expect(auth.verify(forged)).rejects.toThrow();
+    });
+  });
+});

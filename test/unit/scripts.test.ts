@@ -1,3 +1,4 @@
+import { LUA_DIRS } from '../../src/app.js';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -11,10 +12,7 @@ import { sharedRedisUrl, uniquePrefix } from '../helpers/server.js';
 
 /** The Lua script loader: naming rules, duplicates, key counts, and surviving SCRIPT FLUSH. */
 
-const APP_LUA_DIRS = [
-  new URL('../../src/rooms/lua/', import.meta.url),
-  new URL('../../src/messages/lua/', import.meta.url),
-];
+const APP_LUA_DIRS = LUA_DIRS;
 const prefix = uniquePrefix('scripts');
 const tmpRoot = mkdtempSync(join(tmpdir(), 'switchboard-scripts-test-'));
 const clients: Redis[] = [];
@@ -64,6 +62,7 @@ describe('loadScripts', () => {
         'readMessages',
         'removeMember',
         'sendMessage',
+        'touchUser',
       ]);
     });
   });
