@@ -1,14 +1,39 @@
 import type { YogaInitialContext } from 'graphql-yoga';
 import type { Authenticator, AuthContext } from './infra/auth.js';
 import { unauthenticated } from './errors.js';
-import { createMessageLoaders } from './messages/messages.loaders.js';
-import { createRoomLoaders } from './rooms/rooms.loaders.js';
+import { createMessageLoader } from './messages/messages.loaders.js';
+import { createIsMemberLoader, createMemberCountLoader, createRoomLoader } from './rooms/rooms.loaders.js';
 import type { Services } from './services.js';
-import { createUserLoaders } from './users/users.loaders.js';
+import { createUserLoader } from './users/users.loaders.js';
 import type { Viewer } from './users/users.models.js';
 
-/** Fresh DataLoaders for one operation. */
-export type Loaders = ReturnType<typeof createLoaders>;
+/**
+ * One operation's DataLoaders, each made on first use: most operations touch one or two, and an
+ * idle subscription's context should cost nothing until an event arrives.
+ */
+export class Loaders {
+  #user?: ReturnType<typeof createUserLoader>;
+  #room?: ReturnType<typeof createRoomLoader>;
+  #memberCount?: ReturnType<typeof createMemberCountLoader>;
+  #isMember?: ReturnType<typeof createIsMemberLoader>;
+  #message?: ReturnType<typeof createMessageLoader>;
+  constructor(private readonly services: Services) {}
+  get user() {
+    return (this.#user ??= createUserLoader(this.services.users));
+  }
+  get room() {
+    return (this.#room ??= createRoomLoader(this.services.rooms));
+  }
+  get memberCount() {
+    return (this.#memberCount ??= createMemberCountLoader(this.services.rooms));
+  }
+  get isMember() {
+    return (this.#isMember ??= createIsMemberLoader(this.services.rooms));
+  }
+  get message() {
+    return (this.#message ??= createMessageLoader(this.services.messages));
+  }
+}
 
 /** The per-operation context every resolver receives. */
 export interface AppContext extends AuthContext {
@@ -23,14 +48,8 @@ export interface TransportContext {
   wsViewer?: Viewer | null;
 }
 
-/** Builds one operation's loaders. */
-export function createLoaders(services: Services) {
-  return {
-    ...createUserLoaders(services.users),
-    ...createRoomLoaders(services.rooms),
-    ...createMessageLoaders(services.messages),
-  };
-}
+/** Builds one operation's loaders (lazily). */
+export const createLoaders = (services: Services) => new Loaders(services);
 
 /**
  * Builds the context: the viewer (from the WebSocket's `connection_init`, or from the HTTP/SSE

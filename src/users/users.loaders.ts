@@ -2,12 +2,8 @@ import DataLoader from 'dataloader';
 import type { UserModel } from './users.models.js';
 import type { UsersService } from './users.service.js';
 
-/** Per-request loaders of the users domain. */
-export function createUserLoaders(users: UsersService) {
-  return {
-    /** Users by id, one pipeline per tick; a user never seen reads as a placeholder named by id. */
-    user: new DataLoader<string, UserModel>(async (ids) =>
-      (await users.getMany(ids)).map((u, i) => u ?? { id: ids[i] as string, name: ids[i] as string, createdAt: 0 }),
-    ),
-  };
-}
+/** Users by id, one pipeline per tick; a user never seen reads as a placeholder named by id. */
+export const createUserLoader = (users: UsersService) =>
+  new DataLoader<string, UserModel>(async (ids) =>
+    (await users.getMany(ids)).map((u, i) => u ?? { id: ids[i] as string, name: ids[i] as string, createdAt: 0 }),
+  );
