@@ -1,0 +1,1004 @@
+/**
+ * Fan-out benchmark: two Switchboard instances (`node dist/index.js`) on one private redis-server,
+ * N graphql-ws subscribers over R rooms split across both instances, P HTTP publishers.
+ *
+ *   npm run build && npx tsx bench/fanout.ts [--subscribers 200] [--rooms 20] [--inflight 8]
+ *     [--warmup 3] [--duration 10] [--idle-connections 5000] [--rate <messages/s>]
+ *
+ * Prints messages sent/s, delivered/s, deliveries per server CPU-second, end-to-end latency
+ * percentiles (messages sent in the measured window), lost and duplicated deliveries, and the RSS
+ * one idle subscribed WebSocket costs a server; then a one-line JSON summary. Everything it starts
+ * (servers, redis-server, sockets, temp dir) is stopped on exit, error or SIGINT.
+ *
+ * BENCH_SERVER_NODE_ARGS adds node options to both servers, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof"
+ * (NODE_OPTIONS refuses --cpu-prof).
+ */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import http from 'node:http';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { fileURLToPath } from 'node:url';
+import { createClient, type Client, type ExecutionResult } from 'graphql-ws';
+import { Redis } from 'ioredis';
+import WebSocket from 'ws';
+import { signToken } from '../src/infra/auth.js';
+import { freePort, startRedisServer, type EmbeddedRedis } from '../src/infra/embedded-redis.js';
+
+// ---------------------------------------------------------------------------------------------
+// Options
+
+interface Options {
+  subscribers: number;
+  rooms: number;
+  inflight: number;
+  warmup: number;
+  duration: number;
+  idleConnections: number;
+  rate: number | null;
+}
+
+const USAGE = `usage: npx tsx bench/fanout.ts [--subscribers N=200] [--rooms R=20] [--inflight P=8]
+  [--warmup S=3] [--duration S=10] [--idle-connections N=5000] [--rate MSG_PER_S]
+  --rate switches from "P sends in flight, as fast as possible" to a fixed send rate`;
+
+function parseOptions(argv: string[]): Options {
+  const opts: Options = {
+    subscribers: 200,
+    rooms: 20,
+    inflight: 8,
+    warmup: 3,
+    duration: 10,
+    idleConnections: 5000,
+    rate: null,
+  };
+  const names: Record<string, keyof Options> = {
+    subscribers: 'subscribers',
+    rooms: 'rooms',
+    inflight: 'inflight',
+    warmup: 'warmup',
+    duration: 'duration',
+    'idle-connections': 'idleConnections',
+    rate: 'rate',
+  };
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i] as string;
+    if (arg === '--help' || arg === '-h') {
+      console.log(USAGE);
+      process.exit(0);
+    }
+    const m = /^--([a-z-]+)(?:=(.*))?$/.exec(arg);
+    const key = m ? names[m[1] as string] : undefined;
+    if (!m || !key) fatalUsage(`unknown argument ${arg}`);
+    const raw = m[2] ?? argv[++i];
+    const value = Number(raw);
+    if (raw === undefined || raw === '' || !Number.isFinite(value) || value < 0) fatalUsage(`--${m[1]} needs a number >= 0`);
+    const integer = key !== 'warmup' && key !== 'duration' && key !== 'rate';
+    if (integer && !Number.isInteger(value)) fatalUsage(`--${m[1]} needs an integer`);
+    (opts as unknown as Record<string, number>)[key] = value;
+  }
+  if (opts.subscribers < 1 || opts.rooms < 1 || opts.inflight < 1) fatalUsage('--subscribers, --rooms and --inflight must be >= 1');
+  if (opts.duration <= 0) fatalUsage('--duration must be > 0');
+  if (opts.rate !== null && opts.rate <= 0) fatalUsage('--rate must be > 0');
+  return opts;
+}
+
+function fatalUsage(message: string): never {
+  console.error(`bench:fanout: ${message}\n${USAGE}`);
+  process.exit(2);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Small utilities
+
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+const DIST_INDEX = join(ROOT, 'dist', 'index.js');
+const nowMs = () => performance.timeOrigin + performance.now();
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+const log = (msg: string) => console.log(`[fanout ${(performance.now() / 1000).toFixed(1)}s] ${msg}`);
+
+async function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([
+      p,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Polls until `check` is true or `ms` passed; answers whether it became true. */
+async function pollUntil(check: () => boolean, ms: number, every = 50): Promise<boolean> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    if (check()) return true;
+    if (Date.now() >= deadline) return false;
+    await sleep(every);
+  }
+}
+
+const CLK_TCK = (() => {
+  const r = spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' });
+  const n = Number(r.stdout?.trim());
+  return Number.isInteger(n) && n > 0 ? n : 100;
+})();
+
+/** utime + stime of a process, in clock ticks. */
+function cpuTicks(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  // The command name may hold spaces: fields are counted after its closing parenthesis.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return Number(fields[11]) + Number(fields[12]); // fields 14 and 15 of proc(5)
+}
+
+/** VmRSS of a process, in KB. */
+function rssKb(pid: number): number {
+  const m = /^VmRSS:\s+(\d+)\s+kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m ? Number(m[1]) : NaN;
+}
+
+/** Soft limit of open files, raised with prlimit (we run as root) when below `need`. */
+function ensureFileLimit(need: number): number {
+  const read = () => {
+    const m = /^Max open files\s+(\d+|unlimited)\s+(\d+|unlimited)/m.exec(readFileSync('/proc/self/limits', 'utf8'));
+    return m?.[1] === 'unlimited' ? Infinity : Number(m?.[1] ?? 1024);
+  };
+  const soft = read();
+  if (soft >= need) return soft;
+  const target = Math.max(need, 65536);
+  const r = spawnSync('prlimit', ['--pid', String(process.pid), `--nofile=${target}:${target}`], { encoding: 'utf8' });
+  const after = read();
+  if (after < need) {
+    log(`warning: open-file limit is ${after}, ${need} wanted (prlimit: ${r.stderr?.trim() || r.error?.message || 'failed'}); connections may fail`);
+  } else {
+    log(`raised the open-file limit from ${soft} to ${after}`);
+  }
+  return after;
+}
+
+/** Calls per command Redis has run (INFO commandstats); empty when unavailable. */
+async function redisCommands(client: Redis): Promise<Map<string, number>> {
+  const out = new Map<string, number>();
+  try {
+    const info = await client.info('commandstats');
+    for (const m of info.matchAll(/^cmdstat_([^:]+):calls=(\d+)/gm)) out.set(m[1] as string, Number(m[2]));
+  } catch {
+    // leave it empty
+  }
+  return out;
+}
+
+/** Per-command call counts between two snapshots, largest first. */
+function commandDelta(before: Map<string, number>, after: Map<string, number>): [string, number][] {
+  return [...after]
+    .map(([cmd, n]): [string, number] => [cmd, n - (before.get(cmd) ?? 0)])
+    .filter(([cmd, n]) => n > 0 && cmd !== 'info')
+    .sort((x, y) => y[1] - x[1]);
+}
+
+/** The commit the source tree is at (dist/ is assumed built from it), with "+dirty" for local changes. */
+function gitCommit(): string | null {
+  const head = spawnSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: ROOT, encoding: 'utf8' });
+  if (head.status !== 0) return null;
+  const dirty = spawnSync('git', ['status', '--porcelain', '--', 'src', 'schema'], { cwd: ROOT, encoding: 'utf8' });
+  return `${head.stdout.trim()}${dirty.stdout?.trim() ? '+dirty' : ''}`;
+}
+
+const loadAverage = () => readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
+
+function percentile(sorted: Float64Array, p: number): number {
+  if (sorted.length === 0) return NaN;
+  const idx = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
+  return sorted[idx] as number;
+}
+
+const round = (n: number, digits = 1) => (Number.isFinite(n) ? Number(n.toFixed(digits)) : null);
+
+// ---------------------------------------------------------------------------------------------
+// Children and clean-up
+
+interface ServerProc {
+  name: string;
+  port: number;
+  url: string;
+  wsUrl: string;
+  child: ChildProcess;
+  pid: number;
+  agent: http.Agent;
+  exited: Promise<void>;
+}
+
+const servers: ServerProc[] = [];
+let redis: EmbeddedRedis | null = null;
+let tmpDir: string | null = null;
+const wsClients: Client[] = [];
+let stoppingChildren = false;
+
+/** What the servers wrote at warn level and above, and how they ended. */
+const serverIssues = {
+  warnings: 0,
+  errors: 0,
+  samples: [] as string[],
+  crashes: [] as string[],
+};
+
+function noteServerLine(name: string, line: string) {
+  if (!line.trim()) return;
+  let level = 50;
+  let msg = line;
+  try {
+    const j = JSON.parse(line) as { level?: number; msg?: string; err?: unknown };
+    level = typeof j.level === 'number' ? j.level : 50;
+    msg = `${j.msg ?? ''} ${j.err ? JSON.stringify(j.err).slice(0, 300) : ''}`.trim();
+  } catch {
+    // not pino JSON (a stack trace, a startup error): count it as an error
+  }
+  if (level >= 50) serverIssues.errors++;
+  else if (level >= 40) serverIssues.warnings++;
+  else return;
+  const sample = `${name}: ${msg.slice(0, 400)}`;
+  if (serverIssues.samples.length < 12 && !serverIssues.samples.includes(sample)) serverIssues.samples.push(sample);
+}
+
+/** Synchronous last resort (process 'exit'): kill whatever is still running. */
+function killAllNow() {
+  for (const c of wsClients) {
+    try {
+      c.terminate();
+    } catch {
+      // already gone
+    }
+  }
+  for (const s of servers) {
+    if (s.child.exitCode === null && s.child.signalCode === null) {
+      try {
+        s.child.kill('SIGKILL');
+      } catch {
+        // gone
+      }
+    }
+  }
+  if (redis) {
+    try {
+      process.kill(redis.pid, 'SIGKILL');
+    } catch {
+      // gone
+    }
+  }
+  if (tmpDir) rmSync(tmpDir, { recursive: true, force: true });
+}
+process.on('exit', killAllNow);
+
+/** Orderly clean-up: clients, then servers (SIGTERM, SIGKILL after 10 s), then Redis and the temp dir. */
+/** How each server ended on SIGTERM (graceful shutdown, with the bench's sockets still open). */
+const shutdowns: { name: string; code: number | null; signal: string | null; ms: number }[] = [];
+
+async function cleanup(): Promise<void> {
+  stoppingChildren = true;
+  for (const s of servers) s.agent.destroy();
+  await Promise.all(
+    servers.map(async (s) => {
+      if (s.child.exitCode !== null || s.child.signalCode !== null) return;
+      const t0 = performance.now();
+      s.child.kill('SIGTERM');
+      const timer = setTimeout(() => s.child.kill('SIGKILL'), 12_000);
+      await s.exited;
+      clearTimeout(timer);
+      shutdowns.push({ name: s.name, code: s.child.exitCode, signal: s.child.signalCode, ms: Math.round(performance.now() - t0) });
+    }),
+  );
+  for (const c of wsClients.splice(0)) {
+    try {
+      c.terminate();
+    } catch {
+      // gone
+    }
+  }
+  if (redis) {
+    const r = redis;
+    await withTimeout(r.stop(), 7000, 'redis-server to stop').catch(() => {
+      try {
+        process.kill(r.pid, 'SIGKILL');
+      } catch {
+        // gone
+      }
+    });
+    redis = null;
+  }
+  if (tmpDir) {
+    rmSync(tmpDir, { recursive: true, force: true });
+    tmpDir = null;
+  }
+}
+
+let exiting = false;
+async function exitWith(code: number, message?: string): Promise<never> {
+  if (message) console.error(`bench:fanout: ${message}`);
+  if (code !== 0 && !exiting && serverIssues.samples.length > 0) {
+    console.error('server output (warn and above):');
+    for (const line of serverIssues.samples) console.error(`  ${line}`);
+  }
+  if (!exiting) {
+    exiting = true;
+    await withTimeout(cleanup(), 20_000, 'clean-up').catch((err: Error) => console.error(`bench:fanout: ${err.message}`));
+  }
+  process.exit(code);
+}
+
+process.on('SIGINT', () => {
+  if (exiting) process.exit(130);
+  void exitWith(130, 'interrupted');
+});
+process.on('SIGTERM', () => {
+  if (exiting) process.exit(143);
+  void exitWith(143, 'terminated');
+});
+
+// ---------------------------------------------------------------------------------------------
+// Servers and HTTP
+
+async function startServer(name: string, redisUrl: string, secret: string): Promise<ServerProc> {
+  const port = await freePort();
+  const env: NodeJS.ProcessEnv = {
+    ...process.env,
+    NODE_ENV: 'production',
+    LOG_LEVEL: 'warn',
+    PORT: String(port),
+    HOST: '127.0.0.1',
+    REDIS_URL: redisUrl,
+    JWT_SECRET: secret,
+    REDIS_KEY_PREFIX: 'bench:',
+    INSTANCE_ID: name,
+  };
+  delete env.JWT_JWKS_URL;
+  delete env.GRAPHIQL;
+  delete env.BENCH_SERVER_NODE_ARGS;
+  const nodeArgs = (process.env.BENCH_SERVER_NODE_ARGS ?? '').split(/\s+/).filter(Boolean);
+  const child = spawn(process.execPath, [...nodeArgs, DIST_INDEX], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  if (child.pid === undefined) throw new Error(`${name} could not be started`);
+  const exited = new Promise<void>((res) => child.once('exit', () => res()));
+  for (const stream of [child.stdout, child.stderr]) {
+    let buf = '';
+    stream?.setEncoding('utf8');
+    stream?.on('data', (d: string) => {
+      buf += d;
+      let nl: number;
+      while ((nl = buf.indexOf('\n')) >= 0) {
+        noteServerLine(name, buf.slice(0, nl));
+        buf = buf.slice(nl + 1);
+      }
+      if (buf.length > 100_000) buf = buf.slice(-10_000);
+    });
+  }
+  child.once('exit', (code, signal) => {
+    if (!stoppingChildren) {
+      const what = `${name} (pid ${child.pid}) exited unexpectedly: code ${code}, signal ${signal}`;
+      serverIssues.crashes.push(what);
+      console.error(`bench:fanout: ${what}`);
+    }
+  });
+  const s: ServerProc = {
+    name,
+    port,
+    url: `http://127.0.0.1:${port}/graphql`,
+    wsUrl: `ws://127.0.0.1:${port}/graphql`,
+    child,
+    pid: child.pid,
+    // Idle sockets close after 2 s, before the server's 5 s keep-alive timeout would close them
+    // under a request being written (ECONNRESET).
+    agent: new http.Agent({ keepAlive: true, maxSockets: 256, timeout: 2000 }),
+    exited,
+  };
+  servers.push(s);
+  return s;
+}
+
+/** GET a path; resolves with the status (0 on a connection error). */
+function httpStatus(port: number, path: string): Promise<number> {
+  return new Promise((res) => {
+    const req = http.get({ host: '127.0.0.1', port, path, timeout: 2000 }, (r) => {
+      r.resume();
+      res(r.statusCode ?? 0);
+    });
+    req.on('timeout', () => req.destroy());
+    req.on('error', () => res(0));
+  });
+}
+
+async function waitReady(s: ServerProc): Promise<void> {
+  const deadline = Date.now() + 20_000;
+  while (Date.now() < deadline) {
+    if (s.child.exitCode !== null || s.child.signalCode !== null) break;
+    if ((await httpStatus(s.port, '/ready')) === 200) return;
+    await sleep(100);
+  }
+  throw new Error(`${s.name} did not become ready on port ${s.port} (see errors above)`);
+}
+
+interface GqlResponse<T> {
+  data?: T | null;
+  errors?: { message: string; extensions?: { code?: string } }[];
+}
+
+/** POSTs a GraphQL operation through the instance's keep-alive agent. */
+function post<T>(s: ServerProc, token: string, query: string, variables: Record<string, unknown>, timeoutMs = 10_000): Promise<GqlResponse<T>> {
+  const body = JSON.stringify({ query, variables });
+  return new Promise((res, rej) => {
+    const req = http.request(
+      {
+        host: '127.0.0.1',
+        port: s.port,
+        path: '/graphql',
+        method: 'POST',
+        agent: s.agent,
+        headers: {
+          'content-type': 'application/json',
+          accept: 'application/graphql-response+json, application/json',
+          authorization: `Bearer ${token}`,
+          'content-length': Buffer.byteLength(body),
+        },
+      },
+      (r) => {
+        const chunks: Buffer[] = [];
+        r.on('data', (c: Buffer) => chunks.push(c));
+        r.on('end', () => {
+          const text = Buffer.concat(chunks).toString('utf8');
+          try {
+            res(JSON.parse(text) as GqlResponse<T>);
+          } catch {
+            rej(new Error(`HTTP ${r.statusCode}: ${text.slice(0, 200)}`));
+          }
+        });
+        r.on('error', rej);
+      },
+    );
+    req.setTimeout(timeoutMs, () => req.destroy(new Error(`no answer in ${timeoutMs} ms`)));
+    req.on('error', rej);
+    req.end(body);
+  });
+}
+
+async function postOk<T>(s: ServerProc, token: string, query: string, variables: Record<string, unknown>): Promise<T> {
+  const r = await post<T>(s, token, query, variables);
+  if (r.errors?.length || !r.data) throw new Error(`GraphQL error from ${s.name}: ${JSON.stringify(r.errors ?? r)}`);
+  return r.data;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Operations
+
+const CREATE_ROOM = `mutation ($input: CreateRoomInput!) { createRoom(input: $input) { id } }`;
+const ADD_MEMBERS = `mutation ($roomId: ID!, $userIds: [ID!]!) { addMembers(roomId: $roomId, userIds: $userIds) { id memberCount } }`;
+const SEND = `mutation ($input: SendMessageInput!) { sendMessage(input: $input) { id seq } }`;
+const LAST_SEQ = `query ($id: ID!) { room(id: $id) { lastMessage { seq } } }`;
+const SUBSCRIBE = `subscription ($roomId: ID!) { messageAdded(roomId: $roomId) { id seq text createdAt sender { id name } } }`;
+const ADD_MEMBERS_MAX = 100;
+
+interface Delivered {
+  messageAdded?: { seq: number; text: string };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Subscribers
+
+/** One measured subscriber: which seqs of its room it got, and how often. */
+interface Sub {
+  room: number;
+  server: number;
+  first: number; // first seq received, 0 before any
+  last: number; // highest seq received
+  counts: Uint8Array; // deliveries per seq
+  received: number;
+  outOfOrder: number;
+  ended: string | null;
+}
+
+const problems = {
+  subscriptionErrors: 0,
+  subscriptionEnds: 0,
+  socketCloses: 0,
+  sendErrors: 0,
+  samples: [] as string[],
+};
+function noteProblem(sample: string) {
+  if (problems.samples.length < 12 && !problems.samples.includes(sample)) problems.samples.push(sample);
+}
+
+/** Opens graphql-ws clients in batches (SYN-flood friendly); resolves with the connected ones. */
+async function openClients(count: number, pick: (i: number) => { server: ServerProc; token: string }, label: string): Promise<(Client | null)[]> {
+  const out: (Client | null)[] = new Array(count).fill(null);
+  const BATCH = 200;
+  let failed = 0;
+  for (let start = 0; start < count; start += BATCH) {
+    const batch: Promise<void>[] = [];
+    for (let i = start; i < Math.min(count, start + BATCH); i++) {
+      const { server, token } = pick(i);
+      batch.push(
+        new Promise<void>((res) => {
+          let settled = false;
+          const done = (ok: boolean, why?: string) => {
+            if (settled) return;
+            settled = true;
+            if (!ok) {
+              failed++;
+              noteProblem(`${label} connection failed: ${why}`);
+            }
+            res();
+          };
+          const client = createClient({
+            url: server.wsUrl,
+            webSocketImpl: WebSocket,
+            lazy: false,
+            retryAttempts: 0,
+            connectionParams: { authorization: `Bearer ${token}` },
+            onNonLazyError: () => undefined,
+            on: {
+              connected: () => {
+                out[i] = client;
+                done(true);
+              },
+              closed: (event) => {
+                const e = event as { code?: number; reason?: string };
+                if (!settled) done(false, `closed ${e.code} ${e.reason ?? ''}`);
+                else if (!exiting && !stoppingChildren) {
+                  problems.socketCloses++;
+                  noteProblem(`${label} socket closed: ${e.code} ${e.reason ?? ''}`);
+                }
+              },
+              error: (err) => done(false, err instanceof Error ? err.message : String(err)),
+            },
+          });
+          wsClients.push(client);
+          setTimeout(() => done(false, 'no connection_ack in 30 s'), 30_000).unref();
+        }),
+      );
+    }
+    await Promise.all(batch);
+  }
+  if (failed > 0) log(`${failed} of ${count} ${label} connections failed`);
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Main
+
+async function main() {
+  const opts = parseOptions(process.argv.slice(2));
+  if (!existsSync(DIST_INDEX)) {
+    await exitWith(1, `${DIST_INDEX} is missing: run npm run build first`);
+  }
+  const mode = opts.rate === null ? `${opts.inflight} sends in flight` : `fixed rate ${opts.rate} msg/s`;
+  log(`commit ${gitCommit() ?? 'unknown'}; subscribers ${opts.subscribers}, rooms ${opts.rooms}, ${mode}, warm-up ${opts.warmup} s, measured ${opts.duration} s, idle connections ${opts.idleConnections}`);
+  ensureFileLimit(opts.subscribers + opts.idleConnections + 2000);
+
+  // Hard stop, whatever happens.
+  const budgetMs = (opts.warmup + opts.duration) * 1000 + 240_000 + opts.idleConnections * 20;
+  setTimeout(() => void exitWith(3, `watchdog: the run took more than ${Math.round(budgetMs / 1000)} s`), budgetMs).unref();
+
+  const commit = gitCommit();
+  const load = loadAverage();
+  if (Number(load.split(' ')[0]) > 1) log(`warning: load average ${load} before the run: other processes may compete for the CPU`);
+
+  // --- Redis and two instances
+  tmpDir = mkdtempSync(join(tmpdir(), 'switchboard-fanout-'));
+  redis = await startRedisServer({ dir: join(tmpDir, 'redis'), appendOnly: false });
+  const secret = `bench-${Math.random().toString(36).slice(2)}-${Date.now()}`;
+  const a = await startServer('server-a', redis.url, secret);
+  const b = await startServer('server-b', redis.url, secret);
+  await Promise.all([waitReady(a), waitReady(b)]);
+  const inst = [a, b];
+  const rssAtStart = servers.map((s) => rssKb(s.pid));
+  const redisStats = new Redis(redis.url, { lazyConnect: false, maxRetriesPerRequest: 1 });
+  redisStats.on('error', () => undefined);
+  log(`redis ${redis.url} (pid ${redis.pid}); ${a.name} :${a.port} (pid ${a.pid}); ${b.name} :${b.port} (pid ${b.pid})`);
+
+  // --- Users, rooms, members
+  const N = opts.subscribers;
+  const R = opts.rooms;
+  const P = opts.inflight;
+  const ownerToken = await signToken(secret, { sub: 'bench-owner', name: 'Bench Owner' }, '2h');
+  const pubIds = Array.from({ length: Math.min(P, 64) }, (_, k) => `bench-pub-${k}`);
+  const pubTokens = await Promise.all(pubIds.map((id, k) => signToken(secret, { sub: id, name: `Publisher ${k}` }, '2h')));
+  const subTokens = await Promise.all(
+    Array.from({ length: N }, (_, i) => signToken(secret, { sub: `bench-sub-${i}`, name: `Subscriber ${i}` }, '2h')),
+  );
+  // Subscriber i: room i % R, instance floor(i / R) % 2, so every room has subscribers on both.
+  const subs: Sub[] = Array.from({ length: N }, (_, i) => ({
+    room: i % R,
+    server: Math.floor(i / R) % 2,
+    first: 0,
+    last: 0,
+    counts: new Uint8Array(256),
+    received: 0,
+    outOfOrder: 0,
+    ended: null,
+  }));
+  const roomIds: string[] = [];
+  for (let r = 0; r < R; r++) {
+    const d = await postOk<{ createRoom: { id: string } }>(inst[r % 2] as ServerProc, ownerToken, CREATE_ROOM, {
+      input: { name: `bench-${r}`, visibility: 'PRIVATE' },
+    });
+    roomIds.push(d.createRoom.id);
+  }
+  for (let r = 0; r < R; r++) {
+    const members = [...pubIds, ...subs.flatMap((s, i) => (s.room === r ? [`bench-sub-${i}`] : []))];
+    for (let k = 0; k < members.length; k += ADD_MEMBERS_MAX) {
+      await postOk(inst[(r + k) % 2] as ServerProc, ownerToken, ADD_MEMBERS, {
+        roomId: roomIds[r],
+        userIds: members.slice(k, k + ADD_MEMBERS_MAX),
+      });
+    }
+  }
+  log(`${R} rooms created, ${N} subscriber users and ${pubIds.length} publisher users added`);
+
+  // --- Measured subscribers
+  let measuring = false;
+  let windowStart = 0; // ms since epoch (timeOrigin + now)
+  let windowEnd = Infinity;
+  let deliveredInWindow = 0;
+  let latencies = new Float64Array(1 << 16);
+  let latencyCount = 0;
+  const recordLatency = (ms: number) => {
+    if (latencyCount === latencies.length) {
+      const bigger = new Float64Array(latencies.length * 2);
+      bigger.set(latencies);
+      latencies = bigger;
+    }
+    latencies[latencyCount++] = ms;
+  };
+
+  const subClients = await openClients(N, (i) => ({ server: inst[(subs[i] as Sub).server] as ServerProc, token: subTokens[i] as string }), 'subscriber');
+  subClients.forEach((client, i) => {
+    const sub = subs[i] as Sub;
+    if (!client) {
+      sub.ended = 'never connected';
+      return;
+    }
+    client.subscribe<Delivered>(
+      { query: SUBSCRIBE, variables: { roomId: roomIds[sub.room] } },
+      {
+        next: (result: ExecutionResult<Delivered>) => {
+          const m = result.data?.messageAdded;
+          if (!m) {
+            problems.subscriptionErrors++;
+            noteProblem(`subscriber result without data: ${JSON.stringify(result.errors ?? result).slice(0, 300)}`);
+            return;
+          }
+          const now = nowMs();
+          const seq = m.seq;
+          if (seq >= sub.counts.length) {
+            const bigger = new Uint8Array(Math.max(seq + 1, sub.counts.length * 2));
+            bigger.set(sub.counts);
+            sub.counts = bigger;
+          }
+          const c = sub.counts[seq] ?? 0;
+          if (c < 255) sub.counts[seq] = c + 1;
+          if (sub.first === 0) sub.first = seq;
+          if (seq < sub.last) sub.outOfOrder++;
+          else sub.last = seq;
+          sub.received++;
+          if (measuring && now >= windowStart) {
+            deliveredInWindow++;
+            const sentAt = Number(m.text);
+            if (sentAt >= windowStart && sentAt < windowEnd) recordLatency(now - sentAt);
+          }
+        },
+        error: (err: unknown) => {
+          if (exiting) return;
+          problems.subscriptionErrors++;
+          sub.ended = `error: ${JSON.stringify(err instanceof Error ? err.message : err).slice(0, 300)}`;
+          noteProblem(`subscription ended with ${sub.ended}`);
+        },
+        complete: () => {
+          if (exiting) return;
+          problems.subscriptionEnds++;
+          sub.ended = 'completed';
+          noteProblem('a subscription completed unexpectedly');
+        },
+      },
+    );
+  });
+
+  // --- Sending
+  const lastSent = new Array<number>(R).fill(0); // highest seq a sendMessage answered, per room
+  let sendSeq = 0;
+  let sendsInFlight = 0;
+  let sentOk = 0;
+  let sentInWindow = 0;
+  const sendOne = async (pub: number, fixedRoom?: number): Promise<void> => {
+    const n = sendSeq++;
+    const room = fixedRoom ?? n % R;
+    // Decorrelate the instance from the room, so every room gets sends through both.
+    const server = inst[(n + Math.floor(n / R)) % 2] as ServerProc;
+    sendsInFlight++;
+    try {
+      const r = await post<{ sendMessage: { seq: number } }>(server, pubTokens[pub % pubTokens.length] as string, SEND, {
+        input: { roomId: roomIds[room], text: nowMs().toFixed(3) },
+      });
+      const seq = r.data?.sendMessage?.seq;
+      if (r.errors?.length || typeof seq !== 'number') {
+        problems.sendErrors++;
+        noteProblem(`sendMessage via ${server.name}: ${JSON.stringify(r.errors ?? r).slice(0, 300)}`);
+        return;
+      }
+      if (seq > (lastSent[room] as number)) lastSent[room] = seq;
+      sentOk++;
+      if (measuring) sentInWindow++;
+    } catch (err) {
+      problems.sendErrors++;
+      noteProblem(`sendMessage via ${server.name}: ${(err as Error).message}`);
+    } finally {
+      sendsInFlight--;
+    }
+  };
+
+  // Priming: one message per room until every subscriber got one, so subscriptions are live.
+  const connectedSubs = subs.filter((s) => s.ended === null);
+  let primed = false;
+  await sleep(300);
+  for (let attempt = 1; attempt <= 8 && !primed; attempt++) {
+    await Promise.all(roomIds.map((_, r) => sendOne(r, r)));
+    primed = await pollUntil(() => connectedSubs.every((s) => s.received > 0), 2000);
+  }
+  const unprimed = connectedSubs.filter((s) => s.received === 0).length;
+  if (!primed) log(`warning: ${unprimed} subscribers got no priming message`);
+  log(`${connectedSubs.length} subscribers live (${subs.filter((s) => s.server === 0).length} on ${a.name}, ${subs.filter((s) => s.server === 1).length} on ${b.name})`);
+
+  // Load: closed loop (P in flight) or open loop (fixed rate).
+  let running = true;
+  let behind = 0;
+  const loops: Promise<void>[] = [];
+  let rateTimer: NodeJS.Timeout | null = null;
+  if (opts.rate === null) {
+    for (let k = 0; k < P; k++) {
+      loops.push(
+        (async () => {
+          while (running) await sendOne(k);
+        })(),
+      );
+    }
+  } else {
+    const rate = opts.rate;
+    const cap = Math.max(P, 1000);
+    const t0 = performance.now();
+    let issued = 0;
+    let pub = 0;
+    rateTimer = setInterval(() => {
+      if (!running) return;
+      const due = Math.floor(((performance.now() - t0) / 1000) * rate);
+      while (issued < due) {
+        issued++;
+        if (sendsInFlight >= cap) {
+          behind++;
+          continue;
+        }
+        void sendOne(pub++);
+      }
+    }, Math.max(1, Math.min(10, Math.floor(1000 / rate))));
+  }
+
+  log(`warm-up ${opts.warmup} s`);
+  await sleep(opts.warmup * 1000);
+  const cpu0 = servers.map((s) => cpuTicks(s.pid));
+  const redisCpu0 = cpuTicks(redis.pid);
+  const clientCpu0 = process.cpuUsage();
+  const redisCmd0 = await redisCommands(redisStats);
+  windowStart = nowMs();
+  measuring = true;
+  log(`measuring ${opts.duration} s`);
+  await sleep(opts.duration * 1000);
+  windowEnd = nowMs();
+  measuring = false;
+  const cpu1 = servers.map((s) => cpuTicks(s.pid));
+  const redisCpu1 = cpuTicks(redis.pid);
+  const clientCpu = process.cpuUsage(clientCpu0);
+  const redisCmd1 = await redisCommands(redisStats);
+  const rssAfterLoad = servers.map((s) => rssKb(s.pid));
+  running = false;
+  if (rateTimer) clearInterval(rateTimer);
+  const windowSec = (windowEnd - windowStart) / 1000;
+
+  // Drain: sends in flight finish, then deliveries get up to 5 s.
+  await withTimeout(Promise.all(loops), 15_000, 'publishers to stop').catch((e: Error) => log(`warning: ${e.message}`));
+  await pollUntil(() => sendsInFlight === 0, 15_000);
+  const roomLast = [...lastSent];
+  for (let r = 0; r < R; r++) {
+    try {
+      const d = await postOk<{ room: { lastMessage: { seq: number } | null } | null }>(a, ownerToken, LAST_SEQ, { id: roomIds[r] });
+      const stored = d.room?.lastMessage?.seq ?? 0;
+      if (stored > (roomLast[r] as number)) roomLast[r] = stored; // a send that timed out may still be stored
+    } catch (err) {
+      noteProblem(`reading the last seq of room ${r}: ${(err as Error).message}`);
+    }
+  }
+  const caughtUp = () => subs.every((s) => s.ended !== null || s.last >= (roomLast[s.room] as number));
+  const drainStart = performance.now();
+  const allArrived = await pollUntil(caughtUp, 5000);
+  const drainMs = performance.now() - drainStart;
+
+  // Loss and duplicates: every seq from the first one a subscriber got to the room's last.
+  let lost = 0;
+  let duplicated = 0;
+  let outOfOrder = 0;
+  let subsWithLoss = 0;
+  let subsWithNothing = 0;
+  const lossExamples: string[] = [];
+  subs.forEach((s, i) => {
+    const last = roomLast[s.room] as number;
+    const from = s.first === 0 ? 1 : s.first;
+    if (s.first === 0) subsWithNothing++;
+    let mine = 0;
+    for (let seq = from; seq <= last; seq++) {
+      const c = seq < s.counts.length ? (s.counts[seq] as number) : 0;
+      if (c === 0) mine++;
+      else if (c > 1) duplicated += c - 1;
+    }
+    for (let seq = last + 1; seq < s.counts.length; seq++) if ((s.counts[seq] as number) > 1) duplicated += (s.counts[seq] as number) - 1;
+    if (mine > 0) {
+      subsWithLoss++;
+      if (lossExamples.length < 5) {
+        lossExamples.push(`subscriber ${i} (room ${s.room}, ${inst[s.server]?.name}): ${mine} missing of ${from}..${last}, got up to ${s.last}${s.ended ? `, ${s.ended}` : ''}`);
+      }
+    }
+    lost += mine;
+    outOfOrder += s.outOfOrder;
+  });
+
+  const sorted = latencies.slice(0, latencyCount).sort();
+  const serverCpuSec = cpu1.reduce((sum, t, i) => sum + (t - (cpu0[i] as number)), 0) / CLK_TCK;
+  const results = {
+    sentPerSec: sentInWindow / windowSec,
+    deliveredPerSec: deliveredInWindow / windowSec,
+    deliveriesPerServerCpuSec: serverCpuSec > 0 ? deliveredInWindow / serverCpuSec : NaN,
+    latency: {
+      p50: percentile(sorted, 50),
+      p95: percentile(sorted, 95),
+      p99: percentile(sorted, 99),
+      max: sorted.length ? (sorted[sorted.length - 1] as number) : NaN,
+      samples: sorted.length,
+    },
+  };
+
+  console.log('');
+  console.log(`=== fan-out (${mode}; ${N} subscribers, ${R} rooms, ${windowSec.toFixed(2)} s measured) ===`);
+  console.log(`messages sent/s             ${results.sentPerSec.toFixed(1)}${opts.rate !== null && behind > 0 ? `  (${behind} scheduled sends skipped: ${Math.max(P, 1000)} in flight)` : ''}`);
+  console.log(`delivered messages/s        ${results.deliveredPerSec.toFixed(1)}`);
+  console.log(`deliveries / server CPU-s   ${results.deliveriesPerServerCpuSec.toFixed(0)}  (server CPU ${serverCpuSec.toFixed(2)} s over ${windowSec.toFixed(2)} s: ${servers.map((s, i) => `${s.name} ${((((cpu1[i] as number) - (cpu0[i] as number)) / CLK_TCK / windowSec) * 100).toFixed(0)}%`).join(', ')}; redis ${(((redisCpu1 - redisCpu0) / CLK_TCK / windowSec) * 100).toFixed(0)}%; bench client ${(((clientCpu.user + clientCpu.system) / 1e6 / windowSec) * 100).toFixed(0)}%)`);
+  console.log(`latency ms p50/p95/p99      ${results.latency.p50.toFixed(2)} / ${results.latency.p95.toFixed(2)} / ${results.latency.p99.toFixed(2)}  (max ${results.latency.max.toFixed(2)}, ${results.latency.samples} deliveries)`);
+  console.log(`lost / duplicated           ${lost} / ${duplicated}  (${allArrived ? `all caught up ${drainMs.toFixed(0)} ms after the last send` : 'NOT all caught up after 5 s'}; ${subsWithLoss} subscribers with gaps, ${subsWithNothing} with nothing, ${outOfOrder} out-of-order deliveries)`);
+  for (const e of lossExamples) console.log(`  ${e}`);
+  const cmdDelta = commandDelta(redisCmd0, redisCmd1);
+  const redisCmdTotal = cmdDelta.reduce((n, [, c]) => n + c, 0);
+  const redisCmdPerDelivery = redisCmd1.size > 0 ? redisCmdTotal / Math.max(1, deliveredInWindow) : NaN;
+  const perSent = (n: number) => (n / Math.max(1, sentInWindow)).toFixed(2);
+  console.log(`redis commands              ${(redisCmdTotal / windowSec).toFixed(0)}/s, ${redisCmdPerDelivery.toFixed(2)} per delivery, ${perSent(redisCmdTotal)} per message sent (${cmdDelta.slice(0, 6).map(([c, n]) => `${c} ${perSent(n)}`).join(', ')})`);
+  console.log(`server RSS start -> loaded  ${servers.map((s, i) => `${s.name} ${((rssAtStart[i] as number) / 1024).toFixed(0)} -> ${((rssAfterLoad[i] as number) / 1024).toFixed(0)} MB`).join(', ')}`);
+  redisStats.disconnect();
+
+  // --- RSS per idle subscribed connection, on server A
+  let rssPerConnKb = NaN;
+  let rssBefore = NaN;
+  let rssAfter = NaN;
+  let idleLive = 0;
+  const idleN = opts.idleConnections;
+  if (idleN > 0) {
+    console.log('');
+    const stableRss = async (maxMs: number) => {
+      // Sample every 500 ms until two consecutive readings differ by less than 0.5%.
+      let prev = rssKb(a.pid);
+      const deadline = Date.now() + maxMs;
+      while (Date.now() < deadline) {
+        await sleep(500);
+        const cur = rssKb(a.pid);
+        if (Math.abs(cur - prev) <= prev * 0.005) return cur;
+        prev = cur;
+      }
+      return prev;
+    };
+    await sleep(1000);
+    rssBefore = await stableRss(8000);
+    log(`${a.name} RSS before ${rssBefore} KB; opening ${idleN} idle subscribed connections`);
+    const got = new Uint8Array(idleN);
+    const idleRoom = (k: number) => (subs[k % N] as Sub).room;
+    const idleClients = await openClients(idleN, (k) => ({ server: a, token: subTokens[k % N] as string }), 'idle');
+    idleClients.forEach((client, k) => {
+      if (!client) return;
+      client.subscribe<Delivered>(
+        { query: SUBSCRIBE, variables: { roomId: roomIds[idleRoom(k)] } },
+        {
+          next: (result) => {
+            if (result.data?.messageAdded) got[k] = 1;
+            else noteProblem(`idle subscriber result without data: ${JSON.stringify(result.errors ?? result).slice(0, 300)}`);
+          },
+          error: (err: unknown) => {
+            if (exiting) return;
+            problems.subscriptionErrors++;
+            noteProblem(`idle subscription error: ${JSON.stringify(err instanceof Error ? err.message : err).slice(0, 300)}`);
+          },
+          complete: () => undefined,
+        },
+      );
+    });
+    const connected = idleClients.filter((c) => c !== null).length;
+    // Registered: each idle subscriber received a message sent after it subscribed.
+    const roomsUsed = [...new Set(Array.from({ length: Math.min(idleN, N) }, (_, k) => idleRoom(k)))];
+    const allGot = () => idleClients.every((c, k) => c === null || got[k] === 1);
+    for (let attempt = 1; attempt <= 6 && !allGot(); attempt++) {
+      await Promise.all(roomsUsed.map((r, j) => sendOne(j, r)));
+      await pollUntil(allGot, 5000, 100);
+    }
+    idleLive = got.reduce((n, v) => n + v, 0);
+    rssAfter = await stableRss(10_000);
+    rssPerConnKb = idleLive > 0 ? (rssAfter - rssBefore) / idleLive : NaN;
+    console.log(`=== RSS per idle subscribed connection (${a.name}) ===`);
+    console.log(`connections                 ${idleLive} subscribed of ${connected} connected of ${idleN} opened`);
+    console.log(`RSS before / after          ${(rssBefore / 1024).toFixed(1)} MB / ${(rssAfter / 1024).toFixed(1)} MB`);
+    console.log(`RSS per idle connection     ${rssPerConnKb.toFixed(1)} KB`);
+  }
+
+  // --- Stop everything (servers get SIGTERM with every socket still open), then report
+  exiting = true;
+  await withTimeout(cleanup(), 30_000, 'clean-up').catch((err: Error) => log(`warning: ${err.message}`));
+  const badShutdowns = shutdowns.filter((x) => x.code !== 0 || x.ms > 10_000);
+  console.log('');
+  console.log(`shutdown (SIGTERM)          ${shutdowns.map((x) => `${x.name} exit ${x.code ?? x.signal} in ${(x.ms / 1000).toFixed(1)} s`).join(', ')}`);
+  const anyProblem =
+    lost + duplicated + problems.sendErrors + problems.subscriptionErrors + problems.subscriptionEnds + problems.socketCloses +
+      serverIssues.errors + serverIssues.warnings + serverIssues.crashes.length + badShutdowns.length >
+    0;
+  console.log(
+    `problems: send errors ${problems.sendErrors}, subscription errors ${problems.subscriptionErrors}, unexpected completes ${problems.subscriptionEnds}, socket closes ${problems.socketCloses}; server log warnings ${serverIssues.warnings}, errors ${serverIssues.errors}, crashes ${serverIssues.crashes.length}${anyProblem ? '' : ' (none)'}`,
+  );
+  for (const s of [...problems.samples, ...serverIssues.samples, ...serverIssues.crashes]) console.log(`  ${s}`);
+
+  const summary = {
+    bench: 'fanout',
+    mode: opts.rate === null ? 'max' : 'rate',
+    subscribers: N,
+    rooms: R,
+    inflight: P,
+    rate: opts.rate,
+    warmupSec: opts.warmup,
+    durationSec: round(windowSec, 3),
+    totalSent: sentOk,
+    sentPerSec: round(results.sentPerSec),
+    deliveredPerSec: round(results.deliveredPerSec),
+    deliveriesPerServerCpuSec: round(results.deliveriesPerServerCpuSec, 0),
+    serverCpuSec: round(serverCpuSec, 2),
+    redisCommandsPerDelivery: round(redisCmdPerDelivery, 2),
+    serverRssStartKb: rssAtStart,
+    serverRssLoadedKb: rssAfterLoad,
+    loadAverageAtStart: load,
+    commit,
+    latencyMs: { p50: round(results.latency.p50, 2), p95: round(results.latency.p95, 2), p99: round(results.latency.p99, 2), max: round(results.latency.max, 2) },
+    latencySamples: results.latency.samples,
+    lost,
+    duplicated,
+    outOfOrder,
+    caughtUp: allArrived,
+    sendErrors: problems.sendErrors,
+    skippedSends: behind,
+    subscriptionErrors: problems.subscriptionErrors,
+    unexpectedCompletes: problems.subscriptionEnds,
+    socketCloses: problems.socketCloses,
+    serverLogWarnings: serverIssues.warnings,
+    serverLogErrors: serverIssues.errors,
+    serverCrashes: serverIssues.crashes.length,
+    badShutdowns: badShutdowns.length,
+    idleConnections: idleLive,
+    rssBeforeKb: Number.isFinite(rssBefore) ? rssBefore : null,
+    rssAfterKb: Number.isFinite(rssAfter) ? rssAfter : null,
+    rssPerIdleConnectionKb: round(rssPerConnKb),
+  };
+  console.log(JSON.stringify(summary));
+  process.exit(serverIssues.crashes.length > 0 || badShutdowns.length > 0 ? 1 : 0);
+}
+
+main().catch((err: unknown) => {
+  void exitWith(1, err instanceof Error ? (err.stack ?? err.message) : String(err));
+});
