@@ -4,6 +4,7 @@ import { createEventsService } from './events/events.service.js';
 import type { Clock } from './infra/clock.js';
 import { createHooks } from './infra/hooks.js';
 import type { Logger } from './infra/logger.js';
+import { waitReady } from './infra/redis.js';
 import type { ScriptRegistry } from './infra/scripts.js';
 import { createMessagesService } from './messages/messages.service.js';
 import type { MessageModel } from './messages/messages.models.js';
@@ -11,6 +12,9 @@ import { createRoomsService, type MembershipChange } from './rooms/rooms.service
 import type { AppPubSub } from './topics.js';
 import type { Viewer } from './users/users.models.js';
 import { createUsersService } from './users/users.service.js';
+
+/** How long an open subscription waits for Redis to come back before it ends with UNAVAILABLE. */
+const STORAGE_OUTAGE_MS = 30_000;
 
 /** What services are built from. */
 export interface ServiceDeps {
@@ -58,6 +62,7 @@ export function createServices(deps: ServiceDeps) {
     bufferSize: config.subscriptionBufferSize,
     subscribeTimeoutMs: config.redisCommandTimeoutMs,
     positionCheckMs: config.positionCheckMs,
+    waitForStorage: () => waitReady(redis, STORAGE_OUTAGE_MS),
   });
   return { hooks, users, rooms, messages, events };
 }

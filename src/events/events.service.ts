@@ -1,4 +1,4 @@
-import { AppError, badInput, cursorExpired, unavailable } from '../errors.js';
+import { AppError, badInput, cursorExpired, isRedisUnavailableError, unavailable } from '../errors.js';
 import { BoundedQueue } from '../infra/bounded-queue.js';
 import type { Logger } from '../infra/logger.js';
 import { checkedId } from '../infra/text.js';
@@ -24,6 +24,12 @@ export interface EventsServiceDeps {
    * 0 turns the check off.
    */
   positionCheckMs: number;
+  /**
+   * Resolves once the command connection to Redis is ready again, rejects if it is not within a
+   * bound. A catch-up read that meets an outage waits on it instead of ending the subscription: the
+   * subscriber connection often comes back a moment before the command connection does.
+   */
+  waitForStorage: () => Promise<void>;
 }
 
 /** What a room stream yields: an event, or an error that ends the subscription with a code. */
@@ -36,6 +42,7 @@ export type EventsService = ReturnType<typeof createEventsService>;
 export type StreamKind = 'messages' | 'all';
 
 const CATCH_UP_BATCH = 100;
+const STORAGE_RETRIES = 10;
 
 /** The error of a cursor or stream whose room history was lost or reset. */
 const historyReset = () =>
@@ -48,7 +55,20 @@ const historyReset = () =>
  * is filled from storage before anything newer is emitted.
  */
 export function createEventsService(deps: EventsServiceDeps) {
-  const { pubsub, rooms, messages, logger, bufferSize, subscribeTimeoutMs, positionCheckMs } = deps;
+  const { pubsub, rooms, messages, logger, bufferSize, subscribeTimeoutMs, positionCheckMs, waitForStorage } = deps;
+
+  /** A catch-up read that rides out a Redis reconnect; other errors, and an outage that lasts, end the stream. */
+  async function readWhenStorageIsBack(roomId: string, from: number, to: number) {
+    // Bounded: a Redis that is connected but does not answer (each try times out) ends it too.
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await messages.readRun(roomId, from, to);
+      } catch (err) {
+        if (!isRedisUnavailableError(err) || attempt >= STORAGE_RETRIES) throw err;
+        await waitForStorage();
+      }
+    }
+  }
   /** A marker that wakes a stream so it re-reads storage. */
   type Resync = { type: 'Resync' };
   /** What the service keeps of each open stream. */
@@ -231,7 +251,7 @@ export function createEventsService(deps: EventsServiceDeps) {
           for (;;) {
             // Queued events still drain after fail()/revoke() ended the queue; storage reads stop.
             if (gap && !failure && !revoked) {
-              const batch = await messages.readRun(roomId, lastSeq + 1, lastSeq + CATCH_UP_BATCH);
+              const batch = await readWhenStorageIsBack(roomId, lastSeq + 1, lastSeq + CATCH_UP_BATCH);
               if (!batch || batch.epoch !== epoch) {
                 failure = historyReset();
                 break;
