@@ -27,6 +27,8 @@ import { roomsResolvers } from './rooms/rooms.resolvers.js';
 import { createServices, type Services } from './services.js';
 import type { Topics } from './topics.js';
 import { usersResolvers } from './users/users.resolvers.js';
+import { presenceResolvers } from './presence/presence.resolvers.js';
+import { typingResolvers } from './typing/typing.resolvers.js';
 import type { Viewer } from './users/users.models.js';
 
 /** A running (or startable) Switchboard instance. */
@@ -53,6 +55,8 @@ const SCHEMA_DIR = new URL('../schema/', import.meta.url);
 /** Every domain's Lua folder, registered once at start-up. */
 export const LUA_DIRS = [
   new URL('./users/lua/', import.meta.url),
+  new URL('./presence/lua/', import.meta.url),
+  new URL('./typing/lua/', import.meta.url),
   new URL('./rooms/lua/', import.meta.url),
   new URL('./messages/lua/', import.meta.url),
 ];
@@ -68,7 +72,15 @@ export function loadTypeDefs(): string[] {
 
 /** Every domain's resolvers, merged. */
 export function allResolvers(): Resolvers[] {
-  return [baseResolvers, usersResolvers, roomsResolvers, messagesResolvers, eventsResolvers];
+  return [
+    baseResolvers,
+    usersResolvers,
+    roomsResolvers,
+    messagesResolvers,
+    eventsResolvers,
+    presenceResolvers,
+    typingResolvers,
+  ];
 }
 
 /** Codes kept as they are: the contract's, and the one yoga gives masked internal errors. */
@@ -184,6 +196,15 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     }
   }
 
+  async function trackSseConnection(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const viewer = await auth.fromHeader(req.headers.authorization).catch(() => null);
+    if (!viewer || res.writableEnded) return;
+    const connection = services.presence.connect(viewer).catch(() => null);
+    res.once('close', () => {
+      void connection.then((id) => (id ? services.presence.disconnect(id) : undefined)).catch(() => undefined);
+    });
+  }
+
   function handle(req: IncomingMessage, res: ServerResponse) {
     // While stopping, no keep-alive: each connection closes after its response, so shutdown does
     // not wait for clients (or a proxy's pool) to drop idle connections.
@@ -217,12 +238,16 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
         }
       }
     }
+    // An SSE request is a connection for presence while it stays open.
+    if (req.headers.accept?.includes('text/event-stream') && req.headers.authorization) {
+      void trackSseConnection(req, res);
+    }
     void yoga.handle(req, res);
   }
 
   const httpServer: Server = createServer(handle);
   const wss = new WebSocketServer({ server: httpServer, path: '/graphql', maxPayload: config.maxBodyBytes });
-  type WsExtra = { viewer?: Viewer };
+  type WsExtra = { viewer?: Viewer; connection?: Promise<string | null> };
   const wsServer = useServer<Record<string, unknown> | undefined, WsExtra>(
     {
       onConnect: async (ctx) => {
@@ -237,6 +262,9 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
         }
         // Not awaited, as over HTTP; an outage must not refuse an authenticated socket.
         services.users.touch(ctx.extra.viewer).catch(() => undefined);
+        // The socket is a presence connection until it closes.
+        ctx.extra.connection = services.presence.connect(ctx.extra.viewer).catch(() => null);
+        await ctx.extra.connection;
         return true;
       },
       onSubscribe: async (ctx, _id, payload: SubscribePayload) => {
@@ -268,6 +296,11 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
       },
       execute: (args) => (args.rootValue as { execute: (a: ExecutionArgs) => unknown }).execute(args) as never,
       subscribe: (args) => (args.rootValue as { subscribe: (a: ExecutionArgs) => unknown }).subscribe(args) as never,
+      onClose: (ctx) => {
+        void ctx.extra.connection
+          ?.then((id) => (id ? services.presence.disconnect(id) : undefined))
+          .catch(() => undefined);
+      },
       onError: (_ctx, _id, _payload, errors) => {
         logger.debug({ errors: errors.map((e) => e.message) }, 'websocket operation error');
       },
@@ -288,6 +321,8 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
         await waitReady(redis.command, 10_000).catch((err: Error) =>
           logger.warn({ err: err.message }, 'starting while Redis is unreachable: /ready answers 503'),
         );
+        await services.presence.start();
+        services.typing.start();
         await new Promise<void>((resolve, reject) => {
           httpServer.once('error', reject);
           httpServer.listen(config.port, config.host, () => resolve());
@@ -307,6 +342,9 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
         const closed = new Promise<void>((resolve) => httpServer.close(() => resolve()));
         services.events.closeAll();
         await wsServer.dispose(); // closes every socket with 1001 Going Away
+        services.typing.stop();
+        // This instance's connections go at once (their users get the grace period elsewhere).
+        await services.presence.stop().catch((err: Error) => logger.warn({ err: err.message }, 'presence cleanup failed'));
         const timer = setTimeout(() => httpServer.closeAllConnections(), config.shutdownTimeoutMs);
         httpServer.closeIdleConnections();
         if (httpServer.listening || started) await closed;

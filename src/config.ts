@@ -32,6 +32,10 @@ const EnvSchema = z.object({
   SUBSCRIPTION_BUFFER_SIZE: intFrom(1000, 1, 1_000_000),
   POSITION_CHECK_INTERVAL_MS: intFrom(2000, 0, 600_000),
   HISTORY_RETENTION_MESSAGES: intFrom(100_000, 0, 100_000_000),
+  PRESENCE_TIMEOUT_SECONDS: z.coerce.number().min(0.5).max(3600).default(30),
+  PRESENCE_GRACE_MS: intFrom(5000, 0, 600_000),
+  TYPING_TIMEOUT_SECONDS: z.coerce.number().min(0.1).max(600).default(6),
+  PRESENCE_TICK_MS: intFrom(500, 50, 60_000),
   MAX_BODY_BYTES: intFrom(1_048_576, 1024, 100 * 1_048_576),
   INSTANCE_ID: z.string().min(1).optional(),
   GRAPHIQL: optionalBool,
@@ -57,6 +61,14 @@ export interface Config {
   positionCheckMs: number;
   /** Messages kept per room; older ones are trimmed as new ones arrive (0: keep all). */
   historyRetentionMessages: number;
+  /** A dead instance's connections count as gone after this long without its heartbeat. */
+  presenceTimeoutSeconds: number;
+  /** How long after a user's last connection closes before they are announced OFFLINE. */
+  presenceGraceMs: number;
+  /** How long a `setTyping(true)` lasts unless repeated. */
+  typingTimeoutSeconds: number;
+  /** How often grace periods and typing expiries are settled. */
+  presenceTickMs: number;
   maxBodyBytes: number;
   instanceId: string;
   graphiql: boolean;
@@ -111,6 +123,10 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     subscriptionBufferSize: e.SUBSCRIPTION_BUFFER_SIZE,
     positionCheckMs: e.POSITION_CHECK_INTERVAL_MS,
     historyRetentionMessages: e.HISTORY_RETENTION_MESSAGES,
+    presenceTimeoutSeconds: e.PRESENCE_TIMEOUT_SECONDS,
+    presenceGraceMs: e.PRESENCE_GRACE_MS,
+    typingTimeoutSeconds: e.TYPING_TIMEOUT_SECONDS,
+    presenceTickMs: e.PRESENCE_TICK_MS,
     maxBodyBytes: e.MAX_BODY_BYTES,
     instanceId: e.INSTANCE_ID ?? `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`,
     graphiql: e.GRAPHIQL ?? !isProduction,

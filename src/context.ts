@@ -1,4 +1,6 @@
+import DataLoader from 'dataloader';
 import type { YogaInitialContext } from 'graphql-yoga';
+import type { PresenceModel } from './presence/presence.models.js';
 import type { Authenticator, AuthContext } from './infra/auth.js';
 import { unauthenticated } from './errors.js';
 import { createMessageLoader } from './messages/messages.loaders.js';
@@ -17,6 +19,8 @@ export class Loaders {
   #memberCount?: ReturnType<typeof createMemberCountLoader>;
   #isMember?: ReturnType<typeof createIsMemberLoader>;
   #message?: ReturnType<typeof createMessageLoader>;
+  #presence?: DataLoader<string, PresenceModel>;
+  #onlineCount?: DataLoader<string, number>;
   constructor(private readonly services: Services) {}
   get user() {
     return (this.#user ??= createUserLoader(this.services.users));
@@ -32,6 +36,12 @@ export class Loaders {
   }
   get message() {
     return (this.#message ??= createMessageLoader(this.services.messages));
+  }
+  get presence() {
+    return (this.#presence ??= new DataLoader<string, PresenceModel>((ids) => this.services.presence.getMany(ids)));
+  }
+  get onlineCount() {
+    return (this.#onlineCount ??= new DataLoader<string, number>((ids) => this.services.presence.onlineCounts(ids)));
   }
 }
 

@@ -12,6 +12,8 @@ import { createRoomsService, type MembershipChange } from './rooms/rooms.service
 import type { AppPubSub } from './topics.js';
 import type { Viewer } from './users/users.models.js';
 import { createUsersService } from './users/users.service.js';
+import { createPresenceService } from './presence/presence.service.js';
+import { createTypingService } from './typing/typing.service.js';
 
 /** How long an open subscription waits for Redis to come back before it ends with UNAVAILABLE. */
 const STORAGE_OUTAGE_MS = 30_000;
@@ -64,5 +66,34 @@ export function createServices(deps: ServiceDeps) {
     positionCheckMs: config.positionCheckMs,
     waitForStorage: () => waitReady(redis, STORAGE_OUTAGE_MS),
   });
-  return { hooks, users, rooms, messages, events };
+  const presence = createPresenceService({
+    redis,
+    scripts,
+    pubsub,
+    rooms,
+    clock,
+    logger,
+    instanceId: config.instanceId,
+    timeoutSeconds: config.presenceTimeoutSeconds,
+    graceMs: config.presenceGraceMs,
+    tickMs: config.presenceTickMs,
+  });
+  const typing = createTypingService({
+    redis,
+    scripts,
+    pubsub,
+    rooms,
+    clock,
+    logger,
+    timeoutSeconds: config.typingTimeoutSeconds,
+    tickMs: config.presenceTickMs,
+  });
+  // Features join the core through its hooks: a sender stops typing, a leaver stops typing, and a
+  // member is present in a room while one of their subscriptions holds it.
+  hooks.messageStored.add((pipeline, { message }) => typing.stopInPipeline(pipeline, message.roomId, message.senderId));
+  hooks.membershipChanged.add((pipeline, change) =>
+    change.joined ? undefined : typing.stopInPipeline(pipeline, change.roomId, change.userId),
+  );
+  events.setStreamHooks({ opened: presence.enterRoom, closed: presence.leaveRoom });
+  return { hooks, pubsub, users, rooms, messages, events, presence, typing };
 }

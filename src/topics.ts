@@ -1,13 +1,18 @@
 import type { PubSub } from './infra/pubsub.js';
 import type { MessageEventModel } from './messages/messages.models.js';
+import type { PresenceChangedModel, PresenceEventModel } from './presence/presence.models.js';
 import type { MemberEventModel } from './rooms/rooms.models.js';
+import type { TypingChangedModel } from './typing/typing.models.js';
 
 /** Everything published on a room's channel. Features add their event models here. */
-export type RoomEventPayload = MessageEventModel | MemberEventModel;
+export type RoomEventPayload = MessageEventModel | MemberEventModel | PresenceChangedModel | TypingChangedModel;
 
 /** The typed topic map: topic → payload; channels are `<prefix><topic>:<id>`. */
 export type Topics = {
+  /** Per room: every room event. */
   room: RoomEventPayload;
+  /** Per user: their presence at each real transition. */
+  user: PresenceEventModel;
 };
 
 /** The application's pub/sub. */

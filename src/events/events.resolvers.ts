@@ -14,17 +14,22 @@ const unwrap = (item: StreamItem, ctx: AppContext): RoomEventPayload => {
   return item;
 };
 
+/** The `resolve` of a subscription that emits one kind of room event (typing, roomPresence…). */
+export const resolveRoomEvent =
+  <T extends RoomEventPayload['type']>(type: T) =>
+  (item: StreamItem, _args: unknown, ctx: AppContext): RoomEventPayload & { type: T } => {
+    const ev = unwrap(item, ctx);
+    if (ev.type !== type) throw new Error(`unexpected ${ev.type} where ${type} was expected`);
+    return ev as RoomEventPayload & { type: T };
+  };
+
 /** Subscriptions to a room's events. */
 export const eventsResolvers: Resolvers = {
   Subscription: {
     messageAdded: {
       subscribe: (_, { roomId, after }, ctx) =>
         ctx.services.events.openRoomStream(requireViewer(ctx), roomId, { after, kind: 'messages' }),
-      resolve: (item: StreamItem, _args: unknown, ctx: AppContext) => {
-        const ev = unwrap(item, ctx);
-        if (ev.type !== 'MessageAdded') throw new Error(`unexpected ${ev.type} on messageAdded`);
-        return ev.message;
-      },
+      resolve: (item: StreamItem, args: unknown, ctx: AppContext) => resolveRoomEvent('MessageAdded')(item, args, ctx).message,
     },
     roomEvents: {
       subscribe: (_, { roomId, after }, ctx) =>

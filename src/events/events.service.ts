@@ -32,6 +32,12 @@ export interface EventsServiceDeps {
   waitForStorage: () => Promise<void>;
 }
 
+/** Features that follow who holds which room (room presence). Called once per stream each. */
+export interface StreamHooks {
+  opened(roomId: string, userId: string): Promise<void>;
+  closed(roomId: string, userId: string): Promise<void>;
+}
+
 /** What a room stream yields: an event, or an error that ends the subscription with a code. */
 export type StreamItem = RoomEventPayload | { type: 'StreamError'; error: AppError };
 
@@ -39,7 +45,13 @@ export type StreamItem = RoomEventPayload | { type: 'StreamError'; error: AppErr
 export type EventsService = ReturnType<typeof createEventsService>;
 
 /** Which events a stream wants. */
-export type StreamKind = 'messages' | 'all';
+export type StreamKind = 'messages' | 'all' | 'typing' | 'presence';
+
+const KIND_EVENTS: Record<Exclude<StreamKind, 'all'>, RoomEventPayload['type']> = {
+  messages: 'MessageAdded',
+  typing: 'TypingChanged',
+  presence: 'PresenceChanged',
+};
 
 const CATCH_UP_BATCH = 100;
 const STORAGE_RETRIES = 10;
@@ -85,6 +97,7 @@ export function createEventsService(deps: EventsServiceDeps) {
     revoke(): void;
   }
   const open = new Map<BoundedQueue<RoomEventPayload | Resync>, StreamCtl>();
+  let streamHooks: StreamHooks | null = null;
   // Events published while the subscriber connection was down are gone: every stream checks storage.
   pubsub.onResubscribed(() => {
     logger.info({ streams: open.size }, 'pub/sub reconnected: streams catch up from storage');
@@ -162,6 +175,11 @@ export function createEventsService(deps: EventsServiceDeps) {
     /** Open streams on this instance (for tests and metrics). */
     openCount: () => open.size,
 
+    /** Lets a feature follow streams opening and closing (room presence). */
+    setStreamHooks(hooks: StreamHooks): void {
+      streamHooks = hooks;
+    },
+
     /** Runs the position check now (tests; the timer runs it every `positionCheckMs`). */
     checkPositions,
 
@@ -188,9 +206,12 @@ export function createEventsService(deps: EventsServiceDeps) {
       let failure: AppError | null = null;
       let revoked = false;
       const queue = new BoundedQueue<RoomEventPayload | Resync>(bufferSize, () => open.delete(queue));
+      // Only streams that emit messages follow the room's seq (replay, gap fill); typing and
+      // presence streams carry ephemeral state and skip that machinery.
+      const tracksMessages = opts.kind === 'messages' || opts.kind === 'all';
       const wanted = (ev: RoomEventPayload) =>
         opts.kind === 'all' ||
-        ev.type === 'MessageAdded' ||
+        ev.type === KIND_EVENTS[opts.kind] ||
         (ev.type === 'MemberLeft' && ev.userId === viewer.id);
       const listener = pubsub.listen('room', roomId, (ev) => {
         if (!wanted(ev) || queue.push(ev)) return;
@@ -246,10 +267,25 @@ export function createEventsService(deps: EventsServiceDeps) {
         },
       });
 
+      // Room presence: a member is present while one of their subscriptions holds the room.
+      let held = false;
+      const hold = () => {
+        if (held || !streamHooks) return;
+        held = true;
+        streamHooks.opened(roomId, viewer.id).catch((err: Error) => logger.debug({ err: err.message }, 'stream hook failed'));
+      };
+      const unhold = () => {
+        if (!held || !streamHooks) return;
+        held = false;
+        streamHooks.closed(roomId, viewer.id).catch((err: Error) => logger.debug({ err: err.message }, 'stream hook failed'));
+      };
+      hold();
+
       async function* run(): AsyncGenerator<StreamItem> {
         try {
           for (;;) {
             // Queued events still drain after fail()/revoke() ended the queue; storage reads stop.
+            if (gap && !tracksMessages) gap = false;
             if (gap && !failure && !revoked) {
               const batch = await readWhenStorageIsBack(roomId, lastSeq + 1, lastSeq + CATCH_UP_BATCH);
               if (!batch || batch.epoch !== epoch) {
@@ -298,6 +334,7 @@ export function createEventsService(deps: EventsServiceDeps) {
         } finally {
           listener.remove();
           queue.end();
+          unhold();
         }
       }
       const gen = run();
@@ -307,6 +344,7 @@ export function createEventsService(deps: EventsServiceDeps) {
       const release = () => {
         listener.remove();
         queue.end();
+        unhold();
       };
       const stream: AsyncGenerator<StreamItem> = {
         next: (...args) => gen.next(...args),

@@ -4,6 +4,8 @@ import type { GraphQLResolveInfo, GraphQLScalarType, GraphQLScalarTypeConfig } f
 import type { UserModel } from '../users/users.models.js';
 import type { RoomModel, MemberEventModel } from '../rooms/rooms.models.js';
 import type { MessageModel, MessageEventModel } from '../messages/messages.models.js';
+import type { PresenceModel, PresenceChangedModel } from '../presence/presence.models.js';
+import type { TypingChangedModel } from '../typing/typing.models.js';
 import type { AppContext } from '../context.js';
 export type Maybe<T> = T | null;
 export type InputMaybe<T> = Maybe<T>;
@@ -136,6 +138,16 @@ export type Mutation = {
   removeMember: Room;
   /** Sends a message (members only). */
   sendMessage: Message;
+  /**
+   * ONLINE or AWAY while connected (AWAY sticks until changed or until the user goes offline);
+   * OFFLINE cannot be set: it is what a user is once no connection is left.
+   */
+  setPresence: Presence;
+  /**
+   * Starts or stops the viewer's typing indicator (members only). Typing expires after
+   * TYPING_TIMEOUT_SECONDS (6) unless repeated; repeating it does not re-broadcast an unchanged list.
+   */
+  setTyping: Scalars['Boolean']['output'];
 };
 
 
@@ -189,6 +201,19 @@ export type MutationSendMessageArgs = {
   input: SendMessageInput;
 };
 
+
+/** Mutations: changes to rooms, members and messages. */
+export type MutationSetPresenceArgs = {
+  status: PresenceStatus;
+};
+
+
+/** Mutations: changes to rooms, members and messages. */
+export type MutationSetTypingArgs = {
+  roomId: Scalars['ID']['input'];
+  typing: Scalars['Boolean']['input'];
+};
+
 /** Relay-style pagination information. */
 export type PageInfo = {
   __typename?: 'PageInfo';
@@ -211,6 +236,21 @@ export type Presence = {
   lastSeenAt?: Maybe<Scalars['DateTime']['output']>;
   /** ONLINE or AWAY while at least one connection is open, OFFLINE otherwise. */
   status: PresenceStatus;
+};
+
+/**
+ * A member started or stopped being present in a room: present while at least one of their
+ * connections holds a subscription to it (`messageAdded`, `roomEvents`, `typing` or `roomPresence`).
+ * Announced once per user, not per connection.
+ */
+export type PresenceChanged = {
+  __typename?: 'PresenceChanged';
+  /** True when they arrived, false when they left. */
+  present: Scalars['Boolean']['output'];
+  /** The room. */
+  roomId: Scalars['ID']['output'];
+  /** The member. */
+  user: User;
 };
 
 /** A user's presence status. */
@@ -321,8 +361,14 @@ export type Room = {
   messages: MessageConnection;
   /** The room's name (1..100 characters). */
   name: Scalars['String']['output'];
+  /** How many members are present now (members only); cheap even for big rooms. */
+  onlineCount: Scalars['Int']['output'];
+  /** Members present in the room now, ordered by id (members only). */
+  onlineMembers: Array<User>;
   /** The owner: the creator, or the member who took over when the owner left. */
   owner: User;
+  /** Who is typing now (members only). */
+  typing: Array<User>;
   /** Whether the viewer is a member. */
   viewerIsMember: Scalars['Boolean']['output'];
   /** PUBLIC rooms are listed in `publicRooms` and anyone may join; PRIVATE rooms are invitation only. */
@@ -367,7 +413,7 @@ export type RoomEdge = {
  * Everything that happens in a room, in one stream (`roomEvents`). More event types join this union
  * as features land; clients should ignore `__typename`s they do not know.
  */
-export type RoomEvent = MemberJoined | MemberLeft | MessageAdded | MessageDeleted | MessageEdited;
+export type RoomEvent = MemberJoined | MemberLeft | MessageAdded | MessageDeleted | MessageEdited | PresenceChanged | TypingChanged;
 
 /** Who can see and join a room. */
 export type RoomVisibility =
@@ -398,11 +444,20 @@ export type Subscription = {
    */
   messageAdded: Message;
   /**
+   * Status changes of up to 100 users (any authenticated user may follow anyone's presence).
+   * Emits the user with their new presence at each real transition: ONLINE, AWAY, OFFLINE.
+   */
+  presence: User;
+  /**
    * Everything that happens in a room (members only). With `after` (a message id), first replays
    * the messages after it as `MessageAdded`, then goes live, with no gap and no duplicate.
    * Ends when the viewer stops being a member.
    */
   roomEvents: RoomEvent;
+  /** Members arriving in and leaving the room (members only). */
+  roomPresence: PresenceChanged;
+  /** The list of users typing in the room, on every change (members only). */
+  typing: TypingChanged;
 };
 
 
@@ -414,9 +469,39 @@ export type SubscriptionMessageAddedArgs = {
 
 
 /** Subscriptions: live events, over WebSocket (`graphql-transport-ws`) or SSE. */
+export type SubscriptionPresenceArgs = {
+  userIds: Array<Scalars['ID']['input']>;
+};
+
+
+/** Subscriptions: live events, over WebSocket (`graphql-transport-ws`) or SSE. */
 export type SubscriptionRoomEventsArgs = {
   after?: InputMaybe<Scalars['ID']['input']>;
   roomId: Scalars['ID']['input'];
+};
+
+
+/** Subscriptions: live events, over WebSocket (`graphql-transport-ws`) or SSE. */
+export type SubscriptionRoomPresenceArgs = {
+  roomId: Scalars['ID']['input'];
+};
+
+
+/** Subscriptions: live events, over WebSocket (`graphql-transport-ws`) or SSE. */
+export type SubscriptionTypingArgs = {
+  roomId: Scalars['ID']['input'];
+};
+
+/**
+ * The full list of users typing in a room, sent on every change (someone starts, stops, sends a
+ * message, or their typing expires).
+ */
+export type TypingChanged = {
+  __typename?: 'TypingChanged';
+  /** The room. */
+  roomId: Scalars['ID']['output'];
+  /** Everyone typing now, ordered by id. */
+  users: Array<User>;
 };
 
 /**
@@ -529,6 +614,8 @@ export type ResolversUnionTypes<_RefType extends Record<string, unknown>> = Reso
     | ( MessageEventModel )
     | ( MessageEventModel )
     | ( MessageEventModel )
+    | ( PresenceChangedModel )
+    | ( TypingChangedModel )
   ;
 }>;
 
@@ -550,7 +637,8 @@ export type ResolversTypes = ResolversObject<{
   MessageEdited: ResolverTypeWrapper<MessageEventModel>;
   Mutation: ResolverTypeWrapper<Record<PropertyKey, never>>;
   PageInfo: ResolverTypeWrapper<PageInfo>;
-  Presence: ResolverTypeWrapper<Presence>;
+  Presence: ResolverTypeWrapper<PresenceModel>;
+  PresenceChanged: ResolverTypeWrapper<PresenceChangedModel>;
   PresenceStatus: PresenceStatus;
   Query: ResolverTypeWrapper<Record<PropertyKey, never>>;
   Room: ResolverTypeWrapper<RoomModel>;
@@ -561,6 +649,7 @@ export type ResolversTypes = ResolversObject<{
   SendMessageInput: SendMessageInput;
   String: ResolverTypeWrapper<Scalars['String']['output']>;
   Subscription: ResolverTypeWrapper<Record<PropertyKey, never>>;
+  TypingChanged: ResolverTypeWrapper<TypingChangedModel>;
   User: ResolverTypeWrapper<UserModel>;
   UserConnection: ResolverTypeWrapper<Omit<UserConnection, 'edges'> & { edges: Array<ResolversTypes['UserEdge']> }>;
   UserEdge: ResolverTypeWrapper<Omit<UserEdge, 'node'> & { node: ResolversTypes['User'] }>;
@@ -583,7 +672,8 @@ export type ResolversParentTypes = ResolversObject<{
   MessageEdited: MessageEventModel;
   Mutation: Record<PropertyKey, never>;
   PageInfo: PageInfo;
-  Presence: Presence;
+  Presence: PresenceModel;
+  PresenceChanged: PresenceChangedModel;
   Query: Record<PropertyKey, never>;
   Room: RoomModel;
   RoomConnection: Omit<RoomConnection, 'edges'> & { edges: Array<ResolversParentTypes['RoomEdge']> };
@@ -592,6 +682,7 @@ export type ResolversParentTypes = ResolversObject<{
   SendMessageInput: SendMessageInput;
   String: Scalars['String']['output'];
   Subscription: Record<PropertyKey, never>;
+  TypingChanged: TypingChangedModel;
   User: UserModel;
   UserConnection: Omit<UserConnection, 'edges'> & { edges: Array<ResolversParentTypes['UserEdge']> };
   UserEdge: Omit<UserEdge, 'node'> & { node: ResolversParentTypes['User'] };
@@ -665,6 +756,8 @@ export type MutationResolvers<ContextType = AppContext, ParentType extends Resol
   leaveRoom?: Resolver<ResolversTypes['Boolean'], ParentType, ContextType, RequireFields<MutationLeaveRoomArgs, 'roomId'>>;
   removeMember?: Resolver<ResolversTypes['Room'], ParentType, ContextType, RequireFields<MutationRemoveMemberArgs, 'roomId' | 'userId'>>;
   sendMessage?: Resolver<ResolversTypes['Message'], ParentType, ContextType, RequireFields<MutationSendMessageArgs, 'input'>>;
+  setPresence?: Resolver<ResolversTypes['Presence'], ParentType, ContextType, RequireFields<MutationSetPresenceArgs, 'status'>>;
+  setTyping?: Resolver<ResolversTypes['Boolean'], ParentType, ContextType, RequireFields<MutationSetTypingArgs, 'roomId' | 'typing'>>;
 }>;
 
 export type PageInfoResolvers<ContextType = AppContext, ParentType extends ResolversParentTypes['PageInfo'] = ResolversParentTypes['PageInfo']> = ResolversObject<{
@@ -678,6 +771,13 @@ export type PresenceResolvers<ContextType = AppContext, ParentType extends Resol
   connections?: Resolver<ResolversTypes['Int'], ParentType, ContextType>;
   lastSeenAt?: Resolver<Maybe<ResolversTypes['DateTime']>, ParentType, ContextType>;
   status?: Resolver<ResolversTypes['PresenceStatus'], ParentType, ContextType>;
+}>;
+
+export type PresenceChangedResolvers<ContextType = AppContext, ParentType extends ResolversParentTypes['PresenceChanged'] = ResolversParentTypes['PresenceChanged']> = ResolversObject<{
+  present?: Resolver<ResolversTypes['Boolean'], ParentType, ContextType>;
+  roomId?: Resolver<ResolversTypes['ID'], ParentType, ContextType>;
+  user?: Resolver<ResolversTypes['User'], ParentType, ContextType>;
+  __isTypeOf?: IsTypeOfResolverFn<ParentType, ContextType>;
 }>;
 
 export type QueryResolvers<ContextType = AppContext, ParentType extends ResolversParentTypes['Query'] = ResolversParentTypes['Query']> = ResolversObject<{
@@ -699,7 +799,10 @@ export type RoomResolvers<ContextType = AppContext, ParentType extends Resolvers
   members?: Resolver<ResolversTypes['UserConnection'], ParentType, ContextType, RequireFields<RoomMembersArgs, 'first'>>;
   messages?: Resolver<ResolversTypes['MessageConnection'], ParentType, ContextType, Partial<RoomMessagesArgs>>;
   name?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
+  onlineCount?: Resolver<ResolversTypes['Int'], ParentType, ContextType>;
+  onlineMembers?: Resolver<Array<ResolversTypes['User']>, ParentType, ContextType>;
   owner?: Resolver<ResolversTypes['User'], ParentType, ContextType>;
+  typing?: Resolver<Array<ResolversTypes['User']>, ParentType, ContextType>;
   viewerIsMember?: Resolver<ResolversTypes['Boolean'], ParentType, ContextType>;
   visibility?: Resolver<ResolversTypes['RoomVisibility'], ParentType, ContextType>;
 }>;
@@ -715,12 +818,21 @@ export type RoomEdgeResolvers<ContextType = AppContext, ParentType extends Resol
 }>;
 
 export type RoomEventResolvers<ContextType = AppContext, ParentType extends ResolversParentTypes['RoomEvent'] = ResolversParentTypes['RoomEvent']> = ResolversObject<{
-  __resolveType: TypeResolveFn<'MemberJoined' | 'MemberLeft' | 'MessageAdded' | 'MessageDeleted' | 'MessageEdited', ParentType, ContextType>;
+  __resolveType: TypeResolveFn<'MemberJoined' | 'MemberLeft' | 'MessageAdded' | 'MessageDeleted' | 'MessageEdited' | 'PresenceChanged' | 'TypingChanged', ParentType, ContextType>;
 }>;
 
 export type SubscriptionResolvers<ContextType = AppContext, ParentType extends ResolversParentTypes['Subscription'] = ResolversParentTypes['Subscription']> = ResolversObject<{
   messageAdded?: SubscriptionResolver<ResolversTypes['Message'], "messageAdded", ParentType, ContextType, RequireFields<SubscriptionMessageAddedArgs, 'roomId'>>;
+  presence?: SubscriptionResolver<ResolversTypes['User'], "presence", ParentType, ContextType, RequireFields<SubscriptionPresenceArgs, 'userIds'>>;
   roomEvents?: SubscriptionResolver<ResolversTypes['RoomEvent'], "roomEvents", ParentType, ContextType, RequireFields<SubscriptionRoomEventsArgs, 'roomId'>>;
+  roomPresence?: SubscriptionResolver<ResolversTypes['PresenceChanged'], "roomPresence", ParentType, ContextType, RequireFields<SubscriptionRoomPresenceArgs, 'roomId'>>;
+  typing?: SubscriptionResolver<ResolversTypes['TypingChanged'], "typing", ParentType, ContextType, RequireFields<SubscriptionTypingArgs, 'roomId'>>;
+}>;
+
+export type TypingChangedResolvers<ContextType = AppContext, ParentType extends ResolversParentTypes['TypingChanged'] = ResolversParentTypes['TypingChanged']> = ResolversObject<{
+  roomId?: Resolver<ResolversTypes['ID'], ParentType, ContextType>;
+  users?: Resolver<Array<ResolversTypes['User']>, ParentType, ContextType>;
+  __isTypeOf?: IsTypeOfResolverFn<ParentType, ContextType>;
 }>;
 
 export type UserResolvers<ContextType = AppContext, ParentType extends ResolversParentTypes['User'] = ResolversParentTypes['User']> = ResolversObject<{
@@ -752,12 +864,14 @@ export type Resolvers<ContextType = AppContext> = ResolversObject<{
   Mutation?: MutationResolvers<ContextType>;
   PageInfo?: PageInfoResolvers<ContextType>;
   Presence?: PresenceResolvers<ContextType>;
+  PresenceChanged?: PresenceChangedResolvers<ContextType>;
   Query?: QueryResolvers<ContextType>;
   Room?: RoomResolvers<ContextType>;
   RoomConnection?: RoomConnectionResolvers<ContextType>;
   RoomEdge?: RoomEdgeResolvers<ContextType>;
   RoomEvent?: RoomEventResolvers<ContextType>;
   Subscription?: SubscriptionResolvers<ContextType>;
+  TypingChanged?: TypingChangedResolvers<ContextType>;
   User?: UserResolvers<ContextType>;
   UserConnection?: UserConnectionResolvers<ContextType>;
   UserEdge?: UserEdgeResolvers<ContextType>;

@@ -1,7 +1,7 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { Redis } from 'ioredis';
+import type { ChainableCommander, Redis } from 'ioredis';
 
 const SCRIPT_FILE = /^([a-z][A-Za-z0-9]*)-(\d+)\.lua$/;
 
@@ -12,6 +12,8 @@ export type ScriptRunner = (keys: string[], args: (string | number)[]) => Promis
 export interface ScriptRegistry {
   /** Returns the runner of a script, failing if it was never registered. */
   get(name: string): ScriptRunner;
+  /** Adds a call of a registered script to a pipeline (its reply comes with the pipeline's). */
+  queue(pipeline: ChainableCommander, name: string, keys: string[], args: (string | number)[]): void;
   names(): string[];
 }
 
@@ -48,6 +50,13 @@ export function loadScripts(redis: Redis, dirs: (string | URL)[]): ScriptRegistr
         }
         return fn.call(redis, ...keys, ...args);
       };
+    },
+    queue(pipeline, name, keys, args) {
+      const numberOfKeys = numKeysByName.get(name);
+      const fn = (pipeline as unknown as Record<string, (...a: (string | number)[]) => unknown>)[name];
+      if (numberOfKeys === undefined || !fn) throw new Error(`Lua script ${name} is not registered`);
+      if (keys.length !== numberOfKeys) throw new Error(`${name} takes ${numberOfKeys} keys, got ${keys.length}`);
+      fn.call(pipeline, ...keys, ...args);
     },
     names: () => [...numKeysByName.keys()],
   };

@@ -132,8 +132,8 @@ export function createMessagesService(deps: MessagesServiceDeps) {
       const message = parseMessage(json);
       if (created === 1) {
         const pipeline = redis.pipeline();
-        messageHooks.apply(pipeline, { message, viewer });
-        if (pipeline.length > 0) await execPipeline(pipeline);
+        const settle = messageHooks.apply(pipeline, { message, viewer });
+        if (pipeline.length > 0) settle(await execPipeline(pipeline));
         pubsub.publish('room', roomId, { type: 'MessageAdded', message });
       }
       return message;

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import type { ChainableCommander, Redis } from 'ioredis';
 import { badInput, forbidden, notFound, SCRIPT_STATUS, scriptError } from '../errors.js';
 import type { Clock } from '../infra/clock.js';
-import type { HookList } from '../infra/hooks.js';
+import { settleAll, type HookList, type Settle } from '../infra/hooks.js';
 import {
   decodeCursor,
   encodeCursor,
@@ -82,13 +82,18 @@ export function createRoomsService(deps: RoomsServiceDeps) {
   const removeScript = scripts.get('removeMember');
   const leaveScript = scripts.get('leaveRoom');
 
-  /** Adds the derived indexes and the features' hooks of membership changes to a pipeline. */
-  function applyMembership(pipeline: ChainableCommander, changes: MembershipChange[]) {
+  /**
+   * Adds the derived indexes and the features' hooks of membership changes to a pipeline; call the
+   * result with the pipeline's replies.
+   */
+  function applyMembership(pipeline: ChainableCommander, changes: MembershipChange[]): Settle {
+    const settles: Settle[] = [];
     for (const change of changes) {
       if (change.joined) pipeline.sadd(userKeys.rooms(change.userId), change.roomId);
       else pipeline.srem(userKeys.rooms(change.userId), change.roomId);
-      membershipHooks.apply(pipeline, change);
+      settles.push(membershipHooks.apply(pipeline, change));
     }
+    return settleAll(settles);
   }
 
   async function getMany(ids: readonly string[]): Promise<(RoomModel | null)[]> {
@@ -201,11 +206,11 @@ export function createRoomsService(deps: RoomsServiceDeps) {
       });
       tx.zadd(roomKeys.members(id), ...all.flatMap((u) => [0, u]));
       if (visibility === 'PUBLIC') tx.zadd(roomKeys.publicDirectory(), 0, directoryEntry(name, id));
-      applyMembership(
+      const settle = applyMembership(
         tx,
         all.map((userId) => ({ roomId: id, userId, joined: true })),
       );
-      await execPipeline(tx);
+      settle(await execPipeline(tx));
       return room;
     },
 
@@ -218,8 +223,8 @@ export function createRoomsService(deps: RoomsServiceDeps) {
       if (status !== SCRIPT_STATUS.OK) throw scriptError(status);
       if (added === 1) {
         const pipeline = redis.pipeline();
-        applyMembership(pipeline, [{ roomId, userId: viewer.id, joined: true }]);
-        await execPipeline(pipeline);
+        const settle = applyMembership(pipeline, [{ roomId, userId: viewer.id, joined: true }]);
+        settle(await execPipeline(pipeline));
         pubsub.publish('room', roomId, { type: 'MemberJoined', roomId, userId: viewer.id });
       }
       return requireRoom(roomId);
@@ -239,11 +244,11 @@ export function createRoomsService(deps: RoomsServiceDeps) {
       if (added.length > 0) {
         await users.ensureExist(added);
         const pipeline = redis.pipeline();
-        applyMembership(
+        const settle = applyMembership(
           pipeline,
           added.map((userId) => ({ roomId, userId, joined: true })),
         );
-        await execPipeline(pipeline);
+        settle(await execPipeline(pipeline));
         for (const userId of added) {
           pubsub.publish('room', roomId, { type: 'MemberJoined', roomId, userId, byUserId: viewer.id });
         }
@@ -264,8 +269,8 @@ export function createRoomsService(deps: RoomsServiceDeps) {
       if (status !== SCRIPT_STATUS.OK) throw scriptError(status);
       if (removed === 1) {
         const pipeline = redis.pipeline();
-        applyMembership(pipeline, [{ roomId, userId, joined: false }]);
-        await execPipeline(pipeline);
+        const settle = applyMembership(pipeline, [{ roomId, userId, joined: false }]);
+        settle(await execPipeline(pipeline));
         pubsub.publish('room', roomId, { type: 'MemberLeft', roomId, userId, byUserId: viewer.id });
       }
       return requireRoom(roomId);
@@ -280,8 +285,8 @@ export function createRoomsService(deps: RoomsServiceDeps) {
       if (status !== SCRIPT_STATUS.OK) throw scriptError(status);
       if (removed === 1) {
         const pipeline = redis.pipeline();
-        applyMembership(pipeline, [{ roomId, userId: viewer.id, joined: false }]);
-        await execPipeline(pipeline);
+        const settle = applyMembership(pipeline, [{ roomId, userId: viewer.id, joined: false }]);
+        settle(await execPipeline(pipeline));
         pubsub.publish('room', roomId, { type: 'MemberLeft', roomId, userId: viewer.id });
       }
       return true;

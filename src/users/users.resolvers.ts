@@ -11,8 +11,4 @@ export const usersResolvers: Resolvers = {
       return user ?? null;
     },
   },
-  User: {
-    // Presence arrives with the presence feature; until then every user reads as offline.
-    presence: () => ({ status: 'OFFLINE', lastSeenAt: null, connections: 0 }),
-  },
 };

@@ -105,6 +105,8 @@ export type OnRoomEventsSubscription = { roomEvents:
     | { __typename: 'MessageAdded', message: { id: string, seq: number, text: string } }
     | { __typename: 'MessageDeleted', message: { id: string, deleted: boolean } }
     | { __typename: 'MessageEdited', message: { id: string, text: string, editedAt: string | null } }
+    | { __typename: 'PresenceChanged' }
+    | { __typename: 'TypingChanged' }
    };
 
 export type MessageFieldsFragment = { id: string, roomId: string, seq: number, text: string, clientId: string | null, createdAt: string, editedAt: string | null, deleted: boolean, sender: { id: string, name: string } };

@@ -135,11 +135,23 @@ export interface Subscription<T> {
   unsubscribe(): void;
 }
 
-/** Subscribes through a graphql-ws client and collects what arrives. */
+/** roomEvents' ephemeral state events, which most tests do not follow. */
+const EPHEMERAL_ROOM_EVENTS = new Set(['PresenceChanged', 'TypingChanged']);
+const isEphemeralRoomEvent = (r: { data?: unknown }) => {
+  const ev = (r.data as { roomEvents?: { __typename?: string } } | null | undefined)?.roomEvents;
+  return ev?.__typename !== undefined && EPHEMERAL_ROOM_EVENTS.has(ev.__typename);
+};
+
+/**
+ * Subscribes through a graphql-ws client and collects what arrives. `roomEvents` results that are
+ * room presence or typing (`PresenceChanged`, `TypingChanged`: every subscriber's own arrival
+ * produces one) are left out unless `keepEphemeral` is set.
+ */
 export function subscribe<T = Record<string, unknown>, V = Record<string, unknown>>(
   client: WsClient,
   doc: Doc<T, V>,
   variables?: V,
+  opts: { keepEphemeral?: boolean } = {},
 ): Subscription<T> {
   const results: ExecutionResult<T>[] = [];
   const waiters: (() => void)[] = [];
@@ -151,6 +163,7 @@ export function subscribe<T = Record<string, unknown>, V = Record<string, unknow
     { query: source(doc as Doc<unknown, unknown>), variables: variables as Record<string, unknown> | undefined },
     {
       next: (r) => {
+        if (!opts.keepEphemeral && isEphemeralRoomEvent(r)) return;
         results.push(r as ExecutionResult<T>);
         notify();
       },

@@ -57,12 +57,20 @@ describe('loadScripts', () => {
         'addMembers',
         'deleteMessage',
         'editMessage',
+        'expireTyping',
         'joinRoom',
         'leaveRoom',
         'readMessages',
+        'reapInstance',
+        'registerConnection',
         'removeMember',
+        'roomPresence',
         'sendMessage',
+        'setAway',
+        'setTyping',
+        'settleOffline',
         'touchUser',
+        'unregisterConnection',
       ]);
     });
   });

@@ -1,0 +1,59 @@
+import { requireViewer, type AppContext } from '../context.js';
+import { badInput } from '../errors.js';
+import type { Resolvers } from '../generated/resolvers-types.js';
+import { checkedId } from '../infra/text.js';
+import { resolveRoomEvent } from '../events/events.resolvers.js';
+import { openPresenceStream } from './presence.service.js';
+import type { PresenceEventModel } from './presence.models.js';
+
+const MAX_FOLLOWED = 100;
+
+/** Thin resolvers of presence. */
+export const presenceResolvers: Resolvers = {
+  User: {
+    presence: (user, _, ctx) => user.presence ?? ctx.loaders.presence.load(user.id),
+  },
+  Room: {
+    onlineMembers: async (room, _, ctx) => {
+      const ids = await ctx.services.presence.onlineMemberIds(requireViewer(ctx), room.id);
+      return ctx.loaders.user.loadMany(ids).then((users) =>
+        users.map((u) => {
+          if (u instanceof Error) throw u;
+          return u;
+        }),
+      );
+    },
+    onlineCount: async (room, _, ctx) => {
+      if (!(await ctx.loaders.isMember.load({ roomId: room.id, userId: requireViewer(ctx).id }))) {
+        await ctx.services.presence.onlineMemberIds(requireViewer(ctx), room.id); // throws FORBIDDEN
+      }
+      return ctx.loaders.onlineCount.load(room.id);
+    },
+  },
+  PresenceChanged: {
+    user: (ev, _, ctx) => ctx.loaders.user.load(ev.userId),
+  },
+  Mutation: {
+    setPresence: (_, { status }, ctx) => ctx.services.presence.setStatus(requireViewer(ctx), status),
+  },
+  Subscription: {
+    presence: {
+      subscribe: (_, { userIds }, ctx) => {
+        requireViewer(ctx);
+        if (userIds.length === 0 || userIds.length > MAX_FOLLOWED) {
+          throw badInput('userIds', `userIds must hold 1..${MAX_FOLLOWED} ids`);
+        }
+        return openPresenceStream(ctx.services.pubsub, userIds.map((id) => checkedId('userIds', id)));
+      },
+      resolve: async (ev: PresenceEventModel, _args: unknown, ctx: AppContext) => {
+        const user = await ctx.services.users.getMany([ev.userId]);
+        return { ...(user[0] ?? { id: ev.userId, name: ev.userId, createdAt: 0 }), presence: ev.presence };
+      },
+    },
+    roomPresence: {
+      subscribe: (_, { roomId }, ctx) =>
+        ctx.services.events.openRoomStream(requireViewer(ctx), roomId, { kind: 'presence' }),
+      resolve: resolveRoomEvent('PresenceChanged'),
+    },
+  },
+};

@@ -1,0 +1,307 @@
+import { randomBytes } from 'node:crypto';
+import type { Redis } from 'ioredis';
+import { badInput, forbidden } from '../errors.js';
+import type { Clock } from '../infra/clock.js';
+import type { Logger } from '../infra/logger.js';
+import { execPipeline } from '../infra/redis.js';
+import type { ScriptRegistry } from '../infra/scripts.js';
+import type { RoomsService } from '../rooms/rooms.service.js';
+import type { AppPubSub } from '../topics.js';
+import type { Viewer } from '../users/users.models.js';
+import { presenceKeys as keys } from './presence.keys.js';
+import type { PresenceEventModel, PresenceModel } from './presence.models.js';
+
+/** Dependencies of {@link createPresenceService}. */
+export interface PresenceServiceDeps {
+  redis: Redis;
+  scripts: ScriptRegistry;
+  pubsub: AppPubSub;
+  rooms: RoomsService;
+  clock: Clock;
+  logger: Logger;
+  instanceId: string;
+  /** A dead instance's connections count as gone after this long without a heartbeat. */
+  timeoutSeconds: number;
+  /** How long after a user's last connection closes before they are announced OFFLINE. */
+  graceMs: number;
+  /** How often grace periods are settled (and the work of the tick is done). */
+  tickMs: number;
+}
+
+/** Presence: connections, per-user status, room presence. */
+export type PresenceService = ReturnType<typeof createPresenceService>;
+
+const roomUserKey = (roomId: string, userId: string) => `${roomId}\n${userId}`;
+
+/** Turns the stored fields into what the API shows. */
+function toPresence(state: string | null, away: string | null, lastSeenAt: string | null, connections: number): PresenceModel {
+  if (state === 'ONLINE') return { status: away === '1' ? 'AWAY' : 'ONLINE', lastSeenAt: null, connections };
+  return { status: 'OFFLINE', lastSeenAt: lastSeenAt ? Number(lastSeenAt) : null, connections };
+}
+
+/**
+ * Creates the presence service. Transitions are decided in Lua, so with any number of instances
+ * each real transition is announced once: a second tab announces nothing, closing the last one
+ * starts a grace period, and only its end (with no connection back) announces OFFLINE. Each
+ * instance heartbeats with one command per interval whatever its connection count; an instance
+ * that stops is reaped by whichever live instance claims it first.
+ */
+export function createPresenceService(deps: PresenceServiceDeps) {
+  const { redis, scripts, pubsub, rooms, clock, logger, instanceId, timeoutSeconds, graceMs, tickMs } = deps;
+  const connectScript = scripts.get('registerConnection');
+  const disconnectScript = scripts.get('unregisterConnection');
+  const settleScript = scripts.get('settleOffline');
+  const reapScript = scripts.get('reapInstance');
+  const roomScript = scripts.get('roomPresence');
+  const awayScript = scripts.get('setAway');
+  const timeoutMs = timeoutSeconds * 1000;
+  const heartbeatMs = Math.max(200, Math.floor(timeoutMs / 3));
+  /** This instance's live connections, to remove them at shutdown. */
+  const local = new Map<string, string>();
+  let nextId = 0;
+  const connectionPrefix = `${instanceId}:${randomBytes(3).toString('hex')}:`;
+
+  async function announce(userId: string): Promise<void> {
+    const [presence] = await getMany([userId]);
+    if (presence) pubsub.publish('user', userId, { userId, presence });
+  }
+
+  async function getMany(userIds: readonly string[]): Promise<PresenceModel[]> {
+    if (userIds.length === 0) return [];
+    const pipeline = redis.pipeline();
+    for (const id of userIds) {
+      pipeline.hmget(keys.presence(id), 'state', 'away', 'lastSeenAt').scard(keys.connections(id));
+    }
+    const replies = await execPipeline(pipeline);
+    return userIds.map((_, i) => {
+      const [state, away, lastSeenAt] = replies[2 * i] as (string | null)[];
+      return toPresence(state ?? null, away ?? null, lastSeenAt ?? null, Number(replies[2 * i + 1] ?? 0));
+    });
+  }
+
+  async function disconnectOne(connectionId: string, userId: string, grace: number): Promise<void> {
+    const [transition] = (await disconnectScript(
+      [keys.connections(userId), keys.presence(userId), keys.instanceConnections(instanceId), keys.grace()],
+      [connectionId, userId, clock.now(), grace],
+    )) as [number, number];
+    if (transition === 1) await announce(userId);
+  }
+
+  async function changeRoomPresence(roomId: string, userId: string, delta: number, iid = instanceId): Promise<void> {
+    const transition = (await roomScript(
+      [keys.roomPresent(roomId), keys.instanceRooms(iid)],
+      [userId, roomUserKey(roomId, userId), delta],
+    )) as number;
+    if (transition !== 0) {
+      pubsub.publish('room', roomId, { type: 'PresenceChanged', roomId, userId, present: transition === 1 });
+    }
+  }
+
+  /** One command: this instance is alive. */
+  async function heartbeat(): Promise<void> {
+    await redis.zadd(keys.instances(), clock.now(), instanceId);
+  }
+
+  /** Ends due grace periods: OFFLINE for users still without a connection. */
+  async function settleGrace(): Promise<number> {
+    const now = clock.now();
+    const due = await redis.zrangebyscore(keys.grace(), '-inf', now, 'LIMIT', 0, 500);
+    let settled = 0;
+    for (const userId of due) {
+      const [transition] = (await settleScript(
+        [keys.connections(userId), keys.presence(userId), keys.grace()],
+        [userId, now],
+      )) as [number, string];
+      if (transition === 1) {
+        settled++;
+        await announce(userId);
+      }
+    }
+    return settled;
+  }
+
+  /** Cleans up after instances whose heartbeat stopped; each is claimed by exactly one caller. */
+  async function reapDead(): Promise<number> {
+    const deadline = clock.now() - timeoutMs;
+    const dead = await redis.zrangebyscore(keys.instances(), '-inf', deadline);
+    let reaped = 0;
+    for (const iid of dead) {
+      if (iid === instanceId) continue;
+      const reply = (await reapScript(
+        [keys.instances(), keys.instanceConnections(iid), keys.instanceRooms(iid)],
+        [iid, deadline],
+      )) as [number, number?, ...string[]];
+      if (reply[0] !== 1) continue;
+      reaped++;
+      const count = Number(reply[1] ?? 0);
+      const flat = reply.slice(2) as string[];
+      logger.warn({ instance: iid, connections: count }, 'reaping a dead instance');
+      // Its users are gone since at least the timeout: no further grace.
+      for (let i = 0; i < count * 2; i += 2) {
+        await disconnectOne(flat[i] as string, flat[i + 1] as string, 0).catch(() => undefined);
+      }
+      for (let i = count * 2; i < flat.length; i += 2) {
+        const [roomId, userId] = (flat[i] as string).split('\n') as [string, string];
+        await changeRoomPresence(roomId, userId, -Number(flat[i + 1]), iid).catch(() => undefined);
+      }
+    }
+    return reaped;
+  }
+
+  let timers: NodeJS.Timeout[] = [];
+  let busy = false;
+  const guarded = (work: () => Promise<unknown>) => () => {
+    if (busy) return;
+    busy = true;
+    work()
+      .catch((err: Error) => logger.debug({ err: err.message }, 'presence tick failed'))
+      .finally(() => (busy = false));
+  };
+
+  return {
+    getMany,
+    heartbeat,
+    settleGrace,
+    reapDead,
+    /** This instance's id in the presence registry. */
+    instanceId,
+
+    /** Starts the heartbeat and the sweeper (any live instance may reap; one wins each claim). */
+    async start(): Promise<void> {
+      await heartbeat().catch(() => undefined);
+      timers = [
+        setInterval(guarded(() => heartbeat().then(reapDead)), heartbeatMs),
+        setInterval(guarded(settleGrace), tickMs),
+      ];
+      for (const t of timers) t.unref();
+    },
+
+    /** Graceful shutdown: this instance's connections are removed at once (users get their grace). */
+    async stop(): Promise<void> {
+      for (const t of timers) clearInterval(t);
+      timers = [];
+      const conns = [...local];
+      local.clear();
+      await Promise.allSettled(conns.map(([id, userId]) => disconnectOne(id, userId, graceMs)));
+      const rest = await redis.hgetall(keys.instanceRooms(instanceId)).catch(() => ({}) as Record<string, string>);
+      await Promise.allSettled(
+        Object.entries(rest).map(([field, n]) => {
+          const [roomId, userId] = field.split('\n') as [string, string];
+          return changeRoomPresence(roomId, userId, -Number(n));
+        }),
+      );
+      await redis.zrem(keys.instances(), instanceId).catch(() => undefined);
+    },
+
+    /** Registers a WebSocket or SSE connection; resolves with its id. */
+    async connect(viewer: Viewer): Promise<string> {
+      const connectionId = `${connectionPrefix}${++nextId}`;
+      local.set(connectionId, viewer.id);
+      const [transition] = (await connectScript(
+        [keys.connections(viewer.id), keys.presence(viewer.id), keys.instanceConnections(instanceId), keys.grace()],
+        [connectionId, viewer.id],
+      )) as [number, number, number];
+      if (transition === 1) await announce(viewer.id);
+      return connectionId;
+    },
+
+    /** Removes a connection; the user's last one starts the grace period. */
+    async disconnect(connectionId: string): Promise<void> {
+      const userId = local.get(connectionId);
+      if (userId === undefined) return;
+      local.delete(connectionId);
+      await disconnectOne(connectionId, userId, graceMs);
+    },
+
+    /** A subscription of `userId` now holds the room. */
+    enterRoom: (roomId: string, userId: string) => changeRoomPresence(roomId, userId, 1),
+    /** A subscription of `userId` released the room. */
+    leaveRoom: (roomId: string, userId: string) => changeRoomPresence(roomId, userId, -1),
+
+    /** `setPresence`: AWAY or ONLINE while connected; OFFLINE is derived, never set. */
+    async setStatus(viewer: Viewer, status: 'ONLINE' | 'AWAY' | 'OFFLINE'): Promise<PresenceModel> {
+      if (status === 'OFFLINE') {
+        throw badInput('status', 'OFFLINE is not set: it is what a user is once no connection is left');
+      }
+      const [changed] = (await awayScript([keys.connections(viewer.id), keys.presence(viewer.id)], [
+        status === 'AWAY' ? '1' : '',
+      ])) as [number, number];
+      const [presence] = await getMany([viewer.id]);
+      if (changed === 1 && presence) pubsub.publish('user', viewer.id, { userId: viewer.id, presence });
+      return presence as PresenceModel;
+    },
+
+    /** Members present in a room (members only). */
+    async onlineMemberIds(viewer: Viewer, roomId: string): Promise<string[]> {
+      const [isMember] = await rooms.areMembers([{ roomId, userId: viewer.id }]);
+      if (!isMember) throw forbidden('Room presence is for members only');
+      return (await redis.hkeys(keys.roomPresent(roomId))).sort();
+    },
+
+    /** How many members are present, in one O(1) command per room (batched). */
+    async onlineCounts(roomIds: readonly string[]): Promise<number[]> {
+      if (roomIds.length === 0) return [];
+      const pipeline = redis.pipeline();
+      for (const id of roomIds) pipeline.hlen(keys.roomPresent(id));
+      return (await execPipeline(pipeline)).map(Number);
+    },
+  };
+}
+
+/**
+ * A stream of presence transitions of up to 100 users. Presence is state, so it coalesces: while
+ * the client is not reading, only each user's latest presence is kept (memory bounded by the ids).
+ */
+export function openPresenceStream(
+  pubsub: AppPubSub,
+  userIds: readonly string[],
+): AsyncGenerator<PresenceEventModel> {
+  const pending = new Map<string, PresenceEventModel>();
+  let wake: (() => void) | null = null;
+  let ended = false;
+  const listeners = [...new Set(userIds)].map((id) =>
+    pubsub.listen('user', id, (ev) => {
+      pending.delete(ev.userId);
+      pending.set(ev.userId, ev);
+      wake?.();
+    }),
+  );
+  const release = () => {
+    ended = true;
+    for (const l of listeners) l.remove();
+    wake?.();
+  };
+  async function* run(): AsyncGenerator<PresenceEventModel> {
+    try {
+      while (!ended) {
+        const first = pending.entries().next();
+        if (!first.done) {
+          const [userId, ev] = first.value;
+          pending.delete(userId);
+          yield ev;
+          continue;
+        }
+        await new Promise<void>((resolve) => (wake = resolve));
+        wake = null;
+      }
+    } finally {
+      release();
+    }
+  }
+  const gen = run();
+  const stream: AsyncGenerator<PresenceEventModel> = {
+    next: (...args) => gen.next(...args),
+    return: (value) => {
+      release();
+      return gen.return(value);
+    },
+    throw: (err) => {
+      release();
+      return gen.throw(err);
+    },
+    [Symbol.asyncIterator]() {
+      return stream;
+    },
+  };
+  return stream;
+}
