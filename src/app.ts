@@ -18,14 +18,13 @@ import { createAuthenticator, useAuth } from './infra/auth.js';
 import { systemClock, type Clock } from './infra/clock.js';
 import { startRedisServer, type EmbeddedRedis } from './infra/embedded-redis.js';
 import { createLogger, type Logger } from './infra/logger.js';
-import { createPubSub } from './infra/pubsub.js';
-import { createRedisClients, waitReady } from './infra/redis.js';
-import { loadScripts } from './infra/scripts.js';
+import { waitReady } from './infra/redis.js';
 import { useSharedExecution, type SharedExecutionStats } from './infra/shared-execution.js';
 import { messagesResolvers } from './messages/messages.resolvers.js';
 import { roomsResolvers } from './rooms/rooms.resolvers.js';
-import { createServices, type Services } from './services.js';
-import type { Topics } from './topics.js';
+import { wireServices, type Services } from './services.js';
+
+export { LUA_DIRS } from './services.js';
 import { usersResolvers } from './users/users.resolvers.js';
 import { presenceResolvers } from './presence/presence.resolvers.js';
 import { typingResolvers } from './typing/typing.resolvers.js';
@@ -52,14 +51,6 @@ export interface BuildOptions {
 }
 
 const SCHEMA_DIR = new URL('../schema/', import.meta.url);
-/** Every domain's Lua folder, registered once at start-up. */
-export const LUA_DIRS = [
-  new URL('./users/lua/', import.meta.url),
-  new URL('./presence/lua/', import.meta.url),
-  new URL('./typing/lua/', import.meta.url),
-  new URL('./rooms/lua/', import.meta.url),
-  new URL('./messages/lua/', import.meta.url),
-];
 
 /** Reads every SDL file of `schema/`, one per domain. */
 export function loadTypeDefs(): string[] {
@@ -143,20 +134,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     embedded = await startRedisServer({ dir: config.embeddedRedisDir, logger });
     redisUrl = embedded.url;
   }
-  const redis = createRedisClients({
-    url: redisUrl,
-    keyPrefix: config.redisKeyPrefix,
-    commandTimeoutMs: config.redisCommandTimeoutMs,
-    logger,
-  });
-  const scripts = loadScripts(redis.command, LUA_DIRS);
-  const pubsub = createPubSub<Topics>({
-    command: redis.command,
-    subscriber: redis.subscriber,
-    channelPrefix: config.redisKeyPrefix,
-    logger,
-  });
-  const services = createServices({ redis: redis.command, scripts, pubsub, clock, config, logger });
+  const { redis, services } = wireServices(config, { redisUrl, logger, clock });
   const auth = createAuthenticator({ secret: config.jwtSecret, jwksUrl: config.jwtJwksUrl });
   const contextFactory = createContextFactory(services, auth);
   const executionStats: SharedExecutionStats = { executions: 0, shared: 0 };

@@ -4,12 +4,14 @@ import { createEventsService } from './events/events.service.js';
 import type { Clock } from './infra/clock.js';
 import { createHooks } from './infra/hooks.js';
 import type { Logger } from './infra/logger.js';
-import { waitReady } from './infra/redis.js';
+import { createPubSub } from './infra/pubsub.js';
+import { createRedisClients, waitReady, type RedisClients } from './infra/redis.js';
+import { loadScripts } from './infra/scripts.js';
 import type { ScriptRegistry } from './infra/scripts.js';
 import { createMessagesService } from './messages/messages.service.js';
 import type { MessageModel } from './messages/messages.models.js';
 import { createRoomsService, type MembershipChange } from './rooms/rooms.service.js';
-import type { AppPubSub } from './topics.js';
+import type { AppPubSub, Topics } from './topics.js';
 import type { Viewer } from './users/users.models.js';
 import { createUsersService } from './users/users.service.js';
 import { createPresenceService } from './presence/presence.service.js';
@@ -96,4 +98,41 @@ export function createServices(deps: ServiceDeps) {
   );
   events.setStreamHooks({ opened: presence.enterRoom, closed: presence.leaveRoom });
   return { hooks, pubsub, users, rooms, messages, events, presence, typing };
+}
+
+/** Redis connections, scripts, pub/sub and services: what an instance (or a service test) runs on. */
+export interface Wiring {
+  redis: RedisClients;
+  scripts: ScriptRegistry;
+  pubsub: AppPubSub;
+  services: Services;
+}
+
+/** Every domain's Lua folder, registered once at start-up. */
+export const LUA_DIRS = [
+  new URL('./users/lua/', import.meta.url),
+  new URL('./presence/lua/', import.meta.url),
+  new URL('./typing/lua/', import.meta.url),
+  new URL('./rooms/lua/', import.meta.url),
+  new URL('./messages/lua/', import.meta.url),
+];
+
+/** Opens the two Redis connections and builds scripts, pub/sub and services on them. */
+export function wireServices(config: Config, opts: { redisUrl: string; logger: Logger; clock: Clock }): Wiring {
+  const { logger, clock } = opts;
+  const redis = createRedisClients({
+    url: opts.redisUrl,
+    keyPrefix: config.redisKeyPrefix,
+    commandTimeoutMs: config.redisCommandTimeoutMs,
+    logger,
+  });
+  const scripts = loadScripts(redis.command, LUA_DIRS);
+  const pubsub = createPubSub<Topics>({
+    command: redis.command,
+    subscriber: redis.subscriber,
+    channelPrefix: config.redisKeyPrefix,
+    logger,
+  });
+  const services = createServices({ redis: redis.command, scripts, pubsub, clock, config, logger });
+  return { redis, scripts, pubsub, services };
 }

@@ -1,5 +1,6 @@
 import { AppError, badInput, cursorExpired, isRedisUnavailableError, unavailable } from '../errors.js';
 import { BoundedQueue } from '../infra/bounded-queue.js';
+import { releasable } from '../infra/releasable.js';
 import type { Logger } from '../infra/logger.js';
 import { checkedId } from '../infra/text.js';
 import { decodeMessageId } from '../messages/message-id.js';
@@ -337,30 +338,11 @@ export function createEventsService(deps: EventsServiceDeps) {
           unhold();
         }
       }
-      const gen = run();
-      // A generator paused at `await queue.next()` would only see return() once another event
-      // arrives (in a quiet room: never), and one never started skips its finally. Release the
-      // listener and wake the generator first, so an unsubscribe or disconnect frees everything now.
-      const release = () => {
+      return releasable(run(), () => {
         listener.remove();
         queue.end();
         unhold();
-      };
-      const stream: AsyncGenerator<StreamItem> = {
-        next: (...args) => gen.next(...args),
-        return: (value) => {
-          release();
-          return gen.return(value);
-        },
-        throw: (err) => {
-          release();
-          return gen.throw(err);
-        },
-        [Symbol.asyncIterator]() {
-          return stream;
-        },
-      };
-      return stream;
+      });
     },
   };
 }

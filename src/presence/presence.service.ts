@@ -4,6 +4,7 @@ import { badInput, forbidden } from '../errors.js';
 import type { Clock } from '../infra/clock.js';
 import type { Logger } from '../infra/logger.js';
 import { execPipeline } from '../infra/redis.js';
+import { releasable } from '../infra/releasable.js';
 import type { ScriptRegistry } from '../infra/scripts.js';
 import type { RoomsService } from '../rooms/rooms.service.js';
 import type { AppPubSub } from '../topics.js';
@@ -288,20 +289,5 @@ export function openPresenceStream(
       release();
     }
   }
-  const gen = run();
-  const stream: AsyncGenerator<PresenceEventModel> = {
-    next: (...args) => gen.next(...args),
-    return: (value) => {
-      release();
-      return gen.return(value);
-    },
-    throw: (err) => {
-      release();
-      return gen.throw(err);
-    },
-    [Symbol.asyncIterator]() {
-      return stream;
-    },
-  };
-  return stream;
+  return releasable(run(), release);
 }

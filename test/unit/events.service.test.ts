@@ -1,22 +1,11 @@
-import { LUA_DIRS } from '../../src/app.js';
-import { Redis } from 'ioredis';
-import { afterEach, describe, expect, it } from 'vitest';
-import { loadConfig } from '../../src/config.js';
+import { describe, expect, it } from 'vitest';
 import { AppError } from '../../src/errors.js';
 import type { StreamItem } from '../../src/events/events.service.js';
-import { systemClock } from '../../src/infra/clock.js';
-import { createLogger } from '../../src/infra/logger.js';
-import { createPubSub } from '../../src/infra/pubsub.js';
-import { createRedisClients, waitReady, type RedisClients } from '../../src/infra/redis.js';
-import { loadScripts, type ScriptRegistry } from '../../src/infra/scripts.js';
 import { encodeMessageId } from '../../src/messages/message-id.js';
 import { messageKeys } from '../../src/messages/messages.keys.js';
 import { roomKeys } from '../../src/rooms/rooms.keys.js';
-import { createServices, type Services } from '../../src/services.js';
-import type { AppPubSub, Topics } from '../../src/topics.js';
-import type { Viewer } from '../../src/users/users.models.js';
 import { deferred, waitFor, withTimeout } from '../helpers/clients.js';
-import { sharedRedisUrl, testEnv, uniquePrefix } from '../helpers/server.js';
+import { nextOf, range, seqsOf, take, viewer, wire, type TestWiring } from '../helpers/wiring.js';
 
 /**
  * The events service on real Redis, wired as src/app.ts wires it (two connections, the script
@@ -24,103 +13,15 @@ import { sharedRedisUrl, testEnv, uniquePrefix } from '../helpers/server.js';
  */
 
 
-interface Wiring {
-  prefix: string;
-  redis: RedisClients;
-  scripts: ScriptRegistry;
-  pubsub: AppPubSub;
-  services: Services;
-  close(): Promise<void>;
-}
-
-const wirings: Wiring[] = [];
-
-async function wire(opts: { bufferSize?: number; positionCheckMs?: number } = {}): Promise<Wiring> {
-  const prefix = uniquePrefix('events');
-  const config = loadConfig(
-    testEnv({
-      REDIS_KEY_PREFIX: prefix,
-      SUBSCRIPTION_BUFFER_SIZE: String(opts.bufferSize ?? 1000),
-      // Off unless a test is about it, so it cannot hide a bug in the other paths.
-      POSITION_CHECK_INTERVAL_MS: String(opts.positionCheckMs ?? 0),
-    }),
-  );
-  const logger = createLogger('silent', config.instanceId);
-  const redis = createRedisClients({
-    url: sharedRedisUrl(),
-    keyPrefix: config.redisKeyPrefix,
-    commandTimeoutMs: config.redisCommandTimeoutMs,
-    logger,
-  });
-  await waitReady(redis.command, 5000);
-  const scripts = loadScripts(redis.command, LUA_DIRS);
-  const pubsub = createPubSub<Topics>({
-    command: redis.command,
-    subscriber: redis.subscriber,
-    channelPrefix: config.redisKeyPrefix,
-    logger,
-  });
-  const services = createServices({ redis: redis.command, scripts, pubsub, clock: systemClock, config, logger });
-  const w: Wiring = {
-    prefix,
-    redis,
-    scripts,
-    pubsub,
-    services,
-    async close() {
-      services.events.closeAll();
-      await redis.close();
-      const admin = new Redis(sharedRedisUrl());
-      for await (const keys of admin.scanStream({ match: `${prefix}*`, count: 500 })) {
-        if ((keys as string[]).length > 0) await admin.unlink(...(keys as string[]));
-      }
-      admin.disconnect();
-    },
-  };
-  wirings.push(w);
-  return w;
-}
-
-afterEach(async () => {
-  await Promise.all(wirings.splice(0).map((w) => w.close()));
-});
-
-const viewer = (id: string): Viewer => ({ id, name: id, roles: [] });
 const alice = viewer('alice');
 const bob = viewer('bob');
 const carol = viewer('carol');
 
-type Stream = AsyncGenerator<StreamItem>;
 
 /** The next item of a stream, failing after `ms` (the stream must not hang). */
-/** The next item within `ms`, skipping room presence and typing (ephemeral state these tests do not follow). */
-async function nextOf(stream: Stream, ms = 3000, what = 'the next stream item'): Promise<IteratorResult<StreamItem>> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const r = await withTimeout(stream.next(), Math.max(1, deadline - Date.now()), what);
-    if (!r.done && (r.value.type === 'PresenceChanged' || r.value.type === 'TypingChanged')) continue;
-    return r;
-  }
-}
 
-/** Reads `n` items from a stream, each within a bounded time. */
-async function take(stream: Stream, n: number, ms = 5000): Promise<StreamItem[]> {
-  const items: StreamItem[] = [];
-  while (items.length < n) {
-    const r = await nextOf(stream, ms, `item ${items.length + 1} of ${n}`);
-    if (r.done) throw new Error(`stream ended after ${items.length} of ${n} items`);
-    items.push(r.value);
-  }
-  return items;
-}
 
-const seqsOf = (items: StreamItem[]) =>
-  items.map((i) => {
-    if (i.type !== 'MessageAdded') throw new Error(`expected MessageAdded, got ${i.type}`);
-    return i.message.seq;
-  });
 
-const range = (from: number, to: number) => Array.from({ length: to - from + 1 }, (_, i) => from + i);
 
 /** Expects an `AppError` with `code` (and `field`). */
 async function expectCode(p: Promise<unknown>, code: string, field?: string) {
@@ -382,7 +283,7 @@ describe('openCount', () => {
 });
 
 /** Stores a message the way sendMessage does, but publishes nothing: its pub/sub event is "lost". */
-async function sendSilently(w: Wiring, roomId: string, senderId: string, text: string) {
+async function sendSilently(w: TestWiring, roomId: string, senderId: string, text: string) {
   const [status] = (await w.scripts.get('sendMessage')(
     [roomKeys.room(roomId), roomKeys.members(roomId), messageKeys.messages(roomId), messageKeys.dedupe(roomId, senderId, '')],
     [roomId, senderId, text, '', Date.now(), 60, 0],
