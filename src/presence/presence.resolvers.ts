@@ -1,5 +1,5 @@
 import { requireViewer, type AppContext } from '../context.js';
-import { badInput } from '../errors.js';
+import { badInput, forbidden } from '../errors.js';
 import type { Resolvers } from '../generated/resolvers-types.js';
 import { checkedId } from '../infra/text.js';
 import { resolveRoomEvent } from '../events/events.resolvers.js';
@@ -24,9 +24,8 @@ export const presenceResolvers: Resolvers = {
       );
     },
     onlineCount: async (room, _, ctx) => {
-      if (!(await ctx.loaders.isMember.load({ roomId: room.id, userId: requireViewer(ctx).id }))) {
-        await ctx.services.presence.onlineMemberIds(requireViewer(ctx), room.id); // throws FORBIDDEN
-      }
+      const member = await ctx.loaders.isMember.load({ roomId: room.id, userId: requireViewer(ctx).id });
+      if (!member) throw forbidden('Room presence is for members only');
       return ctx.loaders.onlineCount.load(room.id);
     },
   },
