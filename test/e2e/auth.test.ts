@@ -1,4 +1,3 @@
-import { randomBytes } from 'node:crypto';
 import type { GraphQLFormattedError } from 'graphql';
 import { CloseCode } from 'graphql-ws';
 import { SignJWT } from 'jose';
@@ -21,10 +20,8 @@ import {
   wsClient,
   type Subscription,
 } from '../helpers/clients.js';
-import { startCluster, TEST_JWT_SECRET, tokenFor, waitForStreams, type TestInstance } from '../helpers/server.js';
+import { startCluster, TEST_JWT_SECRET, type TestInstance, tokenFor, uid, waitForStreams } from '../helpers/server.js';
 
-/** A user id no other test uses, so tests share the cluster without seeing each other. */
-const uid = (label: string) => `${label}-${randomBytes(4).toString('hex')}`;
 
 /** Seconds since the epoch, as JWT `exp` wants them. */
 const nowSeconds = () => Math.floor(Date.now() / 1000);

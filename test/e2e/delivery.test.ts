@@ -20,7 +20,18 @@ import {
   SendMessageDocument,
   type OnMessageAddedSubscription,
 } from '../generated/graphql.js';
-import { codes, gql, gqlOk, subscribe, waitFor, withTimeout, wsClient, type Subscription } from '../helpers/clients.js';
+import {
+  codes,
+  completesWithin,
+  gql,
+  gqlOk,
+  range,
+  subscribe,
+  type Subscription,
+  waitFor,
+  withTimeout,
+  wsClient,
+} from '../helpers/clients.js';
 import {
   sharedRedisUrl,
   startInstance,
@@ -146,7 +157,6 @@ async function send(instance: TestInstance, user: User, roomId: string, text: st
   return sendMessage;
 }
 
-const range = (from: number, to: number) => Array.from({ length: to - from + 1 }, (_, i) => from + i);
 const seqsOf = (results: ExecutionResult<OnMessageAddedSubscription>[]) => results.map((r) => r.data?.messageAdded.seq);
 
 /** Waits for `n` results and checks they are seqs `from..from+n-1`, error-free. */
@@ -184,21 +194,6 @@ async function endsWithErrors(sub: Subscription<unknown>, ms: number, what: stri
   return errors;
 }
 
-/** Resolves once the subscription completed (not errored) within `ms`. */
-async function completesWithin(sub: Subscription<unknown>, ms: number, what: string): Promise<void> {
-  await withTimeout(
-    Promise.race([
-      sub.completed,
-      sub.error.then((e) => {
-        throw new Error(`${what} errored instead of completing: ${JSON.stringify(e)}`);
-      }),
-    ]),
-    ms,
-    `${what} to complete`,
-  );
-  const failed = sub.results.find((r) => r.errors);
-  expect(failed, `${what} ended with errors instead of completing`).toBeUndefined();
-}
 
 /** A Redis client on the instances' prefix, with their Lua scripts registered. */
 function storageClient(pair: Pair) {

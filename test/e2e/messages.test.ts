@@ -1,4 +1,3 @@
-import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   AccRoomHistoryDocument,
@@ -15,33 +14,24 @@ import {
   type MessagesQueryVariables,
 } from '../generated/graphql.js';
 import {
-  codes,
+  expectError,
   gql,
   gqlOk,
+  range,
   subscribe,
   urqlClient,
   waitFor,
   wsClient,
-  type HttpResult,
 } from '../helpers/clients.js';
-import { startCluster, tokenFor, waitForStreams, type TestInstance } from '../helpers/server.js';
+import { startCluster, type TestInstance, tokenFor, uid, waitForStreams } from '../helpers/server.js';
 
-/** A user id no other test uses, so tests share the cluster without seeing each other. */
-const uid = (label: string) => `${label}-${randomBytes(4).toString('hex')}`;
 
-/** Expects exactly one error with `code` (and `extensions.field` when given). */
-function expectError(r: HttpResult<unknown>, code: string, field?: string) {
-  expect(codes(r.errors), JSON.stringify(r.errors)).toEqual([code]);
-  if (field !== undefined) expect(r.errors?.[0]?.extensions?.field).toBe(field);
-}
 
 type History = MessagesQuery['messages'];
 
 /** The seqs of a page, in the order given. */
 const seqsOf = (page: History) => page.edges.map((e) => e.node.seq);
 
-/** `from..to` inclusive. */
-const range = (from: number, to: number) => Array.from({ length: to - from + 1 }, (_, i) => from + i);
 
 describe('when messages flow through two instances', () => {
   let a: TestInstance;

@@ -23,11 +23,12 @@ import {
   deferred,
   gql,
   gqlOk,
+  range,
   subscribe,
+  type Subscription,
   waitFor,
   withTimeout,
   wsClient,
-  type Subscription,
 } from '../helpers/clients.js';
 import { startServer, type ChildServer } from '../helpers/process.js';
 import { sharedRedisUrl, testEnv, TEST_JWT_SECRET, tokenFor, uniquePrefix } from '../helpers/server.js';
@@ -46,7 +47,6 @@ afterEach(async () => {
   await Promise.all(clients.splice(0).map((c) => c.dispose()));
 });
 
-const range = (from: number, to: number) => Array.from({ length: to - from + 1 }, (_, i) => from + i);
 const seqsOf = (sub: Subscription<OnMessageAddedSubscription>) => sub.results.map((r) => r.data?.messageAdded.seq);
 
 /** Creates a room owned by `owner` with `memberIds`. */

@@ -24,25 +24,18 @@ import {
 } from '../generated/graphql.js';
 import {
   codes,
+  expectError,
   gql,
   gqlOk,
   subscribe,
+  type Subscription,
   waitFor,
   withTimeout,
   wsClient,
-  type HttpResult,
-  type Subscription,
 } from '../helpers/clients.js';
-import { startCluster, tokenFor, waitForStreams, type TestInstance } from '../helpers/server.js';
+import { startCluster, type TestInstance, tokenFor, uid, waitForStreams } from '../helpers/server.js';
 
-/** A user id (or name tag) no other test uses, so tests share the cluster without seeing each other. */
-const uid = (label: string) => `${label}-${randomBytes(4).toString('hex')}`;
 
-/** Expects exactly one error with `code` (and `extensions.field` when given). */
-function expectError(r: HttpResult<unknown>, code: string, field?: string) {
-  expect(codes(r.errors), JSON.stringify(r.errors)).toEqual([code]);
-  if (field !== undefined) expect(r.errors?.[0]?.extensions?.field).toBe(field);
-}
 
 /** The codes of the errors a graphql-ws subscription answered with, whether as a result or as an `error` message. */
 async function subscriptionErrorCodes(sub: Subscription<unknown>, ms = 5000): Promise<unknown[]> {

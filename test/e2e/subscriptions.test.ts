@@ -17,12 +17,14 @@ import {
   type RoomVisibility,
 } from '../generated/graphql.js';
 import {
+  completesWithin,
   gqlOk,
+  range,
   subscribe,
+  type Subscription,
   waitFor,
   withTimeout,
   wsClient,
-  type Subscription,
 } from '../helpers/clients.js';
 import { startServer, type ChildServer } from '../helpers/process.js';
 import {
@@ -95,7 +97,6 @@ async function sendConcurrently(
 
 const seqsOf = (results: ExecutionResult<OnMessageAddedSubscription>[]) =>
   results.map((r) => r.data?.messageAdded.seq);
-const range = (from: number, to: number) => Array.from({ length: to - from + 1 }, (_, i) => from + i);
 
 /**
  * The GraphQL errors an operation was answered with: graphql-ws sends errors found before execution
@@ -118,19 +119,6 @@ async function operationErrors(sub: Subscription<unknown>, ms = 3000): Promise<r
   return errors;
 }
 
-/** Resolves once the subscription completed; fails if it errored or is still running after `ms`. */
-async function completesWithin(sub: Subscription<unknown>, ms: number, what: string): Promise<void> {
-  await withTimeout(
-    Promise.race([
-      sub.completed,
-      sub.error.then((e) => {
-        throw new Error(`${what} errored instead of completing: ${JSON.stringify(e)}`);
-      }),
-    ]),
-    ms,
-    `${what} to complete`,
-  );
-}
 
 /** These tests are about delivery, not limits: whatever defaults rate limiting gets, lift them. */
 const UNLIMITED = { RATE_LIMITS: 'sendMessage=1000000/1m,*=1000000/1m' };

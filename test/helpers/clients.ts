@@ -1,3 +1,4 @@
+import { expect } from 'vitest';
 import { Client as UrqlClient, fetchExchange, subscriptionExchange } from '@urql/core';
 import type { TypedDocumentNode } from '@graphql-typed-document-node/core';
 import { print, type ExecutionResult, type GraphQLFormattedError } from 'graphql';
@@ -220,4 +221,29 @@ export function urqlClient(url: string, ws: WsClient, token: string): UrqlClient
       }),
     ],
   });
+}
+
+/** from..to inclusive. */
+export const range = (from: number, to: number) => Array.from({ length: to - from + 1 }, (_, i) => from + i);
+
+/** Expects exactly one error with `code` (and `extensions.field` when given). */
+export function expectError(r: HttpResult<unknown>, code: string, field?: string): void {
+  expect(codes(r.errors), JSON.stringify(r.errors)).toEqual([code]);
+  if (field !== undefined) expect(r.errors?.[0]?.extensions?.field).toBe(field);
+}
+
+/** Resolves once the subscription completed (not errored, no error result) within `ms`. */
+export async function completesWithin(sub: Subscription<unknown>, ms: number, what: string): Promise<void> {
+  await withTimeout(
+    Promise.race([
+      sub.completed,
+      sub.error.then((e) => {
+        throw new Error(`${what} errored instead of completing: ${JSON.stringify(e)}`);
+      }),
+    ]),
+    ms,
+    `${what} to complete`,
+  );
+  const failed = sub.results.find((r) => r.errors);
+  expect(failed, `${what} ended with errors instead of completing`).toBeUndefined();
 }

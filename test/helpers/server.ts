@@ -82,3 +82,6 @@ export async function waitForStreams(instance: TestInstance, n: number, ms = 500
     await new Promise((r) => setTimeout(r, 10));
   }
 }
+
+/** A user id (or name tag) no other test uses, so tests share a cluster without seeing each other. */
+export const uid = (label: string) => `${label}-${randomBytes(4).toString('hex')}`;
