@@ -150,13 +150,16 @@ export function createPresenceService(deps: PresenceServiceDeps) {
   }
 
   let timers: NodeJS.Timeout[] = [];
-  let busy = false;
-  const guarded = (work: () => Promise<unknown>) => () => {
-    if (busy) return;
-    busy = true;
-    work()
-      .catch((err: Error) => logger.debug({ err: err.message }, 'presence tick failed'))
-      .finally(() => (busy = false));
+  /** Runs `work` on each tick unless its own previous run is still going (each task has its own flag, so a slow sweep never skips a heartbeat). */
+  const guarded = (work: () => Promise<unknown>) => {
+    let busy = false;
+    return () => {
+      if (busy) return;
+      busy = true;
+      work()
+        .catch((err: Error) => logger.debug({ err: err.message }, 'presence tick failed'))
+        .finally(() => (busy = false));
+    };
   };
 
   return {
