@@ -56,9 +56,14 @@ export function createPresenceService(deps: PresenceServiceDeps) {
   const roomScript = scripts.get('roomPresence');
   const awayScript = scripts.get('setAway');
   const timeoutMs = timeoutSeconds * 1000;
-  const heartbeatMs = Math.max(200, Math.floor(timeoutMs / 3));
-  /** This instance's live connections, to remove them at shutdown. */
+  // Heartbeat and sweep every quarter of the timeout, and reap an instance silent for three
+  // quarters: a dead one is gone within the timeout, a live one must miss three beats in a row.
+  const heartbeatMs = Math.max(100, Math.floor(timeoutMs / 4));
+  const reapAfterMs = timeoutMs - heartbeatMs;
+  /** This instance's live connections, to remove them at shutdown (or register again). */
   const local = new Map<string, string>();
+  /** Subscriptions this instance holds per `<roomId>\n<userId>`, to register again if reaped. */
+  const holds = new Map<string, number>();
   let nextId = 0;
   const connectionPrefix = `${instanceId}:${randomBytes(3).toString('hex')}:`;
 
@@ -88,7 +93,19 @@ export function createPresenceService(deps: PresenceServiceDeps) {
     if (transition === 1) await announce(userId);
   }
 
-  async function changeRoomPresence(roomId: string, userId: string, delta: number, iid = instanceId): Promise<void> {
+  async function changeRoomPresence(
+    roomId: string,
+    userId: string,
+    delta: number,
+    iid = instanceId,
+    track = iid === instanceId,
+  ): Promise<void> {
+    if (track) {
+      const field = roomUserKey(roomId, userId);
+      const n = (holds.get(field) ?? 0) + delta;
+      if (n > 0) holds.set(field, n);
+      else holds.delete(field);
+    }
     const transition = (await roomScript(
       [keys.roomPresent(roomId), keys.instanceRooms(iid)],
       [userId, roomUserKey(roomId, userId), delta],
@@ -100,7 +117,25 @@ export function createPresenceService(deps: PresenceServiceDeps) {
 
   /** One command: this instance is alive. */
   async function heartbeat(): Promise<void> {
-    await redis.zadd(keys.instances(), clock.now(), instanceId);
+    const added = await redis.zadd(keys.instances(), clock.now(), instanceId);
+    // Added anew while holding connections: another instance took this one for dead (a long pause,
+    // a partition) and reaped it. Register everything again so presence matches the sockets.
+    if (added === 1 && (local.size > 0 || holds.size > 0)) await reRegister();
+  }
+
+  async function reRegister(): Promise<void> {
+    logger.warn({ connections: local.size }, 'this instance was reaped while alive: registering its connections again');
+    for (const [connectionId, userId] of local) {
+      const [transition] = (await connectScript(
+        [keys.connections(userId), keys.presence(userId), keys.instanceConnections(instanceId), keys.grace()],
+        [connectionId, userId],
+      )) as [number];
+      if (transition === 1) await announce(userId);
+    }
+    for (const [field, count] of holds) {
+      const [roomId, userId] = field.split('\n') as [string, string];
+      await changeRoomPresence(roomId, userId, count, instanceId, false);
+    }
   }
 
   /** Ends due grace periods: OFFLINE for users still without a connection. */
@@ -123,7 +158,7 @@ export function createPresenceService(deps: PresenceServiceDeps) {
 
   /** Cleans up after instances whose heartbeat stopped; each is claimed by exactly one caller. */
   async function reapDead(): Promise<number> {
-    const deadline = clock.now() - timeoutMs;
+    const deadline = clock.now() - reapAfterMs;
     const dead = await redis.zrangebyscore(keys.instances(), '-inf', deadline);
     let reaped = 0;
     for (const iid of dead) {
@@ -174,7 +209,9 @@ export function createPresenceService(deps: PresenceServiceDeps) {
     async start(): Promise<void> {
       await heartbeat().catch(() => undefined);
       timers = [
-        setInterval(guarded(() => heartbeat().then(reapDead)), heartbeatMs),
+        // Each on its own guard: a slow reap or sweep never delays this instance's heartbeat.
+        setInterval(guarded(heartbeat), heartbeatMs),
+        setInterval(guarded(reapDead), heartbeatMs),
         setInterval(guarded(settleGrace), tickMs),
       ];
       for (const t of timers) t.unref();

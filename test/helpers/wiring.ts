@@ -26,9 +26,16 @@ afterEach(async () => {
  * check is off unless asked for, so it cannot hide a bug in the other paths.
  */
 export async function wire(
-  opts: { bufferSize?: number; positionCheckMs?: number; retention?: number; env?: Record<string, string> } = {},
+  opts: {
+    bufferSize?: number;
+    positionCheckMs?: number;
+    retention?: number;
+    env?: Record<string, string>;
+    /** Give two wirings one prefix to make them two instances of one deployment. */
+    prefix?: string;
+  } = {},
 ): Promise<TestWiring> {
-  const prefix = uniquePrefix('svc');
+  const prefix = opts.prefix ?? uniquePrefix('svc');
   const config = loadConfig(
     testEnv({
       REDIS_KEY_PREFIX: prefix,
