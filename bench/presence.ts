@@ -12,7 +12,7 @@
  *   - the Redis key count and the memory presence keys take.
  *
  *   npm run build && npm run bench:presence [-- --connections 1000,5000] [--intervals 5]
- *     [--presence-timeout 3] [--settle 2] [--probes 200]
+ *     [--presence-timeout 4] [--settle 2] [--probes 200]
  *
  * Prints a comparison line "commands per heartbeat interval: 1000 conns = X, 5000 conns = Y" and a
  * one-line JSON summary; exits 1 when the commands per interval grow with the connections (or a
@@ -44,10 +44,10 @@ interface Options {
 }
 
 const USAGE = `usage: npx tsx bench/presence.ts [--connections N1,N2,...=1000,5000] [--intervals K=5]
-  [--presence-timeout S=3] [--settle S=2] [--probes P=200]
+  [--presence-timeout S=4] [--settle S=2] [--probes P=200]
   --connections       total idle connections at each step (ascending); the first and last are compared
   --intervals         heartbeat intervals measured at each step
-  --presence-timeout  PRESENCE_TIMEOUT_SECONDS of the server (heartbeat interval = timeout / 3)
+  --presence-timeout  PRESENCE_TIMEOUT_SECONDS of the server (heartbeat interval = timeout / 4)
   --settle            seconds to wait after the last connection_ack before measuring
   --probes            ZADD round trips timed from the bench's own Redis connection at each step`;
 
@@ -57,7 +57,7 @@ function fatalUsage(message: string): never {
 }
 
 function parseOptions(argv: string[]): Options {
-  const opts: Options = { connections: [1000, 5000], intervals: 5, presenceTimeout: 3, settle: 2, probes: 200 };
+  const opts: Options = { connections: [1000, 5000], intervals: 5, presenceTimeout: 4, settle: 2, probes: 200 };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i] as string;
     if (arg === '--help' || arg === '-h') {
@@ -772,7 +772,7 @@ async function main() {
   }
   const commit = gitCommit();
   const load = loadAverage();
-  const heartbeatMs = Math.max(200, Math.floor((opts.presenceTimeout * 1000) / 3)); // as presence.service.ts
+  const heartbeatMs = Math.max(100, Math.floor((opts.presenceTimeout * 1000) / 4)); // as presence.service.ts
   const maxConnections = opts.connections[opts.connections.length - 1] as number;
   log(`commit ${commit ?? 'unknown'}; steps ${opts.connections.join(', ')} connections; PRESENCE_TIMEOUT_SECONDS ${opts.presenceTimeout} (heartbeat every ${heartbeatMs} ms); ${opts.intervals} intervals measured per step; load average ${load}`);
   if (Number(load.split(' ')[0]) > 1) log(`warning: load average ${load}: other processes may compete for the CPU`);
