@@ -20,6 +20,8 @@ import { startRedisServer, type EmbeddedRedis } from './infra/embedded-redis.js'
 import { createLogger, type Logger } from './infra/logger.js';
 import { waitReady } from './infra/redis.js';
 import { useSharedExecution, type SharedExecutionStats } from './infra/shared-execution.js';
+import { EnvelopArmorPlugin } from '@escape.tech/graphql-armor';
+import { useRateLimits } from './ratelimit/use-rate-limits.js';
 import { messagesResolvers } from './messages/messages.resolvers.js';
 import { roomsResolvers } from './rooms/rooms.resolvers.js';
 import { wireServices, type Services } from './services.js';
@@ -158,7 +160,26 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
       error: (...a: unknown[]) => logger.error({ yoga: a }, 'yoga'),
     },
     plugins: [
+      EnvelopArmorPlugin({
+        maxDepth: { n: config.armor.maxDepth },
+        maxAliases: { n: config.armor.maxAliases },
+        maxDirectives: { n: config.armor.maxDirectives },
+        maxTokens: { n: config.armor.maxTokens },
+        costLimit: { maxCost: config.armor.maxCost },
+        // Field suggestions stay on outside production: they help while writing queries.
+        blockFieldSuggestion: { enabled: config.isProduction },
+      }) as Plugin,
       useAuth() as Plugin,
+      ...(config.rateLimits.off
+        ? []
+        : [
+            useRateLimits({
+              service: services.rateLimits,
+              overrides: config.rateLimits.limits,
+              trustProxy: config.trustProxy,
+              logger,
+            }),
+          ]),
       useErrorCodes(),
       useSharedExecution((ctx) => (ctx as AppContext).viewer?.id ?? '', executionStats),
     ],

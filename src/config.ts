@@ -1,6 +1,10 @@
 import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
+import { parseOverrides, type Limit } from './ratelimit/ratelimit.service.js';
+
+/** Every operation of one user, together, unless RATE_LIMITS says otherwise (`*=600/1m`). */
+const DEFAULT_BUDGET: Limit = { max: 600, windowMs: 60_000 };
 
 /** The development JWT secret; refused in production. */
 export const DEV_JWT_SECRET = 'switchboard-dev-secret-change-me';
@@ -36,6 +40,16 @@ const EnvSchema = z.object({
   PRESENCE_GRACE_MS: intFrom(5000, 0, 600_000),
   TYPING_TIMEOUT_SECONDS: z.coerce.number().min(0.1).max(600).default(6),
   PRESENCE_TICK_MS: intFrom(500, 50, 60_000),
+  RATE_LIMITS: z.string().optional(),
+  TRUST_PROXY: optionalBool,
+  WS_MAX_MESSAGES_PER_10S: intFrom(200, 1, 1_000_000),
+  WS_MAX_SUBSCRIPTIONS: intFrom(100, 1, 100_000),
+  WS_MAX_CONNECTIONS_PER_USER: intFrom(20, 1, 100_000),
+  MAX_DEPTH: intFrom(12, 1, 1000),
+  MAX_ALIASES: intFrom(30, 1, 10_000),
+  MAX_DIRECTIVES: intFrom(20, 1, 10_000),
+  MAX_TOKENS: intFrom(1000, 10, 1_000_000),
+  MAX_COST: intFrom(5000, 1, 10_000_000),
   MAX_BODY_BYTES: intFrom(1_048_576, 1024, 100 * 1_048_576),
   INSTANCE_ID: z.string().min(1).optional(),
   GRAPHIQL: optionalBool,
@@ -69,6 +83,15 @@ export interface Config {
   typingTimeoutSeconds: number;
   /** How often grace periods and typing expiries are settled. */
   presenceTickMs: number;
+  /** Limits off (RATE_LIMITS=off), or overrides by operation name with `*` the per-user budget. */
+  rateLimits: { off: boolean; limits: Map<string, Limit> };
+  trustProxy: boolean;
+  /** WebSocket: inbound messages per connection per 10 s, subscriptions per connection, connections per user. */
+  wsMaxMessagesPer10s: number;
+  wsMaxSubscriptions: number;
+  wsMaxConnectionsPerUser: number;
+  /** Query hardening (graphql-armor). */
+  armor: { maxDepth: number; maxAliases: number; maxDirectives: number; maxTokens: number; maxCost: number };
   maxBodyBytes: number;
   instanceId: string;
   graphiql: boolean;
@@ -104,6 +127,14 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       problems.push('JWT_SECRET: the development secret cannot be used in production');
     }
   }
+  let rateLimits: ReturnType<typeof parseOverrides> | undefined;
+  try {
+    rateLimits = parseOverrides(cleaned.RATE_LIMITS);
+    // The per-user budget over every operation, unless RATE_LIMITS sets its own.
+    if (!rateLimits.limits.has('*')) rateLimits.limits.set('*', DEFAULT_BUDGET);
+  } catch (err) {
+    problems.push(`RATE_LIMITS: ${(err as Error).message}`);
+  }
   if (!parsed.success || problems.length > 0) throw new ConfigError(problems);
   const e = parsed.data;
   const isProduction = e.NODE_ENV === 'production';
@@ -127,6 +158,18 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     presenceGraceMs: e.PRESENCE_GRACE_MS,
     typingTimeoutSeconds: e.TYPING_TIMEOUT_SECONDS,
     presenceTickMs: e.PRESENCE_TICK_MS,
+    rateLimits: rateLimits ?? { off: false, limits: new Map() },
+    trustProxy: e.TRUST_PROXY ?? false,
+    wsMaxMessagesPer10s: e.WS_MAX_MESSAGES_PER_10S,
+    wsMaxSubscriptions: e.WS_MAX_SUBSCRIPTIONS,
+    wsMaxConnectionsPerUser: e.WS_MAX_CONNECTIONS_PER_USER,
+    armor: {
+      maxDepth: e.MAX_DEPTH,
+      maxAliases: e.MAX_ALIASES,
+      maxDirectives: e.MAX_DIRECTIVES,
+      maxTokens: e.MAX_TOKENS,
+      maxCost: e.MAX_COST,
+    },
     maxBodyBytes: e.MAX_BODY_BYTES,
     instanceId: e.INSTANCE_ID ?? `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`,
     graphiql: e.GRAPHIQL ?? !isProduction,

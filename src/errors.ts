@@ -22,14 +22,14 @@ export class AppError extends GraphQLError {
   constructor(
     code: ErrorCode,
     message: string,
-    extra: { field?: string; retryAfter?: number; reason?: string; status?: number } = {},
+    extra: { field?: string; retryAfter?: number; reason?: string; status?: number; headers?: Record<string, string> } = {},
   ) {
-    const { status, ...rest } = extra;
+    const { status, headers, ...rest } = extra;
     super(message, {
       extensions: {
         code,
         ...rest,
-        ...(status !== undefined ? { http: { status } } : {}),
+        ...(status !== undefined || headers ? { http: { ...(status !== undefined ? { status } : {}), ...(headers ? { headers } : {}) } } : {}),
       },
     });
     this.code = code;

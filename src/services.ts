@@ -16,6 +16,7 @@ import type { Viewer } from './users/users.models.js';
 import { createUsersService } from './users/users.service.js';
 import { createPresenceService } from './presence/presence.service.js';
 import { createTypingService } from './typing/typing.service.js';
+import { createRateLimitService } from './ratelimit/ratelimit.service.js';
 
 /** How long an open subscription waits for Redis to come back before it ends with UNAVAILABLE. */
 const STORAGE_OUTAGE_MS = 30_000;
@@ -97,7 +98,8 @@ export function createServices(deps: ServiceDeps) {
     change.joined ? undefined : typing.stopInPipeline(pipeline, change.roomId, change.userId),
   );
   events.setStreamHooks({ opened: presence.enterRoom, closed: presence.leaveRoom });
-  return { hooks, pubsub, users, rooms, messages, events, presence, typing };
+  const rateLimits = createRateLimitService({ redis, scripts, clock });
+  return { hooks, pubsub, users, rooms, messages, events, presence, typing, rateLimits };
 }
 
 /** Redis connections, scripts, pub/sub and services: what an instance (or a service test) runs on. */
@@ -115,6 +117,7 @@ export const LUA_DIRS = [
   new URL('./typing/lua/', import.meta.url),
   new URL('./rooms/lua/', import.meta.url),
   new URL('./messages/lua/', import.meta.url),
+  new URL('./ratelimit/lua/', import.meta.url),
 ];
 
 /** Opens the two Redis connections and builds scripts, pub/sub and services on them. */

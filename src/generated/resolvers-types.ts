@@ -692,6 +692,14 @@ export type PerViewerDirectiveArgs = { };
 
 export type PerViewerDirectiveResolver<Result, Parent, ContextType = AppContext, Args = PerViewerDirectiveArgs> = DirectiveResolverFn<Result, Parent, ContextType, Args>;
 
+export type RateLimitDirectiveArgs = {
+  max: Scalars['Int']['input'];
+  scope?: Maybe<Scalars['String']['input']>;
+  window: Scalars['String']['input'];
+};
+
+export type RateLimitDirectiveResolver<Result, Parent, ContextType = AppContext, Args = RateLimitDirectiveArgs> = DirectiveResolverFn<Result, Parent, ContextType, Args>;
+
 export interface DateTimeScalarConfig extends GraphQLScalarTypeConfig<ResolversTypes['DateTime'], any> {
   name: 'DateTime';
 }
@@ -879,4 +887,5 @@ export type Resolvers<ContextType = AppContext> = ResolversObject<{
 
 export type DirectiveResolvers<ContextType = AppContext> = ResolversObject<{
   perViewer?: PerViewerDirectiveResolver<any, any, ContextType>;
+  rateLimit?: RateLimitDirectiveResolver<any, any, ContextType>;
 }>;

@@ -125,6 +125,8 @@ export function spawnServer(env: Record<string, string | undefined>): Child {
     HOST: '127.0.0.1',
     PORT: '0',
     LOG_LEVEL: 'info',
+    // Limits have tests of their own; elsewhere they would only trip bursts of test traffic.
+    RATE_LIMITS: 'off',
     ...env,
   });
 }

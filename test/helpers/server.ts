@@ -35,6 +35,9 @@ export function testEnv(overrides: Record<string, string | undefined> = {}): Rec
     JWT_SECRET: TEST_JWT_SECRET,
     LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'silent',
     REDIS_COMMAND_TIMEOUT_MS: '1000',
+    // Limits have tests of their own (ratelimit tests set RATE_LIMITS); elsewhere they would only
+    // trip bursts of test traffic.
+    RATE_LIMITS: 'off',
     ...overrides,
   };
 }

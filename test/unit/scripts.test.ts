@@ -60,6 +60,7 @@ describe('loadScripts', () => {
         'expireTyping',
         'joinRoom',
         'leaveRoom',
+        'rateLimit',
         'readMessages',
         'reapInstance',
         'registerConnection',
