@@ -22,6 +22,7 @@ import { waitReady } from './infra/redis.js';
 import { useSharedExecution, type SharedExecutionStats } from './infra/shared-execution.js';
 import { EnvelopArmorPlugin } from '@escape.tech/graphql-armor';
 import { useRateLimits } from './ratelimit/use-rate-limits.js';
+import { CloseCode, useWsMessageLimits } from './infra/ws-limits.js';
 import { messagesResolvers } from './messages/messages.resolvers.js';
 import { roomsResolvers } from './rooms/rooms.resolvers.js';
 import { wireServices, type Services } from './services.js';
@@ -96,6 +97,9 @@ export function withCode(error: GraphQLError): GraphQLError {
     extensions: { ...error.extensions, code: 'BAD_USER_INPUT' },
   });
 }
+
+/** A WebSocket operation refused by a connection limit. */
+const rateLimitedWs = (message: string) => new AppError('RATE_LIMITED', message, { retryAfter: 10 });
 
 /** Maps Redis outages to `UNAVAILABLE` and masks everything else yoga would mask. */
 export function maskError(error: unknown, message: string, isDev?: boolean): Error {
@@ -246,6 +250,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
 
   const httpServer: Server = createServer(handle);
   const wss = new WebSocketServer({ server: httpServer, path: '/graphql', maxPayload: config.maxBodyBytes });
+  const wsMessages = useWsMessageLimits(wss, { maxMessagesPer10s: config.wsMaxMessagesPer10s });
   type WsExtra = { viewer?: Viewer; connection?: Promise<string | null> };
   const wsServer = useServer<Record<string, unknown> | undefined, WsExtra>(
     {
@@ -263,10 +268,24 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
         services.users.touch(ctx.extra.viewer).catch(() => undefined);
         // The socket is a presence connection until it closes.
         ctx.extra.connection = services.presence.connect(ctx.extra.viewer).catch(() => null);
-        await ctx.extra.connection;
+        const connectionId = await ctx.extra.connection;
+        if (connectionId) {
+          const [presence] = await services.presence.getMany([ctx.extra.viewer.id]).catch(() => []);
+          if (presence && presence.connections > config.wsMaxConnectionsPerUser) {
+            ctx.extra.socket.close(CloseCode.TooManyRequests, 'Too many connections for this user');
+            return false;
+          }
+        }
         return true;
       },
       onSubscribe: async (ctx, _id, payload: SubscribePayload) => {
+        if (wsMessages.isOver(ctx.extra.socket)) {
+          return [rateLimitedWs('Too many messages on this connection: slow down or it will be closed (4429)')];
+        }
+        // graphql-ws has already entered this one in ctx.subscriptions.
+        if (Object.keys(ctx.subscriptions).length > config.wsMaxSubscriptions) {
+          return [rateLimitedWs(`At most ${config.wsMaxSubscriptions} subscriptions per connection`)];
+        }
         const { schema, execute, subscribe, contextFactory: envelopedContext, parse, validate } = yoga.getEnveloped({
           ...ctx,
           req: ctx.extra.request,
