@@ -204,7 +204,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     if (!viewer || res.writableEnded) return;
     const connection = services.presence.connect(viewer).catch(() => null);
     res.once('close', () => {
-      void connection.then((id) => (id ? services.presence.disconnect(id) : undefined)).catch(() => undefined);
+      void connection.then((c) => (c ? services.presence.disconnect(c.id) : undefined)).catch(() => undefined);
     });
   }
 
@@ -267,14 +267,12 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
         // Not awaited, as over HTTP; an outage must not refuse an authenticated socket.
         services.users.touch(ctx.extra.viewer).catch(() => undefined);
         // The socket is a presence connection until it closes.
-        ctx.extra.connection = services.presence.connect(ctx.extra.viewer).catch(() => null);
-        const connectionId = await ctx.extra.connection;
-        if (connectionId) {
-          const [presence] = await services.presence.getMany([ctx.extra.viewer.id]).catch(() => []);
-          if (presence && presence.connections > config.wsMaxConnectionsPerUser) {
-            ctx.extra.socket.close(CloseCode.TooManyRequests, 'Too many connections for this user');
-            return false;
-          }
+        const registered = services.presence.connect(ctx.extra.viewer).catch(() => null);
+        ctx.extra.connection = registered.then((r) => r?.id ?? null);
+        const connections = (await registered)?.connections ?? 0;
+        if (connections > config.wsMaxConnectionsPerUser) {
+          ctx.extra.socket.close(CloseCode.TooManyRequests, 'Too many connections for this user');
+          return false;
         }
         return true;
       },

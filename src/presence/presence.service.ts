@@ -234,16 +234,16 @@ export function createPresenceService(deps: PresenceServiceDeps) {
       await redis.zrem(keys.instances(), instanceId).catch(() => undefined);
     },
 
-    /** Registers a WebSocket or SSE connection; resolves with its id. */
-    async connect(viewer: Viewer): Promise<string> {
+    /** Registers a WebSocket or SSE connection; resolves with its id and the user's connection count (all instances). */
+    async connect(viewer: Viewer): Promise<{ id: string; connections: number }> {
       const connectionId = `${connectionPrefix}${++nextId}`;
       local.set(connectionId, viewer.id);
-      const [transition] = (await connectScript(
+      const [transition, , connections] = (await connectScript(
         [keys.connections(viewer.id), keys.presence(viewer.id), keys.instanceConnections(instanceId), keys.grace()],
         [connectionId, viewer.id],
       )) as [number, number, number];
       if (transition === 1) await announce(viewer.id);
-      return connectionId;
+      return { id: connectionId, connections };
     },
 
     /** Removes a connection; the user's last one starts the grace period. */
