@@ -3,7 +3,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { renderGraphiQL } from '@graphql-yoga/render-graphiql';
-import { GraphQLError, type ExecutionArgs } from 'graphql';
+import { GraphQLError, type ExecutionArgs, type ValidationContext } from 'graphql';
 import type { SubscribePayload } from 'graphql-ws';
 import { useServer } from 'graphql-ws/use/ws';
 import { createSchema, createYoga, maskError as yogaMaskError, type Plugin } from 'graphql-yoga';
@@ -98,6 +98,12 @@ export function withCode(error: GraphQLError): GraphQLError {
   });
 }
 
+/** graphql-armor options that report a refusal as a validation error instead of throwing it. */
+const REPORT = {
+  propagateOnRejection: false,
+  onReject: [(ctx: ValidationContext | null, err: GraphQLError) => ctx?.reportError(err)],
+};
+
 /** A WebSocket operation refused by a connection limit. */
 const rateLimitedWs = (message: string) => new AppError('RATE_LIMITED', message, { retryAfter: 10 });
 
@@ -165,11 +171,13 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     },
     plugins: [
       EnvelopArmorPlugin({
-        maxDepth: { n: config.armor.maxDepth },
-        maxAliases: { n: config.armor.maxAliases },
-        maxDirectives: { n: config.armor.maxDirectives },
+        // Reported as validation errors (HTTP 400, an error message over WebSocket), not thrown
+        // out of validation (HTTP 200, or a socket closed with 4500).
+        maxDepth: { n: config.armor.maxDepth, ...REPORT },
+        maxAliases: { n: config.armor.maxAliases, ...REPORT },
+        maxDirectives: { n: config.armor.maxDirectives, ...REPORT },
         maxTokens: { n: config.armor.maxTokens },
-        costLimit: { maxCost: config.armor.maxCost },
+        costLimit: { maxCost: config.armor.maxCost, ...REPORT },
         // Field suggestions stay on outside production: they help while writing queries.
         blockFieldSuggestion: { enabled: config.isProduction },
       }) as Plugin,
@@ -228,6 +236,10 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     };
     const length = Number(req.headers['content-length'] ?? 0);
     if (length > config.maxBodyBytes) return refuse(413, `Request body over ${config.maxBodyBytes} bytes`);
+    // A streamed body (no Content-Length) could not be capped before it is read: ask for a length.
+    if (req.method === 'POST' && req.headers['content-length'] === undefined) {
+      return refuse(411, 'POST bodies need a Content-Length');
+    }
     if (req.method === 'GET' && req.url?.includes('?')) {
       // yoga answers 500 to malformed JSON in GET parameters (LIBRARIES.md): answer 400 first.
       const params = new URLSearchParams(req.url.slice(req.url.indexOf('?') + 1));
@@ -298,7 +310,12 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
           // Answer this operation with the error instead of letting graphql-ws close the socket (4500).
           return [withCode(err instanceof GraphQLError ? err : new GraphQLError(String(err)))];
         }
-        const errors = validate(schema, document);
+        let errors: readonly GraphQLError[];
+        try {
+          errors = validate(schema, document);
+        } catch (err) {
+          errors = [err instanceof GraphQLError ? err : new GraphQLError(String(err))];
+        }
         if (errors.length > 0) return errors.map(withCode);
         const args: ExecutionArgs = {
           schema,

@@ -46,9 +46,11 @@ export function collectLimits(schema: GraphQLSchema, overrides: Map<string, Limi
         if (!windowMs) throw new Error(`@rateLimit on ${root.name}.${field.name}: bad window "${window.value}"`);
         limit = { max: Number(max.value), windowMs };
       }
-      limit = overrides.get(field.name) ?? limit;
-      const scope = arg('scope');
-      if (limit) out.set(`${root.name}.${field.name}`, { scope: scope?.kind === Kind.STRING ? scope.value : field.name, limit });
+      const scopeArg = arg('scope');
+      const scope = scopeArg?.kind === Kind.STRING ? scopeArg.value : field.name;
+      // An override may name the operation or its shared scope (`roomSubscriptions=2/1m`).
+      limit = overrides.get(field.name) ?? overrides.get(scope) ?? limit;
+      if (limit) out.set(`${root.name}.${field.name}`, { scope, limit });
     }
   }
   return out;

@@ -764,6 +764,9 @@ describe('when an instance is SIGKILLed', () => {
     for (const u of users) await openTab(k1, u);
     const k1Id = k1.app.services.presence.instanceId;
     const monitor = await plain.monitor();
+    // ioredis' MONITOR parser can trip on a burst ("Command queue state error"): that is about the
+    // observer, not the server, so it must not surface as an unhandled error.
+    monitor.on('error', () => undefined);
     const seen: string[][] = [];
     monitor.on('monitor', (_time: string, args: string[]) => {
       if (args.some((x) => x.startsWith(k.prefix))) seen.push(args);
@@ -774,8 +777,8 @@ describe('when an instance is SIGKILLed', () => {
       const from = Date.now();
       await waitFor(() => beatsOf(k1Id).length >= 3, 10_000, `three heartbeats of ${k1Id}`);
       const elapsed = Date.now() - from;
-      // Heartbeats come every timeout / 3: three of them take at least two intervals.
-      expect(elapsed).toBeGreaterThanOrEqual(2 * Math.floor((TIMEOUT_SECONDS * 1000) / 3) - 100);
+      // Heartbeats come every timeout / 4: three of them take at least two intervals.
+      expect(elapsed).toBeGreaterThanOrEqual(2 * Math.floor((TIMEOUT_SECONDS * 1000) / 4) - 100);
       // Nothing per connection: no command of the window names a connected user or their keys.
       expect(seen.filter((c) => users.some((u) => c.some((x) => x.includes(u))))).toEqual([]);
       // Only the instance-wide periodic work: the heartbeat and the sweeps' range reads.
