@@ -189,7 +189,6 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
               service: services.rateLimits,
               overrides: config.rateLimits.limits,
               trustProxy: config.trustProxy,
-              logger,
             }),
           ]),
       useErrorCodes(),

@@ -9,7 +9,6 @@ import {
 } from 'graphql';
 import type { Plugin } from 'graphql-yoga';
 import { AppError, isRedisUnavailableError, unavailable } from '../errors.js';
-import type { Logger } from '../infra/logger.js';
 import { parseWindow, type Limit, type LimitCheck, type LimitResult, type RateLimitService } from './ratelimit.service.js';
 
 /** The SDL directive that sets a field's default limit. */
@@ -22,7 +21,6 @@ export interface RateLimitOptions {
   overrides: Map<string, Limit>;
   /** Honour X-Forwarded-For for anonymous identities. */
   trustProxy: boolean;
-  logger: Logger;
 }
 
 interface LimitedField {
@@ -84,12 +82,12 @@ export function countRootFields(document: DocumentNode, operationName?: string |
 function identityOf(ctx: Record<string, unknown>, trustProxy: boolean): string {
   const viewer = ctx.viewer as { id: string } | null | undefined;
   if (viewer) return `u:${viewer.id}`;
-  const request = ctx.request as Request | undefined;
-  const req = (ctx.req as IncomingMessage | undefined) ?? (ctx as { req?: IncomingMessage }).req;
-  const forwarded = request?.headers.get('x-forwarded-for') ?? (req?.headers['x-forwarded-for'] as string | undefined);
-  if (trustProxy && forwarded) return `ip:${forwarded.split(',')[0]?.trim()}`;
-  const socketIp = (ctx.socketIp as string | undefined) ?? req?.socket?.remoteAddress;
-  return `ip:${socketIp ?? 'unknown'}`;
+  // Yoga's server context over HTTP, and our WebSocket context, both carry the node request as `req`.
+  const req = ctx.req as IncomingMessage | undefined;
+  const forwarded = req?.headers['x-forwarded-for'];
+  const first = (Array.isArray(forwarded) ? forwarded[0] : forwarded)?.split(',')[0]?.trim();
+  if (trustProxy && first) return `ip:${first}`;
+  return `ip:${req?.socket?.remoteAddress ?? 'unknown'}`;
 }
 
 /** `RATE_LIMITED` for the check that has to wait longest; over HTTP the request answers 429. */
