@@ -34,6 +34,7 @@ const config: CodegenConfig = {
           Presence: '../presence/presence.models.js#PresenceModel',
           PresenceChanged: '../presence/presence.models.js#PresenceChangedModel',
           TypingChanged: '../typing/typing.models.js#TypingChangedModel',
+          ReadReceipt: '../receipts/receipts.models.js#ReadReceiptModel',
         },
       },
     },

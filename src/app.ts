@@ -31,6 +31,7 @@ export { LUA_DIRS } from './services.js';
 import { usersResolvers } from './users/users.resolvers.js';
 import { presenceResolvers } from './presence/presence.resolvers.js';
 import { typingResolvers } from './typing/typing.resolvers.js';
+import { receiptsResolvers } from './receipts/receipts.resolvers.js';
 import type { Viewer } from './users/users.models.js';
 
 /** A running (or startable) Switchboard instance. */
@@ -74,6 +75,7 @@ export function allResolvers(): Resolvers[] {
     eventsResolvers,
     presenceResolvers,
     typingResolvers,
+    receiptsResolvers,
   ];
 }
 
@@ -375,6 +377,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
         services.events.closeAll();
         await wsServer.dispose(); // closes every socket with 1001 Going Away
         services.typing.stop();
+        services.receipts.stop();
         // This instance's connections go at once (their users get the grace period elsewhere).
         await services.presence.stop().catch((err: Error) => logger.warn({ err: err.message }, 'presence cleanup failed'));
         const timer = setTimeout(() => httpServer.closeAllConnections(), config.shutdownTimeoutMs);

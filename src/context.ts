@@ -1,6 +1,8 @@
 import DataLoader from 'dataloader';
 import type { YogaInitialContext } from 'graphql-yoga';
 import type { PresenceModel } from './presence/presence.models.js';
+import type { MessageModel } from './messages/messages.models.js';
+import type { UnreadState } from './receipts/receipts.service.js';
 import type { Authenticator, AuthContext } from './infra/auth.js';
 import { unauthenticated } from './errors.js';
 import { createMessageLoader } from './messages/messages.loaders.js';
@@ -21,6 +23,8 @@ export class Loaders {
   #message?: ReturnType<typeof createMessageLoader>;
   #presence?: DataLoader<string, PresenceModel>;
   #onlineCount?: DataLoader<string, number>;
+  #unread = new Map<string, DataLoader<string, UnreadState>>();
+  #readCount?: DataLoader<MessageModel, number, string>;
   constructor(private readonly services: Services) {}
   get user() {
     return (this.#user ??= createUserLoader(this.services.users));
@@ -39,6 +43,20 @@ export class Loaders {
   }
   get presence() {
     return (this.#presence ??= new DataLoader<string, PresenceModel>((ids) => this.services.presence.getMany(ids)));
+  }
+  /** Unread state of `viewerId` by room id. */
+  unread(viewerId: string) {
+    let loader = this.#unread.get(viewerId);
+    if (!loader) {
+      loader = new DataLoader<string, UnreadState>((ids) => this.services.receipts.unread(viewerId, ids));
+      this.#unread.set(viewerId, loader);
+    }
+    return loader;
+  }
+  get readCount() {
+    return (this.#readCount ??= new DataLoader<MessageModel, number, string>((ms) => this.services.receipts.readCounts(ms), {
+      cacheKeyFn: (m) => `${m.roomId}\n${m.seq}`,
+    }));
   }
   get onlineCount() {
     return (this.#onlineCount ??= new DataLoader<string, number>((ids) => this.services.presence.onlineCounts(ids)));

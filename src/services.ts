@@ -17,6 +17,7 @@ import { createUsersService } from './users/users.service.js';
 import { createPresenceService } from './presence/presence.service.js';
 import { createTypingService } from './typing/typing.service.js';
 import { createRateLimitService } from './ratelimit/ratelimit.service.js';
+import { createReceiptsService } from './receipts/receipts.service.js';
 
 /** How long an open subscription waits for Redis to come back before it ends with UNAVAILABLE. */
 const STORAGE_OUTAGE_MS = 30_000;
@@ -40,6 +41,7 @@ export function createServices(deps: ServiceDeps) {
   const hooks = {
     messageStored: createHooks<{ message: MessageModel; viewer: Viewer }>(),
     membershipChanged: createHooks<MembershipChange>(),
+    messageDeleted: createHooks<{ message: MessageModel }>(),
   };
   const users = createUsersService({ redis, scripts, clock });
   const rooms = createRoomsService({
@@ -57,6 +59,7 @@ export function createServices(deps: ServiceDeps) {
     rooms,
     clock,
     messageHooks: hooks.messageStored,
+    deleteHooks: hooks.messageDeleted,
     retentionMessages: config.historyRetentionMessages,
   });
   const events = createEventsService({
@@ -99,7 +102,13 @@ export function createServices(deps: ServiceDeps) {
   );
   events.setStreamHooks({ opened: presence.enterRoom, closed: presence.leaveRoom });
   const rateLimits = createRateLimitService({ redis, scripts, clock });
-  return { hooks, pubsub, users, rooms, messages, events, presence, typing, rateLimits };
+  const receipts = createReceiptsService({ redis, scripts, pubsub, rooms, coalesceMs: 500 });
+  hooks.messageStored.add((pipeline, { message }) => receipts.sentInPipeline(pipeline, message));
+  hooks.messageDeleted.add((pipeline, { message }) => receipts.deletedInPipeline(pipeline, message));
+  hooks.membershipChanged.add((pipeline, change) =>
+    change.joined ? undefined : receipts.leftInPipeline(pipeline, change.roomId, change.userId),
+  );
+  return { hooks, pubsub, users, rooms, messages, events, presence, typing, rateLimits, receipts };
 }
 
 /** Redis connections, scripts, pub/sub and services: what an instance (or a service test) runs on. */
@@ -118,6 +127,7 @@ export const LUA_DIRS = [
   new URL('./rooms/lua/', import.meta.url),
   new URL('./messages/lua/', import.meta.url),
   new URL('./ratelimit/lua/', import.meta.url),
+  new URL('./receipts/lua/', import.meta.url),
 ];
 
 /** Opens the two Redis connections and builds scripts, pub/sub and services on them. */

@@ -3,9 +3,15 @@ import type { MessageEventModel } from './messages/messages.models.js';
 import type { PresenceChangedModel, PresenceEventModel } from './presence/presence.models.js';
 import type { MemberEventModel } from './rooms/rooms.models.js';
 import type { TypingChangedModel } from './typing/typing.models.js';
+import type { ReadReceiptModel } from './receipts/receipts.models.js';
 
 /** Everything published on a room's channel. Features add their event models here. */
-export type RoomEventPayload = MessageEventModel | MemberEventModel | PresenceChangedModel | TypingChangedModel;
+export type RoomEventPayload =
+  | MessageEventModel
+  | MemberEventModel
+  | PresenceChangedModel
+  | TypingChangedModel
+  | ReadReceiptModel;
 
 /** The typed topic map: topic → payload; channels are `<prefix><topic>:<id>`. */
 export type Topics = {

@@ -210,10 +210,12 @@ export function createEventsService(deps: EventsServiceDeps) {
       // Only streams that emit messages follow the room's seq (replay, gap fill); typing and
       // presence streams carry ephemeral state and skip that machinery.
       const tracksMessages = opts.kind === 'messages' || opts.kind === 'all';
-      const wanted = (ev: RoomEventPayload) =>
-        opts.kind === 'all' ||
-        ev.type === KIND_EVENTS[opts.kind] ||
-        (ev.type === 'MemberLeft' && ev.userId === viewer.id);
+      const wanted = (ev: RoomEventPayload) => {
+        if (ev.type === 'MemberLeft' && ev.userId === viewer.id) return true;
+        // A private receipt is for the reader's own devices only.
+        if (opts.kind === 'all') return ev.type !== 'ReadReceipt' || !ev.private || ev.userId === viewer.id;
+        return ev.type === KIND_EVENTS[opts.kind];
+      };
       const listener = pubsub.listen('room', roomId, (ev) => {
         if (!wanted(ev) || queue.push(ev)) return;
         // Full. Messages can be read again from storage, so drop them and remember the gap; other

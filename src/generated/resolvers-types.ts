@@ -6,6 +6,7 @@ import type { RoomModel, MemberEventModel } from '../rooms/rooms.models.js';
 import type { MessageModel, MessageEventModel } from '../messages/messages.models.js';
 import type { PresenceModel, PresenceChangedModel } from '../presence/presence.models.js';
 import type { TypingChangedModel } from '../typing/typing.models.js';
+import type { ReadReceiptModel } from '../receipts/receipts.models.js';
 import type { AppContext } from '../context.js';
 export type Maybe<T> = T | null;
 export type InputMaybe<T> = Maybe<T>;
@@ -67,6 +68,10 @@ export type Message = {
   editedAt?: Maybe<Scalars['DateTime']['output']>;
   /** Opaque, globally unique; also a cursor for `messages` and `messageAdded(after:)`. */
   id: Scalars['ID']['output'];
+  /** Members other than the sender who have publicly read this message (at most `first`, ≤ 100). */
+  readBy: Array<User>;
+  /** How many members other than the sender have publicly read this message. */
+  readCount: Scalars['Int']['output'];
   /** The room the message belongs to. */
   roomId: Scalars['ID']['output'];
   /** Who sent it. */
@@ -75,6 +80,12 @@ export type Message = {
   seq: Scalars['Int']['output'];
   /** The text (1..4000 characters); empty once deleted. */
   text: Scalars['String']['output'];
+};
+
+
+/** A message in a room. */
+export type MessageReadByArgs = {
+  first?: InputMaybe<Scalars['Int']['input']>;
 };
 
 /** A message was sent. */
@@ -134,6 +145,11 @@ export type Mutation = {
    * If the owner leaves, the remaining member with the smallest id becomes owner.
    */
   leaveRoom: Scalars['Boolean']['output'];
+  /**
+   * Moves the viewer's read watermark forward to `messageId` (never back). A private receipt moves
+   * only the viewer's own unread state: never shown to others nor counted in `readCount`. Members only.
+   */
+  markRead: Room;
   /** Removes a member (owner only). Their live subscriptions to the room end within a second. */
   removeMember: Room;
   /** Sends a message (members only). */
@@ -185,6 +201,14 @@ export type MutationJoinRoomArgs = {
 
 /** Mutations: changes to rooms, members and messages. */
 export type MutationLeaveRoomArgs = {
+  roomId: Scalars['ID']['input'];
+};
+
+
+/** Mutations: changes to rooms, members and messages. */
+export type MutationMarkReadArgs = {
+  messageId: Scalars['ID']['input'];
+  private?: InputMaybe<Scalars['Boolean']['input']>;
   roomId: Scalars['ID']['input'];
 };
 
@@ -339,6 +363,21 @@ export type QueryUserArgs = {
   id: Scalars['ID']['input'];
 };
 
+/**
+ * A member publicly marked the room read up to a message (coalesced: at most a couple per second per
+ * member). The reader's own subscriptions also get their private receipts, so their other devices
+ * follow; others never see those.
+ */
+export type ReadReceipt = {
+  __typename?: 'ReadReceipt';
+  /** The message read up to. */
+  messageId: Scalars['ID']['output'];
+  /** The room. */
+  roomId: Scalars['ID']['output'];
+  /** The reader. */
+  user: User;
+};
+
 /** A chat room: a set of members and a message history. */
 export type Room = {
   __typename?: 'Room';
@@ -350,6 +389,8 @@ export type Room = {
   lastActivityAt: Scalars['DateTime']['output'];
   /** The latest message, or null if none yet. */
   lastMessage?: Maybe<Message>;
+  /** The message the viewer has read up to (public or private receipt), or null. */
+  lastReadMessageId?: Maybe<Scalars['ID']['output']>;
   /** How many members the room has. */
   memberCount: Scalars['Int']['output'];
   /** The members, ordered by id. `first` is 1..100 (default 20). */
@@ -369,6 +410,11 @@ export type Room = {
   owner: User;
   /** Who is typing now (members only). */
   typing: Array<User>;
+  /**
+   * Messages after the viewer's read watermark that are neither deleted nor the viewer's own
+   * (0 for a non-member).
+   */
+  unreadCount: Scalars['Int']['output'];
   /** Whether the viewer is a member. */
   viewerIsMember: Scalars['Boolean']['output'];
   /** PUBLIC rooms are listed in `publicRooms` and anyone may join; PRIVATE rooms are invitation only. */
@@ -413,7 +459,7 @@ export type RoomEdge = {
  * Everything that happens in a room, in one stream (`roomEvents`). More event types join this union
  * as features land; clients should ignore `__typename`s they do not know.
  */
-export type RoomEvent = MemberJoined | MemberLeft | MessageAdded | MessageDeleted | MessageEdited | PresenceChanged | TypingChanged;
+export type RoomEvent = MemberJoined | MemberLeft | MessageAdded | MessageDeleted | MessageEdited | PresenceChanged | ReadReceipt | TypingChanged;
 
 /** Who can see and join a room. */
 export type RoomVisibility =
@@ -615,6 +661,7 @@ export type ResolversUnionTypes<_RefType extends Record<string, unknown>> = Reso
     | ( MessageEventModel )
     | ( MessageEventModel )
     | ( PresenceChangedModel )
+    | ( ReadReceiptModel )
     | ( TypingChangedModel )
   ;
 }>;
@@ -641,6 +688,7 @@ export type ResolversTypes = ResolversObject<{
   PresenceChanged: ResolverTypeWrapper<PresenceChangedModel>;
   PresenceStatus: PresenceStatus;
   Query: ResolverTypeWrapper<Record<PropertyKey, never>>;
+  ReadReceipt: ResolverTypeWrapper<ReadReceiptModel>;
   Room: ResolverTypeWrapper<RoomModel>;
   RoomConnection: ResolverTypeWrapper<Omit<RoomConnection, 'edges'> & { edges: Array<ResolversTypes['RoomEdge']> }>;
   RoomEdge: ResolverTypeWrapper<Omit<RoomEdge, 'node'> & { node: ResolversTypes['Room'] }>;
@@ -675,6 +723,7 @@ export type ResolversParentTypes = ResolversObject<{
   Presence: PresenceModel;
   PresenceChanged: PresenceChangedModel;
   Query: Record<PropertyKey, never>;
+  ReadReceipt: ReadReceiptModel;
   Room: RoomModel;
   RoomConnection: Omit<RoomConnection, 'edges'> & { edges: Array<ResolversParentTypes['RoomEdge']> };
   RoomEdge: Omit<RoomEdge, 'node'> & { node: ResolversParentTypes['Room'] };
@@ -724,6 +773,8 @@ export type MessageResolvers<ContextType = AppContext, ParentType extends Resolv
   deleted?: Resolver<ResolversTypes['Boolean'], ParentType, ContextType>;
   editedAt?: Resolver<Maybe<ResolversTypes['DateTime']>, ParentType, ContextType>;
   id?: Resolver<ResolversTypes['ID'], ParentType, ContextType>;
+  readBy?: Resolver<Array<ResolversTypes['User']>, ParentType, ContextType, RequireFields<MessageReadByArgs, 'first'>>;
+  readCount?: Resolver<ResolversTypes['Int'], ParentType, ContextType>;
   roomId?: Resolver<ResolversTypes['ID'], ParentType, ContextType>;
   sender?: Resolver<ResolversTypes['User'], ParentType, ContextType>;
   seq?: Resolver<ResolversTypes['Int'], ParentType, ContextType>;
@@ -762,6 +813,7 @@ export type MutationResolvers<ContextType = AppContext, ParentType extends Resol
   editMessage?: Resolver<ResolversTypes['Message'], ParentType, ContextType, RequireFields<MutationEditMessageArgs, 'messageId' | 'text'>>;
   joinRoom?: Resolver<ResolversTypes['Room'], ParentType, ContextType, RequireFields<MutationJoinRoomArgs, 'roomId'>>;
   leaveRoom?: Resolver<ResolversTypes['Boolean'], ParentType, ContextType, RequireFields<MutationLeaveRoomArgs, 'roomId'>>;
+  markRead?: Resolver<ResolversTypes['Room'], ParentType, ContextType, RequireFields<MutationMarkReadArgs, 'messageId' | 'private' | 'roomId'>>;
   removeMember?: Resolver<ResolversTypes['Room'], ParentType, ContextType, RequireFields<MutationRemoveMemberArgs, 'roomId' | 'userId'>>;
   sendMessage?: Resolver<ResolversTypes['Message'], ParentType, ContextType, RequireFields<MutationSendMessageArgs, 'input'>>;
   setPresence?: Resolver<ResolversTypes['Presence'], ParentType, ContextType, RequireFields<MutationSetPresenceArgs, 'status'>>;
@@ -798,11 +850,19 @@ export type QueryResolvers<ContextType = AppContext, ParentType extends Resolver
   user?: Resolver<Maybe<ResolversTypes['User']>, ParentType, ContextType, RequireFields<QueryUserArgs, 'id'>>;
 }>;
 
+export type ReadReceiptResolvers<ContextType = AppContext, ParentType extends ResolversParentTypes['ReadReceipt'] = ResolversParentTypes['ReadReceipt']> = ResolversObject<{
+  messageId?: Resolver<ResolversTypes['ID'], ParentType, ContextType>;
+  roomId?: Resolver<ResolversTypes['ID'], ParentType, ContextType>;
+  user?: Resolver<ResolversTypes['User'], ParentType, ContextType>;
+  __isTypeOf?: IsTypeOfResolverFn<ParentType, ContextType>;
+}>;
+
 export type RoomResolvers<ContextType = AppContext, ParentType extends ResolversParentTypes['Room'] = ResolversParentTypes['Room']> = ResolversObject<{
   createdAt?: Resolver<ResolversTypes['DateTime'], ParentType, ContextType>;
   id?: Resolver<ResolversTypes['ID'], ParentType, ContextType>;
   lastActivityAt?: Resolver<ResolversTypes['DateTime'], ParentType, ContextType>;
   lastMessage?: Resolver<Maybe<ResolversTypes['Message']>, ParentType, ContextType>;
+  lastReadMessageId?: Resolver<Maybe<ResolversTypes['ID']>, ParentType, ContextType>;
   memberCount?: Resolver<ResolversTypes['Int'], ParentType, ContextType>;
   members?: Resolver<ResolversTypes['UserConnection'], ParentType, ContextType, RequireFields<RoomMembersArgs, 'first'>>;
   messages?: Resolver<ResolversTypes['MessageConnection'], ParentType, ContextType, Partial<RoomMessagesArgs>>;
@@ -811,6 +871,7 @@ export type RoomResolvers<ContextType = AppContext, ParentType extends Resolvers
   onlineMembers?: Resolver<Array<ResolversTypes['User']>, ParentType, ContextType>;
   owner?: Resolver<ResolversTypes['User'], ParentType, ContextType>;
   typing?: Resolver<Array<ResolversTypes['User']>, ParentType, ContextType>;
+  unreadCount?: Resolver<ResolversTypes['Int'], ParentType, ContextType>;
   viewerIsMember?: Resolver<ResolversTypes['Boolean'], ParentType, ContextType>;
   visibility?: Resolver<ResolversTypes['RoomVisibility'], ParentType, ContextType>;
 }>;
@@ -826,7 +887,7 @@ export type RoomEdgeResolvers<ContextType = AppContext, ParentType extends Resol
 }>;
 
 export type RoomEventResolvers<ContextType = AppContext, ParentType extends ResolversParentTypes['RoomEvent'] = ResolversParentTypes['RoomEvent']> = ResolversObject<{
-  __resolveType: TypeResolveFn<'MemberJoined' | 'MemberLeft' | 'MessageAdded' | 'MessageDeleted' | 'MessageEdited' | 'PresenceChanged' | 'TypingChanged', ParentType, ContextType>;
+  __resolveType: TypeResolveFn<'MemberJoined' | 'MemberLeft' | 'MessageAdded' | 'MessageDeleted' | 'MessageEdited' | 'PresenceChanged' | 'ReadReceipt' | 'TypingChanged', ParentType, ContextType>;
 }>;
 
 export type SubscriptionResolvers<ContextType = AppContext, ParentType extends ResolversParentTypes['Subscription'] = ResolversParentTypes['Subscription']> = ResolversObject<{
@@ -874,6 +935,7 @@ export type Resolvers<ContextType = AppContext> = ResolversObject<{
   Presence?: PresenceResolvers<ContextType>;
   PresenceChanged?: PresenceChangedResolvers<ContextType>;
   Query?: QueryResolvers<ContextType>;
+  ReadReceipt?: ReadReceiptResolvers<ContextType>;
   Room?: RoomResolvers<ContextType>;
   RoomConnection?: RoomConnectionResolvers<ContextType>;
   RoomEdge?: RoomEdgeResolvers<ContextType>;

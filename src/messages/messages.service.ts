@@ -25,6 +25,8 @@ export interface MessagesServiceDeps {
   messageHooks: HookList<{ message: MessageModel; viewer: Viewer }>;
   /** Messages kept per room (0: all). */
   retentionMessages: number;
+  /** Features' commands to run once a message is deleted (one pipeline for all of them). */
+  deleteHooks: HookList<{ message: MessageModel }>;
 }
 
 /** A run of stored messages with the room's position, read atomically. */
@@ -71,7 +73,7 @@ export const parseMessage = (json: string): MessageModel => {
 
 /** Creates the messages service: every method that takes `viewer` authorizes first. */
 export function createMessagesService(deps: MessagesServiceDeps) {
-  const { redis, scripts, pubsub, rooms, clock, messageHooks, retentionMessages } = deps;
+  const { redis, scripts, pubsub, rooms, clock, messageHooks, retentionMessages, deleteHooks } = deps;
   const sendScript = scripts.get('sendMessage');
   const readScript = scripts.get('readMessages');
   const editScript = scripts.get('editMessage');
@@ -167,7 +169,12 @@ export function createMessagesService(deps: MessagesServiceDeps) {
       ])) as [number, string, number];
       if (status !== SCRIPT_STATUS.OK) throw scriptError(status);
       const message = parseMessage(json);
-      if (changed === 1) pubsub.publish('room', roomId, { type: 'MessageDeleted', message });
+      if (changed === 1) {
+        const pipeline = redis.pipeline();
+        const settle = deleteHooks.apply(pipeline, { message });
+        if (pipeline.length > 0) settle(await execPipeline(pipeline));
+        pubsub.publish('room', roomId, { type: 'MessageDeleted', message });
+      }
       return message;
     },
 

@@ -106,6 +106,7 @@ export type OnRoomEventsSubscription = { roomEvents:
     | { __typename: 'MessageDeleted', message: { id: string, deleted: boolean } }
     | { __typename: 'MessageEdited', message: { id: string, text: string, editedAt: string | null } }
     | { __typename: 'PresenceChanged' }
+    | { __typename: 'ReadReceipt' }
     | { __typename: 'TypingChanged' }
    };
 

@@ -60,6 +60,7 @@ describe('loadScripts', () => {
         'expireTyping',
         'joinRoom',
         'leaveRoom',
+        'markRead',
         'rateLimit',
         'readMessages',
         'reapInstance',
@@ -71,6 +72,7 @@ describe('loadScripts', () => {
         'setTyping',
         'settleOffline',
         'touchUser',
+        'unreadCount',
         'unregisterConnection',
       ]);
     });

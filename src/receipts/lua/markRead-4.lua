@@ -1,0 +1,35 @@
+--[[
+  Moves a member's read watermark forward (never back).
+  KEYS[1] room hash                room:{id}          (seq)
+  KEYS[2] member sorted set        room:{id}:members
+  KEYS[3] public marks sorted set  room:{id}:read     (userId -> seq)
+  KEYS[4] own marks hash           room:{id}:readOwn  (userId -> seq)
+  ARGV[1] userId
+  ARGV[2] seq read up to
+  ARGV[3] 1 private (own unread state only), 0 public
+  ARGV[4] history epoch of the message id ('' to skip the check)
+  Returns { status, ownChanged, publicChanged, ownSeq }
+    status 0 OK, 1 ROOM_NOT_FOUND, 2 NOT_MEMBER, 4 MESSAGE_NOT_FOUND (seq beyond the room's latest)
+]]
+local last = redis.call('HGET', KEYS[1], 'seq')
+if not last then return { 1, 0, 0, 0 } end
+if not redis.call('ZSCORE', KEYS[2], ARGV[1]) then return { 2, 0, 0, 0 } end
+if ARGV[4] ~= '' and (redis.call('HGET', KEYS[1], 'epoch') or '') ~= ARGV[4] then return { 4, 0, 0, 0 } end
+local seq = tonumber(ARGV[2])
+if seq > tonumber(last) then return { 4, 0, 0, 0 } end
+local own = tonumber(redis.call('HGET', KEYS[4], ARGV[1]) or '0')
+local ownChanged = 0
+if seq > own then
+  redis.call('HSET', KEYS[4], ARGV[1], seq)
+  own = seq
+  ownChanged = 1
+end
+local publicChanged = 0
+if ARGV[3] ~= '1' then
+  local pub = tonumber(redis.call('ZSCORE', KEYS[3], ARGV[1]) or '0')
+  if seq > pub then
+    redis.call('ZADD', KEYS[3], seq, ARGV[1])
+    publicChanged = 1
+  end
+end
+return { 0, ownChanged, publicChanged, own }

@@ -1,0 +1,147 @@
+import type { ChainableCommander, Redis } from 'ioredis';
+import { badInput, SCRIPT_STATUS, scriptError } from '../errors.js';
+import { execPipeline } from '../infra/redis.js';
+import type { ScriptRegistry } from '../infra/scripts.js';
+import { checkedId } from '../infra/text.js';
+import { decodeMessageId } from '../messages/message-id.js';
+import type { MessageModel } from '../messages/messages.models.js';
+import { roomKeys } from '../rooms/rooms.keys.js';
+import type { RoomModel } from '../rooms/rooms.models.js';
+import type { RoomsService } from '../rooms/rooms.service.js';
+import type { AppPubSub } from '../topics.js';
+import type { Viewer } from '../users/users.models.js';
+import { receiptKeys as keys } from './receipts.keys.js';
+
+/** Dependencies of {@link createReceiptsService}. */
+export interface ReceiptsServiceDeps {
+  redis: Redis;
+  scripts: ScriptRegistry;
+  pubsub: AppPubSub;
+  rooms: RoomsService;
+  /** At most one ReadReceipt per (room, user) per this window, the last one always sent. */
+  coalesceMs: number;
+}
+
+/** Read receipts: watermarks, unread counts, read counts. */
+export type ReceiptsService = ReturnType<typeof createReceiptsService>;
+
+/** A member's unread state in a room. */
+export interface UnreadState {
+  unread: number;
+  /** Their own watermark (0: nothing read). */
+  ownSeq: number;
+}
+
+/** Creates the receipts service. */
+export function createReceiptsService(deps: ReceiptsServiceDeps) {
+  const { redis, scripts, pubsub, rooms, coalesceMs } = deps;
+  const markScript = scripts.get('markRead');
+
+  const markKeys = (roomId: string) => [
+    roomKeys.room(roomId),
+    roomKeys.members(roomId),
+    keys.publicMarks(roomId),
+    keys.ownMarks(roomId),
+  ];
+
+  // Coalescing: the first receipt of a (room, user, privacy) goes out at once, later ones in the
+  // window are folded into one sent at its end, so 50 marks in a second make two events, not 50.
+  const windows = new Map<string, { latest: { seq: number; epoch: string } | null; timer: NodeJS.Timeout }>();
+  function publishReceipt(roomId: string, userId: string, seq: number, epoch: string, isPrivate: boolean) {
+    const key = `${roomId}\n${userId}\n${isPrivate ? 1 : 0}`;
+    const open = windows.get(key);
+    if (open) {
+      if (!open.latest || seq > open.latest.seq) open.latest = { seq, epoch };
+      return;
+    }
+    const send = (s: number, e: string) =>
+      pubsub.publish('room', roomId, { type: 'ReadReceipt', roomId, userId, seq: s, epoch: e, private: isPrivate });
+    send(seq, epoch);
+    const timer = setTimeout(() => {
+      const w = windows.get(key);
+      windows.delete(key);
+      if (w?.latest) send(w.latest.seq, w.latest.epoch);
+    }, coalesceMs);
+    timer.unref();
+    windows.set(key, { latest: null, timer });
+  }
+
+  return {
+    /** `markRead`: moves the viewer's watermark forward; a private one moves only their own unread state. */
+    async markRead(viewer: Viewer, roomIdArg: string, messageId: string, isPrivate: boolean): Promise<RoomModel> {
+      const roomId = checkedId('roomId', roomIdArg);
+      const ref = decodeMessageId('messageId', messageId);
+      if (ref.roomId !== roomId) throw badInput('messageId', 'messageId is a message of another room');
+      const [status, ownChanged, publicChanged, ownSeq] = (await markScript(markKeys(roomId), [
+        viewer.id,
+        ref.seq,
+        isPrivate ? 1 : 0,
+        ref.epoch,
+      ])) as [number, number, number, number];
+      if (status !== SCRIPT_STATUS.OK) throw scriptError(status);
+      // Public receipts are for everyone; a private one only tells the reader's other devices.
+      if (publicChanged === 1) publishReceipt(roomId, viewer.id, ref.seq, ref.epoch, false);
+      else if (ownChanged === 1) publishReceipt(roomId, viewer.id, ownSeq, ref.epoch, true);
+      const [room] = await rooms.getMany([roomId]);
+      return room as RoomModel;
+    },
+
+    /** Unread state of one viewer in many rooms, in one round trip. */
+    async unread(viewerId: string, roomIds: readonly string[]): Promise<UnreadState[]> {
+      if (roomIds.length === 0) return [];
+      const pipeline = redis.pipeline();
+      for (const id of roomIds) {
+        scripts.queue(pipeline, 'unreadCount', [roomKeys.room(id), keys.ownMarks(id), keys.deleted(id), roomKeys.members(id)], [
+          viewerId,
+        ]);
+      }
+      return (await execPipeline(pipeline)).map((r) => {
+        const [unread, ownSeq] = r as [number, number];
+        return { unread, ownSeq };
+      });
+    },
+
+    /** How many members other than the sender have publicly read each message: O(log n) each, one round trip. */
+    async readCounts(messages: readonly MessageModel[]): Promise<number[]> {
+      if (messages.length === 0) return [];
+      const pipeline = redis.pipeline();
+      for (const m of messages) {
+        pipeline.zcount(keys.publicMarks(m.roomId), m.seq, '+inf').zscore(keys.publicMarks(m.roomId), m.senderId);
+      }
+      const replies = await execPipeline(pipeline);
+      return messages.map((m, i) => {
+        const count = Number(replies[2 * i]);
+        const sender = replies[2 * i + 1];
+        return count - (sender !== null && Number(sender) >= m.seq ? 1 : 0);
+      });
+    },
+
+    /** Who (other than the sender) has publicly read a message, at most `first`. */
+    async readBy(message: MessageModel, first: number): Promise<string[]> {
+      if (first <= 0) return [];
+      const ids = await redis.zrangebyscore(keys.publicMarks(message.roomId), message.seq, '+inf', 'LIMIT', 0, Math.min(first, 100) + 1);
+      return ids.filter((id) => id !== message.senderId).slice(0, first);
+    },
+
+    /** Hook: sending a message marks it read for its sender (publicly). */
+    sentInPipeline(pipeline: ChainableCommander, message: MessageModel) {
+      scripts.queue(pipeline, 'markRead', markKeys(message.roomId), [message.senderId, message.seq, 0, message.epoch]);
+    },
+
+    /** Hook: a deleted message stops counting as unread. */
+    deletedInPipeline(pipeline: ChainableCommander, message: MessageModel) {
+      pipeline.zadd(keys.deleted(message.roomId), message.seq, String(message.seq));
+    },
+
+    /** Hook: a member who left no longer counts as a reader. */
+    leftInPipeline(pipeline: ChainableCommander, roomId: string, userId: string) {
+      pipeline.zrem(keys.publicMarks(roomId), userId).hdel(keys.ownMarks(roomId), userId);
+    },
+
+    /** Stops the coalescing timers (shutdown). */
+    stop() {
+      for (const w of windows.values()) clearTimeout(w.timer);
+      windows.clear();
+    },
+  };
+}
