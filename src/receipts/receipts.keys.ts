@@ -4,6 +4,9 @@ export const receiptKeys = {
   publicMarks: (roomId: string) => `room:{${roomId}}:read`,
   /** Hash: userId -> own watermark seq (public or private, whichever is further): unread state. */
   ownMarks: (roomId: string) => `room:{${roomId}}:readOwn`,
+  /** String, expiring: a receipt window of (room, user) is open; one instance owns it (see markRead). */
+  window: (roomId: string, userId: string, isPrivate: boolean) =>
+    `room:{${roomId}}:rcpt:${userId.length}:${userId}:${isPrivate ? 'priv' : 'pub'}`,
   /** Sorted set: seq -> seq of deleted messages, so unread counts skip them without a scan. */
   deleted: (roomId: string) => `room:{${roomId}}:deleted`,
 };

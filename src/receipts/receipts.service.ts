@@ -37,33 +37,37 @@ export function createReceiptsService(deps: ReceiptsServiceDeps) {
   const { redis, scripts, pubsub, rooms, coalesceMs } = deps;
   const markScript = scripts.get('markRead');
 
-  const markKeys = (roomId: string) => [
+  const markKeys = (roomId: string, userId: string) => [
     roomKeys.room(roomId),
     roomKeys.members(roomId),
     keys.publicMarks(roomId),
     keys.ownMarks(roomId),
+    keys.window(roomId, userId, false),
+    keys.window(roomId, userId, true),
   ];
 
-  // Coalescing: the first receipt of a (room, user, privacy) goes out at once, later ones in the
-  // window are folded into one sent at its end, so 50 marks in a second make two events, not 50.
-  const windows = new Map<string, { latest: { seq: number; epoch: string } | null; timer: NodeJS.Timeout }>();
-  function publishReceipt(roomId: string, userId: string, seq: number, epoch: string, isPrivate: boolean) {
-    const key = `${roomId}\n${userId}\n${isPrivate ? 1 : 0}`;
-    const open = windows.get(key);
-    if (open) {
-      if (!open.latest || seq > open.latest.seq) open.latest = { seq, epoch };
-      return;
-    }
-    const send = (s: number, e: string) =>
-      pubsub.publish('room', roomId, { type: 'ReadReceipt', roomId, userId, seq: s, epoch: e, private: isPrivate });
-    send(seq, epoch);
+  // Coalescing, cluster-wide: the markRead that opens a (room, user) window in Redis sends its
+  // receipt at once, and when the window ends that same instance sends the watermark as it is then
+  // (whichever instance moved it meanwhile), if it moved: 50 marks in a second make two events,
+  // and the last one is always the latest watermark.
+  const timers = new Set<NodeJS.Timeout>();
+  const send = (roomId: string, userId: string, seq: number, epoch: string, isPrivate: boolean) =>
+    pubsub.publish('room', roomId, { type: 'ReadReceipt', roomId, userId, seq, epoch, private: isPrivate });
+  function closeWindowLater(roomId: string, userId: string, sentSeq: number, epoch: string, isPrivate: boolean) {
     const timer = setTimeout(() => {
-      const w = windows.get(key);
-      windows.delete(key);
-      if (w?.latest) send(w.latest.seq, w.latest.epoch);
-    }, coalesceMs);
+      timers.delete(timer);
+      const read = isPrivate
+        ? redis.hget(keys.ownMarks(roomId), userId)
+        : redis.zscore(keys.publicMarks(roomId), userId);
+      read
+        .then((value) => {
+          const seq = Number(value ?? 0);
+          if (seq > sentSeq) send(roomId, userId, seq, epoch, isPrivate);
+        })
+        .catch(() => undefined);
+    }, coalesceMs + 10);
     timer.unref();
-    windows.set(key, { latest: null, timer });
+    timers.add(timer);
   }
 
   return {
@@ -72,16 +76,20 @@ export function createReceiptsService(deps: ReceiptsServiceDeps) {
       const roomId = checkedId('roomId', roomIdArg);
       const ref = decodeMessageId('messageId', messageId);
       if (ref.roomId !== roomId) throw badInput('messageId', 'messageId is a message of another room');
-      const [status, ownChanged, publicChanged, ownSeq] = (await markScript(markKeys(roomId), [
+      const [status, ownChanged, publicChanged, ownSeq, opened] = (await markScript(markKeys(roomId, viewer.id), [
         viewer.id,
         ref.seq,
         isPrivate ? 1 : 0,
         ref.epoch,
-      ])) as [number, number, number, number];
+        coalesceMs,
+      ])) as [number, number, number, number, number];
       if (status !== SCRIPT_STATUS.OK) throw scriptError(status);
       // Public receipts are for everyone; a private one only tells the reader's other devices.
-      if (publicChanged === 1) publishReceipt(roomId, viewer.id, ref.seq, ref.epoch, false);
-      else if (ownChanged === 1) publishReceipt(roomId, viewer.id, ownSeq, ref.epoch, true);
+      const moved = publicChanged === 1 ? { seq: ref.seq, private: false } : ownChanged === 1 ? { seq: ownSeq, private: true } : null;
+      if (moved && opened === 1) {
+        send(roomId, viewer.id, moved.seq, ref.epoch, moved.private);
+        closeWindowLater(roomId, viewer.id, moved.seq, ref.epoch, moved.private);
+      }
       const [room] = await rooms.getMany([roomId]);
       return room as RoomModel;
     },
@@ -125,7 +133,8 @@ export function createReceiptsService(deps: ReceiptsServiceDeps) {
 
     /** Hook: sending a message marks it read for its sender (publicly). */
     sentInPipeline(pipeline: ChainableCommander, message: MessageModel) {
-      scripts.queue(pipeline, 'markRead', markKeys(message.roomId), [message.senderId, message.seq, 0, message.epoch]);
+      // Sending is not announced as a receipt (the message itself says it): no window is opened.
+      scripts.queue(pipeline, 'markRead', markKeys(message.roomId, message.senderId), [message.senderId, message.seq, 0, message.epoch, 0]);
     },
 
     /** Hook: a deleted message stops counting as unread. */
@@ -140,8 +149,8 @@ export function createReceiptsService(deps: ReceiptsServiceDeps) {
 
     /** Stops the coalescing timers (shutdown). */
     stop() {
-      for (const w of windows.values()) clearTimeout(w.timer);
-      windows.clear();
+      for (const t of timers) clearTimeout(t);
+      timers.clear();
     },
   };
 }
