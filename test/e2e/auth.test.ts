@@ -14,6 +14,8 @@ import {
   codes,
   gql,
   gqlOk,
+  parseSse,
+  type SseEvent,
   subscribe,
   waitFor,
   withTimeout,
@@ -31,30 +33,6 @@ const forgedAlgNone = (sub: string) => {
   const part = (o: object) => Buffer.from(JSON.stringify(o)).toString('base64url');
   return `${part({ alg: 'none', typ: 'JWT' })}.${part({ sub, exp: nowSeconds() + 3600 })}.`;
 };
-
-/** One parsed Server-Sent Event. */
-interface SseEvent {
-  event: string;
-  data: string;
-}
-
-/** Parses complete SSE events out of `buffer`; returns them and the unparsed rest. */
-function parseSse(buffer: string): { events: SseEvent[]; rest: string } {
-  const events: SseEvent[] = [];
-  const blocks = buffer.split(/\r?\n\r?\n/);
-  const rest = blocks.pop() ?? '';
-  for (const block of blocks) {
-    let event = 'message';
-    const data: string[] = [];
-    for (const line of block.split(/\r?\n/)) {
-      if (line.startsWith(':')) continue; // keep-alive comment
-      if (line.startsWith('event:')) event = line.slice(6).trim();
-      else if (line.startsWith('data:')) data.push(line.slice(5).replace(/^ /, ''));
-    }
-    if (data.length > 0 || event !== 'message') events.push({ event, data: data.join('\n') });
-  }
-  return { events, rest };
-}
 
 /** A GraphQL-over-SSE subscription (POST, `accept: text/event-stream`), read as it streams. */
 async function openSse(url: string, query: string, variables: Record<string, unknown>, token: string | null) {

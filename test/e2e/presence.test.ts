@@ -1,19 +1,33 @@
 import { randomBytes } from 'node:crypto';
-import type { ExecutionResult, GraphQLFormattedError } from 'graphql';
+import type { ExecutionResult } from 'graphql';
 import type { Client as WsClient } from 'graphql-ws';
 import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { presenceKeys } from '../../src/presence/presence.keys.js';
-import { CreateRoomDocument, OnMessageAddedDocument, OnRoomEventsDocument } from '../generated/graphql.js';
-import { codes, gql, gqlOk, subscribe, waitFor, withTimeout, wsClient, type Subscription } from '../helpers/clients.js';
+import { OnMessageAddedDocument, OnRoomEventsDocument } from '../generated/graphql.js';
+import {
+  clientPool,
+  codes,
+  createRoomAs,
+  gql,
+  gqlOk,
+  operationErrors,
+  subscribe,
+  waitFor,
+  withTimeout,
+  type Subscription,
+} from '../helpers/clients.js';
+import { deletePrefixed } from '../helpers/lua.js';
 import { killAllChildren, startServer, type ChildServer } from '../helpers/process.js';
 import {
+  openStreams as streams,
   sharedRedisUrl,
   startCluster,
   startInstance,
   TEST_JWT_SECRET,
-  tokenFor,
+  testUsers,
   uniquePrefix,
+  waitForStreamsReleased,
   type TestInstance,
 } from '../helpers/server.js';
 
@@ -67,8 +81,9 @@ interface Cluster {
   keys: Redis;
 }
 
-const tokens = new Map<string, string>();
-const openClients = new Set<WsClient>();
+/** Fresh user ids (`<label>-<random>`) and their tokens. */
+const { newUser, token } = testUsers();
+const clients = clientPool();
 const openSse = new Set<AbortController>();
 /** Every instance of the file, for the afterEach drain. */
 const liveInstances = new Set<TestInstance>();
@@ -76,19 +91,6 @@ let plain: Redis;
 let main: Cluster;
 let a: TestInstance;
 let b: TestInstance;
-
-const token = (userId: string) => {
-  const t = tokens.get(userId);
-  if (!t) throw new Error(`no token for ${userId}`);
-  return t;
-};
-
-/** A fresh user id (and its token): `<label>-<random>`. */
-async function newUser(label: string): Promise<string> {
-  const id = `${label}-${randomBytes(4).toString('hex')}`;
-  tokens.set(id, await tokenFor(id, { name: label }));
-  return id;
-}
 
 /** A browser tab: one graphql-ws connection, resolved once the server acknowledged it. */
 interface Tab {
@@ -102,8 +104,7 @@ interface Tab {
  * once this resolves the connection is counted (and any ONLINE it caused is published).
  */
 async function openTab(instance: { wsUrl: string }, userId: string): Promise<Tab> {
-  const client = wsClient(instance.wsUrl, token(userId));
-  openClients.add(client);
+  const client = clients.open(instance.wsUrl, token(userId));
   await withTimeout(
     new Promise<void>((resolve) => {
       const off = client.on('connected', () => {
@@ -117,9 +118,7 @@ async function openTab(instance: { wsUrl: string }, userId: string): Promise<Tab
   return {
     userId,
     client,
-    async close() {
-      if (openClients.delete(client)) await client.dispose();
-    },
+    close: () => clients.close(client),
   };
 }
 
@@ -243,20 +242,8 @@ async function onlineIn(instance: TestInstance, viewer: string, roomId: string) 
 }
 
 /** Creates a room owned by `owner` with `memberIds`. */
-async function createRoom(
-  instance: TestInstance,
-  owner: string,
-  memberIds: string[],
-  visibility: 'PUBLIC' | 'PRIVATE' = 'PRIVATE',
-): Promise<string> {
-  const { createRoom } = await gqlOk(
-    instance.url,
-    CreateRoomDocument,
-    { input: { name: `presence-${randomBytes(3).toString('hex')}`, visibility, memberIds } },
-    token(owner),
-  );
-  return createRoom.id;
-}
+const createRoom = (instance: TestInstance, owner: string, memberIds: string[], visibility: 'PUBLIC' | 'PRIVATE' = 'PRIVATE') =>
+  createRoomAs(instance.url, token(owner), memberIds, { label: 'presence', visibility });
 
 /** Opens `roomPresence` for `watcher` and waits for their own arrival, which proves the stream live. */
 async function watchRoom(instance: TestInstance, watcher: string, roomId: string) {
@@ -281,26 +268,6 @@ async function roomSentinel(instance: TestInstance, userId: string, roomId: stri
   expect(presentOf(watcher, userId).slice(before)).toEqual([true, false]);
 }
 
-/**
- * The GraphQL errors an operation was answered with: graphql-ws sends errors found before execution
- * as an `error` message, and errors of the subscribe resolver as a `next` payload with `errors`.
- */
-async function operationErrors(sub: Subscription<unknown>, ms = 3000): Promise<readonly GraphQLFormattedError[]> {
-  return withTimeout(
-    Promise.race([
-      sub.error.then((e) => {
-        if (!Array.isArray(e)) throw new Error(`expected GraphQL errors, got ${JSON.stringify(e)}`);
-        return e as GraphQLFormattedError[];
-      }),
-      sub.nth(1, ms + 1000).then((r) => r.errors ?? []),
-    ]),
-    ms,
-    'the operation to fail',
-  );
-}
-
-/** Open room streams of an instance (a subscription holds the room server-side). */
-const streams = (instance: TestInstance) => instance.app.services.events.openCount();
 
 const graceDue = (cluster: Cluster, userId: string) => cluster.keys.zscore(presenceKeys.grace(), userId);
 
@@ -321,20 +288,17 @@ beforeAll(async () => {
 afterEach(async () => {
   for (const c of openSse) c.abort();
   openSse.clear();
-  await Promise.all([...openClients].map((c) => c.dispose()));
-  openClients.clear();
+  await clients.disposeAll();
   await killAllChildren();
   // The next test counts streams from zero: wait until the servers released every one of them.
-  await waitFor(() => [...liveInstances].every((i) => streams(i) === 0), 5000, 'every room stream to be released');
+  await waitForStreamsReleased(liveInstances);
 });
 
 afterAll(async () => {
   await Promise.all([...liveInstances].map((i) => i.stop()));
   for (const cluster of [main]) {
     if (!cluster) continue;
-    for await (const keys of plain.scanStream({ match: `${cluster.prefix}*`, count: 500 })) {
-      if ((keys as string[]).length > 0) await plain.unlink(...(keys as string[]));
-    }
+    await deletePrefixed(cluster.prefix);
     cluster.keys.disconnect();
   }
   plain?.disconnect();

@@ -14,7 +14,9 @@ import {
   gql,
   gqlOk,
   type HttpResult,
+  parseSse,
   range,
+  type SseEvent,
   subscribe,
   type Subscription,
   waitFor,
@@ -115,29 +117,6 @@ function rawSocket(url: string, token: string) {
     isOpen: () => ws.readyState === WebSocket.OPEN,
     close: () => ws.close(),
   };
-}
-
-/** One parsed Server-Sent Event. */
-interface SseEvent {
-  event: string;
-  data: string;
-}
-
-function parseSse(buffer: string): { events: SseEvent[]; rest: string } {
-  const events: SseEvent[] = [];
-  const blocks = buffer.split(/\r?\n\r?\n/);
-  const rest = blocks.pop() ?? '';
-  for (const block of blocks) {
-    let event = 'message';
-    const data: string[] = [];
-    for (const line of block.split(/\r?\n/)) {
-      if (line.startsWith(':')) continue;
-      if (line.startsWith('event:')) event = line.slice(6).trim();
-      else if (line.startsWith('data:')) data.push(line.slice(5).replace(/^ /, ''));
-    }
-    if (data.length > 0 || event !== 'message') events.push({ event, data: data.join('\n') });
-  }
-  return { events, rest };
 }
 
 /** A GraphQL-over-SSE subscription (POST, `accept: text/event-stream`), read as it streams. */

@@ -1,17 +1,20 @@
-import { randomBytes } from 'node:crypto';
-import type { GraphQLFormattedError } from 'graphql';
-import type { Client as WsClient } from 'graphql-ws';
-import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import {
-  CreateRoomDocument,
   LeaveRoomDocument,
   OnMessageAddedDocument,
   RemoveMemberDocument,
   SendMessageDocument,
 } from '../generated/graphql.js';
-import { codes, gql, gqlOk, subscribe, waitFor, withTimeout, wsClient, type Subscription } from '../helpers/clients.js';
-import { sharedRedisUrl, startCluster, tokenFor, uniquePrefix, type TestInstance } from '../helpers/server.js';
+import { clientPool, codes, createRoomAs, gql, gqlOk, operationErrors, subscribe, waitFor, type Subscription } from '../helpers/clients.js';
+import { deletePrefixed } from '../helpers/lua.js';
+import {
+  openStreams as streams,
+  startCluster,
+  testUsers,
+  uniquePrefix,
+  waitForStreamsReleased,
+  type TestInstance,
+} from '../helpers/server.js';
 
 /**
  * Typing indicators end to end: real graphql-ws clients against two instances on one Redis. One
@@ -55,48 +58,18 @@ const ROOM_EVENTS_SUB = /* GraphQL */ `
   }
 `;
 
-const tokens = new Map<string, string>();
-const openClients = new Set<WsClient>();
+/** Fresh users (labels sort as the alphabet, so lists ordered by id are predictable) and their tokens. */
+const { newUser, token } = testUsers();
+const clients = clientPool();
 const liveInstances = new Set<TestInstance>();
 const prefixes: string[] = [];
 let a: TestInstance;
 let b: TestInstance;
 
-const token = (userId: string) => {
-  const t = tokens.get(userId);
-  if (!t) throw new Error(`no token for ${userId}`);
-  return t;
-};
+const client = (instance: TestInstance, userId: string) => clients.open(instance.wsUrl, token(userId));
 
-/** A fresh user id (and its token). Labels sort as the alphabet, so lists ordered by id are predictable. */
-async function newUser(label: string): Promise<string> {
-  const id = `${label}-${randomBytes(4).toString('hex')}`;
-  tokens.set(id, await tokenFor(id, { name: label }));
-  return id;
-}
-
-function client(instance: TestInstance, userId: string): WsClient {
-  const c = wsClient(instance.wsUrl, token(userId));
-  openClients.add(c);
-  return c;
-}
-
-const streams = (instance: TestInstance) => instance.app.services.events.openCount();
-
-async function createRoom(
-  instance: TestInstance,
-  owner: string,
-  memberIds: string[],
-  visibility: 'PUBLIC' | 'PRIVATE' = 'PRIVATE',
-): Promise<string> {
-  const { createRoom } = await gqlOk(
-    instance.url,
-    CreateRoomDocument,
-    { input: { name: `typing-${randomBytes(3).toString('hex')}`, visibility, memberIds } },
-    token(owner),
-  );
-  return createRoom.id;
-}
+const createRoom = (instance: TestInstance, owner: string, memberIds: string[], visibility: 'PUBLIC' | 'PRIVATE' = 'PRIVATE') =>
+  createRoomAs(instance.url, token(owner), memberIds, { label: 'typing', visibility });
 
 const setTyping = (instance: TestInstance, userId: string, roomId: string, typing: boolean) =>
   gqlOk<{ setTyping: boolean }>(instance.url, SET_TYPING, { roomId, typing }, token(userId));
@@ -129,21 +102,6 @@ async function listsAfter(sub: Subscription<TypingResult>, n: number, ms = 5000)
   return lists(sub);
 }
 
-/** Errors of an operation refused by its subscribe resolver (or before execution). */
-async function operationErrors(sub: Subscription<unknown>, ms = 3000): Promise<readonly GraphQLFormattedError[]> {
-  return withTimeout(
-    Promise.race([
-      sub.error.then((e) => {
-        if (!Array.isArray(e)) throw new Error(`expected GraphQL errors, got ${JSON.stringify(e)}`);
-        return e as GraphQLFormattedError[];
-      }),
-      sub.nth(1, ms + 1000).then((r) => r.errors ?? []),
-    ]),
-    ms,
-    'the operation to fail',
-  );
-}
-
 async function cluster(env: Record<string, string>): Promise<[TestInstance, TestInstance]> {
   const prefix = uniquePrefix('typing');
   prefixes.push(prefix);
@@ -160,20 +118,13 @@ beforeAll(async () => {
 });
 
 afterEach(async () => {
-  await Promise.all([...openClients].map((c) => c.dispose()));
-  openClients.clear();
-  await waitFor(() => [...liveInstances].every((i) => streams(i) === 0), 5000, 'every room stream to be released');
+  await clients.disposeAll();
+  await waitForStreamsReleased(liveInstances);
 });
 
 afterAll(async () => {
   await Promise.all([...liveInstances].map((i) => i.stop()));
-  const admin = new Redis(sharedRedisUrl());
-  for (const prefix of prefixes) {
-    for await (const keys of admin.scanStream({ match: `${prefix}*`, count: 500 })) {
-      if ((keys as string[]).length > 0) await admin.unlink(...(keys as string[]));
-    }
-  }
-  admin.disconnect();
+  for (const prefix of prefixes) await deletePrefixed(prefix);
 });
 
 describe('when members start and stop typing on the other instance', () => {

@@ -1,9 +1,11 @@
+import { randomBytes } from 'node:crypto';
 import { expect } from 'vitest';
 import { Client as UrqlClient, fetchExchange, subscriptionExchange } from '@urql/core';
 import type { TypedDocumentNode } from '@graphql-typed-document-node/core';
 import { print, type ExecutionResult, type GraphQLFormattedError } from 'graphql';
 import { createClient, type Client as WsClient } from 'graphql-ws';
 import WebSocket from 'ws';
+import { CreateRoomDocument } from '../generated/graphql.js';
 
 /** A GraphQL response as the HTTP client saw it. */
 export interface HttpResult<T> {
@@ -246,4 +248,91 @@ export async function completesWithin(sub: Subscription<unknown>, ms: number, wh
   );
   const failed = sub.results.find((r) => r.errors);
   expect(failed, `${what} ended with errors instead of completing`).toBeUndefined();
+}
+
+/** graphql-ws clients a test file opened, so they can be disposed together after each test. */
+export interface ClientPool {
+  /** Opens a tracked {@link wsClient}. */
+  open(wsUrl: string, token: string | null): WsClient;
+  /** Disposes `client` if the pool still tracks it. */
+  close(client: WsClient): Promise<void>;
+  /** Disposes every tracked client. */
+  disposeAll(): Promise<void>;
+}
+
+/** Makes an empty {@link ClientPool}. */
+export function clientPool(): ClientPool {
+  const open = new Set<WsClient>();
+  return {
+    open(wsUrl, token) {
+      const client = wsClient(wsUrl, token);
+      open.add(client);
+      return client;
+    },
+    async close(client) {
+      if (open.delete(client)) await client.dispose();
+    },
+    async disposeAll() {
+      await Promise.all([...open].map((c) => c.dispose()));
+      open.clear();
+    },
+  };
+}
+
+/**
+ * The GraphQL errors an operation was answered with: graphql-ws sends errors found before execution
+ * as an `error` message, and errors of the subscribe resolver as a `next` payload with `errors`.
+ */
+export async function operationErrors(sub: Subscription<unknown>, ms = 3000): Promise<readonly GraphQLFormattedError[]> {
+  return withTimeout(
+    Promise.race([
+      sub.error.then((e) => {
+        if (!Array.isArray(e)) throw new Error(`expected GraphQL errors, got ${JSON.stringify(e)}`);
+        return e as GraphQLFormattedError[];
+      }),
+      sub.nth(1, ms + 1000).then((r) => r.errors ?? []),
+    ]),
+    ms,
+    'the operation to fail',
+  );
+}
+
+/** Creates a room named `<label>-<random>` with `memberIds` as the owner of `token`; returns its id. */
+export async function createRoomAs(
+  url: string,
+  token: string,
+  memberIds: string[],
+  opts: { label: string; visibility?: 'PUBLIC' | 'PRIVATE' },
+): Promise<string> {
+  const { createRoom } = await gqlOk(
+    url,
+    CreateRoomDocument,
+    { input: { name: `${opts.label}-${randomBytes(3).toString('hex')}`, visibility: opts.visibility ?? 'PRIVATE', memberIds } },
+    token,
+  );
+  return createRoom.id;
+}
+
+/** One parsed Server-Sent Event. */
+export interface SseEvent {
+  event: string;
+  data: string;
+}
+
+/** Parses complete SSE events out of `buffer`; returns them and the unparsed rest. */
+export function parseSse(buffer: string): { events: SseEvent[]; rest: string } {
+  const events: SseEvent[] = [];
+  const blocks = buffer.split(/\r?\n\r?\n/);
+  const rest = blocks.pop() ?? '';
+  for (const block of blocks) {
+    let event = 'message';
+    const data: string[] = [];
+    for (const line of block.split(/\r?\n/)) {
+      if (line.startsWith(':')) continue; // keep-alive comment
+      if (line.startsWith('event:')) event = line.slice(6).trim();
+      else if (line.startsWith('data:')) data.push(line.slice(5).replace(/^ /, ''));
+    }
+    if (data.length > 0 || event !== 'message') events.push({ event, data: data.join('\n') });
+  }
+  return { events, rest };
 }

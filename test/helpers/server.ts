@@ -3,6 +3,7 @@ import { inject } from 'vitest';
 import { buildApp, type App } from '../../src/app.js';
 import { loadConfig } from '../../src/config.js';
 import { signToken } from '../../src/infra/auth.js';
+import { waitFor } from './clients.js';
 
 /** The JWT secret every test instance uses. */
 export const TEST_JWT_SECRET = 'test-secret-0123456789abcdef';
@@ -88,3 +89,35 @@ export async function waitForStreams(instance: TestInstance, n: number, ms = 500
 
 /** A user id (or name tag) no other test uses, so tests share a cluster without seeing each other. */
 export const uid = (label: string) => `${label}-${randomBytes(4).toString('hex')}`;
+
+/** Fresh users of one test file, each with a token signed for it. */
+export interface TestUsers {
+  /** A fresh user id `<label>-<random>` (labels sort as the alphabet) with a token named `label`. */
+  newUser(label: string): Promise<string>;
+  /** The token of a user made by `newUser` (throws for any other id). */
+  token(userId: string): string;
+}
+
+/** Makes a registry of fresh users and their tokens. */
+export function testUsers(): TestUsers {
+  const tokens = new Map<string, string>();
+  return {
+    async newUser(label) {
+      const id = `${label}-${randomBytes(4).toString('hex')}`;
+      tokens.set(id, await tokenFor(id, { name: label }));
+      return id;
+    },
+    token(userId) {
+      const t = tokens.get(userId);
+      if (!t) throw new Error(`no token for ${userId}`);
+      return t;
+    },
+  };
+}
+
+/** Open room streams of an instance (a subscription holds the room server-side). */
+export const openStreams = (instance: TestInstance) => instance.app.services.events.openCount();
+
+/** Waits until none of `instances` holds a room stream, so the next test counts streams from zero. */
+export const waitForStreamsReleased = (instances: Iterable<TestInstance>, ms = 5000) =>
+  waitFor(() => [...instances].every((i) => openStreams(i) === 0), ms, 'every room stream to be released');

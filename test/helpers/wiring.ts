@@ -1,4 +1,3 @@
-import { Redis } from 'ioredis';
 import { afterEach } from 'vitest';
 import { loadConfig } from '../../src/config.js';
 import type { StreamItem } from '../../src/events/events.service.js';
@@ -8,6 +7,7 @@ import { waitReady } from '../../src/infra/redis.js';
 import { wireServices, type Wiring } from '../../src/services.js';
 import type { Viewer } from '../../src/users/users.models.js';
 import { withTimeout } from './clients.js';
+import { deletePrefixed } from './lua.js';
 import { sharedRedisUrl, testEnv, uniquePrefix } from './server.js';
 
 /** Services wired on the shared test Redis as an instance wires them, under their own key prefix. */
@@ -54,11 +54,7 @@ export async function wire(
     async close() {
       wiring.services.events.closeAll();
       await wiring.redis.close();
-      const admin = new Redis(sharedRedisUrl());
-      for await (const keys of admin.scanStream({ match: `${prefix}*`, count: 500 })) {
-        if ((keys as string[]).length > 0) await admin.unlink(...(keys as string[]));
-      }
-      admin.disconnect();
+      await deletePrefixed(prefix);
     },
   };
   wirings.push(w);

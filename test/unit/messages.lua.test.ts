@@ -1,17 +1,17 @@
 import { randomBytes } from 'node:crypto';
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadScripts, type ScriptRunner } from '../../src/infra/scripts.js';
+import type { ScriptRegistry, ScriptRunner } from '../../src/infra/scripts.js';
 import { messageKeys } from '../../src/messages/messages.keys.js';
 import { roomKeys } from '../../src/rooms/rooms.keys.js';
-import { sharedRedisUrl, uniquePrefix } from '../helpers/server.js';
+import { deletePrefixed, luaConnection } from '../helpers/lua.js';
+import { uniquePrefix } from '../helpers/server.js';
 
 /**
  * The messages domain's Lua scripts, called directly: every status code, the JSON they store
  * (cjson round trips), the clientId dedupe and its TTL, and races between concurrent calls.
  */
 
-const LUA_DIRS = [new URL('../../src/messages/lua/', import.meta.url)];
 const DEDUPE_TTL_SECONDS = 24 * 60 * 60;
 const NOW = 1_767_225_600_123; // 13 digits: must survive cjson's number formatting exactly
 const prefix = uniquePrefix('messages-lua');
@@ -22,9 +22,8 @@ let deleteMessage: ScriptRunner;
 let readMessages: ScriptRunner;
 
 beforeAll(async () => {
-  redis = new Redis(sharedRedisUrl(), { keyPrefix: prefix, lazyConnect: true });
-  await redis.connect();
-  const scripts = loadScripts(redis, LUA_DIRS);
+  let scripts: ScriptRegistry;
+  ({ redis, scripts } = await luaConnection(prefix));
   sendMessage = scripts.get('sendMessage');
   editMessage = scripts.get('editMessage');
   deleteMessage = scripts.get('deleteMessage');
@@ -32,12 +31,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  // SCAN patterns are not prefixed by ioredis, and the keys it returns carry the prefix.
-  const admin = new Redis(sharedRedisUrl());
-  for await (const keys of admin.scanStream({ match: `${prefix}*`, count: 500 })) {
-    if ((keys as string[]).length > 0) await admin.unlink(...(keys as string[]));
-  }
-  admin.disconnect();
+  await deletePrefixed(prefix);
   redis?.disconnect();
 });
 

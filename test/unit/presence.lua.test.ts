@@ -1,11 +1,11 @@
 import { randomBytes } from 'node:crypto';
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { LUA_DIRS } from '../../src/app.js';
-import { loadScripts, type ScriptRunner } from '../../src/infra/scripts.js';
+import type { ScriptRunner } from '../../src/infra/scripts.js';
 import { presenceKeys as keys } from '../../src/presence/presence.keys.js';
 import { typingKeys } from '../../src/typing/typing.keys.js';
-import { sharedRedisUrl, uniquePrefix } from '../helpers/server.js';
+import { deletePrefixed, luaConnection } from '../helpers/lua.js';
+import { uniquePrefix } from '../helpers/server.js';
 
 /**
  * The presence and typing Lua scripts, called directly: every reply shape, the state they leave,
@@ -92,11 +92,9 @@ async function connected(n: number, iid = id('i')) {
 
 beforeAll(async () => {
   for (let i = 0; i < CONNECTIONS; i++) {
-    const c = new Redis(sharedRedisUrl(), { keyPrefix: prefix, lazyConnect: true });
-    await c.connect();
-    clients.push(c);
     // defineCommand is per client: each connection gets its own registry.
-    const scripts = loadScripts(c, LUA_DIRS);
+    const { redis: c, scripts } = await luaConnection(prefix);
+    clients.push(c);
     runners.push({
       registerConnection: scripts.get('registerConnection'),
       unregisterConnection: scripts.get('unregisterConnection'),
@@ -112,12 +110,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  // SCAN patterns are not prefixed by ioredis, and the keys it returns carry the prefix.
-  const admin = new Redis(sharedRedisUrl());
-  for await (const found of admin.scanStream({ match: `${prefix}*`, count: 500 })) {
-    if ((found as string[]).length > 0) await admin.unlink(...(found as string[]));
-  }
-  admin.disconnect();
+  await deletePrefixed(prefix);
   for (const c of clients) c.disconnect();
 });
 

@@ -5,7 +5,8 @@ import { loadScripts, type ScriptRegistry, type ScriptRunner } from '../../src/i
 import { rateLimitKeys } from '../../src/ratelimit/ratelimit.keys.js';
 import { createRateLimitService } from '../../src/ratelimit/ratelimit.service.js';
 import { LUA_DIRS } from '../../src/services.js';
-import { sharedRedisUrl, uniquePrefix } from '../helpers/server.js';
+import { deletePrefixed, luaConnection } from '../helpers/lua.js';
+import { uniquePrefix } from '../helpers/server.js';
 
 /**
  * The sliding-window-log script, called directly: what it admits and records, how long a refused
@@ -23,18 +24,12 @@ let rateLimit: ScriptRunner;
 type Reply = [number, number, number, number];
 
 beforeAll(async () => {
-  redis = new Redis(sharedRedisUrl(), { keyPrefix: prefix, lazyConnect: true });
-  await redis.connect();
-  scripts = loadScripts(redis, LUA_DIRS);
+  ({ redis, scripts } = await luaConnection(prefix));
   rateLimit = scripts.get('rateLimit');
 });
 
 afterAll(async () => {
-  const admin = new Redis(sharedRedisUrl());
-  for await (const keys of admin.scanStream({ match: `${prefix}*`, count: 500 })) {
-    if ((keys as string[]).length > 0) await admin.unlink(...(keys as string[]));
-  }
-  admin.disconnect();
+  await deletePrefixed(prefix);
   redis?.disconnect();
 });
 
@@ -170,16 +165,16 @@ describe('rateLimit', () => {
 
     it('should admit exactly 10 across separate connections (instances)', async () => {
       const key = newKey();
-      const conns = Array.from({ length: 4 }, () => new Redis(sharedRedisUrl(), { keyPrefix: prefix }));
+      const conns = await Promise.all(Array.from({ length: 4 }, () => luaConnection(prefix)));
       try {
-        const runners = conns.map((c) => loadScripts(c, LUA_DIRS).get('rateLimit'));
+        const runners = conns.map((c) => c.scripts.get('rateLimit'));
         const replies = (await Promise.all(
           Array.from({ length: 100 }, (_, i) => runners[i % runners.length]!([key], [T0 + (i % 7), 10_000, 10, 1, requestId()])),
         )) as Reply[];
         expect(replies.filter(([admitted]) => admitted === 1)).toHaveLength(10);
         expect(await redis.zcard(key)).toBe(10);
       } finally {
-        conns.forEach((c) => c.disconnect());
+        conns.forEach((c) => c.redis.disconnect());
       }
     });
 

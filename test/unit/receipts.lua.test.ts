@@ -1,11 +1,11 @@
 import { randomBytes } from 'node:crypto';
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadScripts, type ScriptRunner } from '../../src/infra/scripts.js';
+import type { ScriptRegistry, ScriptRunner } from '../../src/infra/scripts.js';
 import { receiptKeys } from '../../src/receipts/receipts.keys.js';
 import { roomKeys } from '../../src/rooms/rooms.keys.js';
-import { LUA_DIRS } from '../../src/services.js';
-import { sharedRedisUrl, uniquePrefix } from '../helpers/server.js';
+import { deletePrefixed, luaConnection } from '../helpers/lua.js';
+import { uniquePrefix } from '../helpers/server.js';
 
 /**
  * The receipts domain's Lua scripts, called directly: markRead's status codes, its forward-only
@@ -21,20 +21,14 @@ let markRead: ScriptRunner;
 let unreadCount: ScriptRunner;
 
 beforeAll(async () => {
-  redis = new Redis(sharedRedisUrl(), { keyPrefix: prefix, lazyConnect: true });
-  await redis.connect();
-  const scripts = loadScripts(redis, LUA_DIRS);
+  let scripts: ScriptRegistry;
+  ({ redis, scripts } = await luaConnection(prefix));
   markRead = scripts.get('markRead');
   unreadCount = scripts.get('unreadCount');
 });
 
 afterAll(async () => {
-  // SCAN patterns are not prefixed by ioredis, and the keys it returns carry the prefix.
-  const admin = new Redis(sharedRedisUrl());
-  for await (const keys of admin.scanStream({ match: `${prefix}*`, count: 500 })) {
-    if ((keys as string[]).length > 0) await admin.unlink(...(keys as string[]));
-  }
-  admin.disconnect();
+  await deletePrefixed(prefix);
   for (const r of extra) r.disconnect();
   redis?.disconnect();
 });
@@ -186,10 +180,9 @@ describe('markRead', () => {
       const roomId = await seedRoom(100, ['owner', 'bob']);
       const runners = await Promise.all(
         Array.from({ length: 4 }, async () => {
-          const r = new Redis(sharedRedisUrl(), { keyPrefix: prefix, lazyConnect: true });
-          extra.push(r);
-          await r.connect();
-          return loadScripts(r, LUA_DIRS).get('markRead');
+          const c = await luaConnection(prefix);
+          extra.push(c.redis);
+          return c.scripts.get('markRead');
         }),
       );
       const seqs = Array.from({ length: 60 }, (_, i) => ((i * 37) % 97) + 1);

@@ -1,16 +1,16 @@
 import { randomBytes } from 'node:crypto';
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadScripts, type ScriptRunner } from '../../src/infra/scripts.js';
+import type { ScriptRegistry, ScriptRunner } from '../../src/infra/scripts.js';
 import { roomKeys } from '../../src/rooms/rooms.keys.js';
-import { sharedRedisUrl, uniquePrefix } from '../helpers/server.js';
+import { deletePrefixed, luaConnection } from '../helpers/lua.js';
+import { uniquePrefix } from '../helpers/server.js';
 
 /**
  * The rooms domain's Lua scripts, called directly (no service in between): every status code of
  * every script, and the races the scripts exist to make safe.
  */
 
-const LUA_DIRS = [new URL('../../src/rooms/lua/', import.meta.url)];
 const prefix = uniquePrefix('rooms-lua');
 let redis: Redis;
 let joinRoom: ScriptRunner;
@@ -19,9 +19,8 @@ let removeMember: ScriptRunner;
 let leaveRoom: ScriptRunner;
 
 beforeAll(async () => {
-  redis = new Redis(sharedRedisUrl(), { keyPrefix: prefix, lazyConnect: true });
-  await redis.connect();
-  const scripts = loadScripts(redis, LUA_DIRS);
+  let scripts: ScriptRegistry;
+  ({ redis, scripts } = await luaConnection(prefix));
   joinRoom = scripts.get('joinRoom');
   addMembers = scripts.get('addMembers');
   removeMember = scripts.get('removeMember');
@@ -29,12 +28,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  // SCAN patterns are not prefixed by ioredis, and the keys it returns carry the prefix.
-  const admin = new Redis(sharedRedisUrl());
-  for await (const keys of admin.scanStream({ match: `${prefix}*`, count: 500 })) {
-    if ((keys as string[]).length > 0) await admin.unlink(...(keys as string[]));
-  }
-  admin.disconnect();
+  await deletePrefixed(prefix);
   redis?.disconnect();
 });
 
