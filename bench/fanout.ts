@@ -13,18 +13,41 @@
  * BENCH_SERVER_NODE_ARGS adds node options to both servers, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof"
  * (NODE_OPTIONS refuses --cpu-prof).
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import http from 'node:http';
-import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { fileURLToPath } from 'node:url';
-import { createClient, type Client, type ExecutionResult } from 'graphql-ws';
+import { type Client, type ExecutionResult } from 'graphql-ws';
 import { Redis } from 'ioredis';
 import WebSocket from 'ws';
 import { signToken } from '../src/infra/auth.js';
-import { freePort, startRedisServer, type EmbeddedRedis } from '../src/infra/embedded-redis.js';
+import { freePort } from '../src/infra/embedded-redis.js';
+import {
+  BenchRun,
+  CLK_TCK,
+  DIST_INDEX,
+  ServerIssues,
+  benchSecret,
+  commandStats,
+  connectClient,
+  cpuTicks,
+  ensureFileLimit,
+  gitCommit,
+  hasExited,
+  inBatches,
+  loadAverage,
+  makeLog,
+  percentile,
+  pollUntil,
+  round,
+  rssKb,
+  serverEnv,
+  sleep,
+  spawnServer,
+  terminateChild,
+  waitServerReady,
+  withTimeout,
+  type ServerChild,
+} from './lib.js';
 
 // ---------------------------------------------------------------------------------------------
 // Options
@@ -92,81 +115,14 @@ function fatalUsage(message: string): never {
 // ---------------------------------------------------------------------------------------------
 // Small utilities
 
-const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
-const DIST_INDEX = join(ROOT, 'dist', 'index.js');
 const nowMs = () => performance.timeOrigin + performance.now();
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-const log = (msg: string) => console.log(`[fanout ${(performance.now() / 1000).toFixed(1)}s] ${msg}`);
-
-async function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    return await Promise.race([
-      p,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
-      }),
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-/** Polls until `check` is true or `ms` passed; answers whether it became true. */
-async function pollUntil(check: () => boolean, ms: number, every = 50): Promise<boolean> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    if (check()) return true;
-    if (Date.now() >= deadline) return false;
-    await sleep(every);
-  }
-}
-
-const CLK_TCK = (() => {
-  const r = spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' });
-  const n = Number(r.stdout?.trim());
-  return Number.isInteger(n) && n > 0 ? n : 100;
-})();
-
-/** utime + stime of a process, in clock ticks. */
-function cpuTicks(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  // The command name may hold spaces: fields are counted after its closing parenthesis.
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return Number(fields[11]) + Number(fields[12]); // fields 14 and 15 of proc(5)
-}
-
-/** VmRSS of a process, in KB. */
-function rssKb(pid: number): number {
-  const m = /^VmRSS:\s+(\d+)\s+kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-  return m ? Number(m[1]) : NaN;
-}
-
-/** Soft limit of open files, raised with prlimit (we run as root) when below `need`. */
-function ensureFileLimit(need: number): number {
-  const read = () => {
-    const m = /^Max open files\s+(\d+|unlimited)\s+(\d+|unlimited)/m.exec(readFileSync('/proc/self/limits', 'utf8'));
-    return m?.[1] === 'unlimited' ? Infinity : Number(m?.[1] ?? 1024);
-  };
-  const soft = read();
-  if (soft >= need) return soft;
-  const target = Math.max(need, 65536);
-  const r = spawnSync('prlimit', ['--pid', String(process.pid), `--nofile=${target}:${target}`], { encoding: 'utf8' });
-  const after = read();
-  if (after < need) {
-    log(`warning: open-file limit is ${after}, ${need} wanted (prlimit: ${r.stderr?.trim() || r.error?.message || 'failed'}); connections may fail`);
-  } else {
-    log(`raised the open-file limit from ${soft} to ${after}`);
-  }
-  return after;
-}
+const log = makeLog('fanout');
 
 /** Calls per command Redis has run (INFO commandstats); empty when unavailable. */
 async function redisCommands(client: Redis): Promise<Map<string, number>> {
   const out = new Map<string, number>();
   try {
-    const info = await client.info('commandstats');
-    for (const m of info.matchAll(/^cmdstat_([^:]+):calls=(\d+)/gm)) out.set(m[1] as string, Number(m[2]));
+    for (const [cmd, st] of await commandStats(client)) out.set(cmd, st.calls);
   } catch {
     // leave it empty
   }
@@ -181,162 +137,46 @@ function commandDelta(before: Map<string, number>, after: Map<string, number>): 
     .sort((x, y) => y[1] - x[1]);
 }
 
-/** The commit the source tree is at (dist/ is assumed built from it), with "+dirty" for local changes. */
-function gitCommit(): string | null {
-  const head = spawnSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: ROOT, encoding: 'utf8' });
-  if (head.status !== 0) return null;
-  const dirty = spawnSync('git', ['status', '--porcelain', '--', 'src', 'schema'], { cwd: ROOT, encoding: 'utf8' });
-  return `${head.stdout.trim()}${dirty.stdout?.trim() ? '+dirty' : ''}`;
-}
-
-const loadAverage = () => readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
-
-function percentile(sorted: Float64Array, p: number): number {
-  if (sorted.length === 0) return NaN;
-  const idx = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
-  return sorted[idx] as number;
-}
-
-const round = (n: number, digits = 1) => (Number.isFinite(n) ? Number(n.toFixed(digits)) : null);
-
 // ---------------------------------------------------------------------------------------------
 // Children and clean-up
 
-interface ServerProc {
+interface ServerProc extends ServerChild {
   name: string;
   port: number;
   url: string;
   wsUrl: string;
-  child: ChildProcess;
-  pid: number;
   agent: http.Agent;
-  exited: Promise<void>;
 }
 
 const servers: ServerProc[] = [];
-let redis: EmbeddedRedis | null = null;
-let tmpDir: string | null = null;
-const wsClients: Client[] = [];
-let stoppingChildren = false;
-
-/** What the servers wrote at warn level and above, and how they ended. */
-const serverIssues = {
-  warnings: 0,
-  errors: 0,
-  samples: [] as string[],
-  crashes: [] as string[],
-};
-
-function noteServerLine(name: string, line: string) {
-  if (!line.trim()) return;
-  let level = 50;
-  let msg = line;
-  try {
-    const j = JSON.parse(line) as { level?: number; msg?: string; err?: unknown };
-    level = typeof j.level === 'number' ? j.level : 50;
-    msg = `${j.msg ?? ''} ${j.err ? JSON.stringify(j.err).slice(0, 300) : ''}`.trim();
-  } catch {
-    // not pino JSON (a stack trace, a startup error): count it as an error
-  }
-  if (level >= 50) serverIssues.errors++;
-  else if (level >= 40) serverIssues.warnings++;
-  else return;
-  const sample = `${name}: ${msg.slice(0, 400)}`;
-  if (serverIssues.samples.length < 12 && !serverIssues.samples.includes(sample)) serverIssues.samples.push(sample);
-}
-
-/** Synchronous last resort (process 'exit'): kill whatever is still running. */
-function killAllNow() {
-  for (const c of wsClients) {
-    try {
-      c.terminate();
-    } catch {
-      // already gone
-    }
-  }
-  for (const s of servers) {
-    if (s.child.exitCode === null && s.child.signalCode === null) {
-      try {
-        s.child.kill('SIGKILL');
-      } catch {
-        // gone
-      }
-    }
-  }
-  if (redis) {
-    try {
-      process.kill(redis.pid, 'SIGKILL');
-    } catch {
-      // gone
-    }
-  }
-  if (tmpDir) rmSync(tmpDir, { recursive: true, force: true });
-}
-process.on('exit', killAllNow);
-
-/** Orderly clean-up: clients, then servers (SIGTERM, SIGKILL after 10 s), then Redis and the temp dir. */
+const serverIssues = new ServerIssues();
 /** How each server ended on SIGTERM (graceful shutdown, with the bench's sockets still open). */
 const shutdowns: { name: string; code: number | null; signal: string | null; ms: number }[] = [];
 
-async function cleanup(): Promise<void> {
-  stoppingChildren = true;
-  for (const s of servers) s.agent.destroy();
-  await Promise.all(
-    servers.map(async (s) => {
-      if (s.child.exitCode !== null || s.child.signalCode !== null) return;
-      const t0 = performance.now();
-      s.child.kill('SIGTERM');
-      const timer = setTimeout(() => s.child.kill('SIGKILL'), 12_000);
-      await s.exited;
-      clearTimeout(timer);
-      shutdowns.push({ name: s.name, code: s.child.exitCode, signal: s.child.signalCode, ms: Math.round(performance.now() - t0) });
-    }),
-  );
-  for (const c of wsClients.splice(0)) {
-    try {
-      c.terminate();
-    } catch {
-      // gone
-    }
-  }
-  if (redis) {
-    const r = redis;
-    await withTimeout(r.stop(), 7000, 'redis-server to stop').catch(() => {
-      try {
-        process.kill(r.pid, 'SIGKILL');
-      } catch {
-        // gone
+const run = new BenchRun('fanout', {
+  cleanupMs: 20_000,
+  onFailure: () => serverIssues.printSamples(),
+  killChildrenNow: () => {
+    for (const s of servers) {
+      if (!hasExited(s.child)) {
+        try {
+          s.child.kill('SIGKILL');
+        } catch {
+          // gone
+        }
       }
-    });
-    redis = null;
-  }
-  if (tmpDir) {
-    rmSync(tmpDir, { recursive: true, force: true });
-    tmpDir = null;
-  }
-}
-
-let exiting = false;
-async function exitWith(code: number, message?: string): Promise<never> {
-  if (message) console.error(`bench:fanout: ${message}`);
-  if (code !== 0 && !exiting && serverIssues.samples.length > 0) {
-    console.error('server output (warn and above):');
-    for (const line of serverIssues.samples) console.error(`  ${line}`);
-  }
-  if (!exiting) {
-    exiting = true;
-    await withTimeout(cleanup(), 20_000, 'clean-up').catch((err: Error) => console.error(`bench:fanout: ${err.message}`));
-  }
-  process.exit(code);
-}
-
-process.on('SIGINT', () => {
-  if (exiting) process.exit(130);
-  void exitWith(130, 'interrupted');
-});
-process.on('SIGTERM', () => {
-  if (exiting) process.exit(143);
-  void exitWith(143, 'terminated');
+    }
+  },
+  // Clients, then servers (SIGTERM, SIGKILL after 12 s), then Redis and the temp dir.
+  stopChildren: async () => {
+    for (const s of servers) s.agent.destroy();
+    await Promise.all(
+      servers.map(async (s) => {
+        if (hasExited(s.child)) return;
+        shutdowns.push({ name: s.name, ...(await terminateChild(s)) });
+      }),
+    );
+  },
 });
 
 // ---------------------------------------------------------------------------------------------
@@ -344,80 +184,31 @@ process.on('SIGTERM', () => {
 
 async function startServer(name: string, redisUrl: string, secret: string): Promise<ServerProc> {
   const port = await freePort();
-  const env: NodeJS.ProcessEnv = {
-    ...process.env,
-    NODE_ENV: 'production',
-    LOG_LEVEL: 'warn',
-    RATE_LIMITS: 'off', // a benchmark of delivery, not of limits
-    PORT: String(port),
-    HOST: '127.0.0.1',
-    REDIS_URL: redisUrl,
-    JWT_SECRET: secret,
-    REDIS_KEY_PREFIX: 'bench:',
-    INSTANCE_ID: name,
-  };
-  delete env.JWT_JWKS_URL;
-  delete env.GRAPHIQL;
-  delete env.BENCH_SERVER_NODE_ARGS;
+  const env = serverEnv(port, redisUrl, secret, name, {}, ['JWT_JWKS_URL', 'GRAPHIQL', 'BENCH_SERVER_NODE_ARGS']);
   const nodeArgs = (process.env.BENCH_SERVER_NODE_ARGS ?? '').split(/\s+/).filter(Boolean);
-  const child = spawn(process.execPath, [...nodeArgs, DIST_INDEX], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
-  if (child.pid === undefined) throw new Error(`${name} could not be started`);
-  const exited = new Promise<void>((res) => child.once('exit', () => res()));
-  for (const stream of [child.stdout, child.stderr]) {
-    let buf = '';
-    stream?.setEncoding('utf8');
-    stream?.on('data', (d: string) => {
-      buf += d;
-      let nl: number;
-      while ((nl = buf.indexOf('\n')) >= 0) {
-        noteServerLine(name, buf.slice(0, nl));
-        buf = buf.slice(nl + 1);
-      }
-      if (buf.length > 100_000) buf = buf.slice(-10_000);
-    });
-  }
-  child.once('exit', (code, signal) => {
-    if (!stoppingChildren) {
-      const what = `${name} (pid ${child.pid}) exited unexpectedly: code ${code}, signal ${signal}`;
-      serverIssues.crashes.push(what);
-      console.error(`bench:fanout: ${what}`);
-    }
+  const child = spawnServer(run, serverIssues, {
+    label: name,
+    args: [...nodeArgs, DIST_INDEX],
+    env,
+    onLine: (line) => serverIssues.note(name, line),
+    startError: `${name} could not be started`,
   });
   const s: ServerProc = {
+    ...child,
     name,
     port,
     url: `http://127.0.0.1:${port}/graphql`,
     wsUrl: `ws://127.0.0.1:${port}/graphql`,
-    child,
-    pid: child.pid,
     // Idle sockets close after 2 s, before the server's 5 s keep-alive timeout would close them
     // under a request being written (ECONNRESET).
     agent: new http.Agent({ keepAlive: true, maxSockets: 256, timeout: 2000 }),
-    exited,
   };
   servers.push(s);
   return s;
 }
 
-/** GET a path; resolves with the status (0 on a connection error). */
-function httpStatus(port: number, path: string): Promise<number> {
-  return new Promise((res) => {
-    const req = http.get({ host: '127.0.0.1', port, path, timeout: 2000 }, (r) => {
-      r.resume();
-      res(r.statusCode ?? 0);
-    });
-    req.on('timeout', () => req.destroy());
-    req.on('error', () => res(0));
-  });
-}
-
 async function waitReady(s: ServerProc): Promise<void> {
-  const deadline = Date.now() + 20_000;
-  while (Date.now() < deadline) {
-    if (s.child.exitCode !== null || s.child.signalCode !== null) break;
-    if ((await httpStatus(s.port, '/ready')) === 200) return;
-    await sleep(100);
-  }
+  if (await waitServerReady(s, s.port)) return;
   throw new Error(`${s.name} did not become ready on port ${s.port} (see errors above)`);
 }
 
@@ -513,54 +304,26 @@ function noteProblem(sample: string) {
 /** Opens graphql-ws clients in batches (SYN-flood friendly); resolves with the connected ones. */
 async function openClients(count: number, pick: (i: number) => { server: ServerProc; token: string }, label: string): Promise<(Client | null)[]> {
   const out: (Client | null)[] = new Array(count).fill(null);
-  const BATCH = 200;
   let failed = 0;
-  for (let start = 0; start < count; start += BATCH) {
-    const batch: Promise<void>[] = [];
-    for (let i = start; i < Math.min(count, start + BATCH); i++) {
-      const { server, token } = pick(i);
-      batch.push(
-        new Promise<void>((res) => {
-          let settled = false;
-          const done = (ok: boolean, why?: string) => {
-            if (settled) return;
-            settled = true;
-            if (!ok) {
-              failed++;
-              noteProblem(`${label} connection failed: ${why}`);
-            }
-            res();
-          };
-          const client = createClient({
-            url: server.wsUrl,
-            webSocketImpl: WebSocket,
-            lazy: false,
-            retryAttempts: 0,
-            connectionParams: { authorization: `Bearer ${token}` },
-            onNonLazyError: () => undefined,
-            on: {
-              connected: () => {
-                out[i] = client;
-                done(true);
-              },
-              closed: (event) => {
-                const e = event as { code?: number; reason?: string };
-                if (!settled) done(false, `closed ${e.code} ${e.reason ?? ''}`);
-                else if (!exiting && !stoppingChildren) {
-                  problems.socketCloses++;
-                  noteProblem(`${label} socket closed: ${e.code} ${e.reason ?? ''}`);
-                }
-              },
-              error: (err) => done(false, err instanceof Error ? err.message : String(err)),
-            },
-          });
-          wsClients.push(client);
-          setTimeout(() => done(false, 'no connection_ack in 30 s'), 30_000).unref();
-        }),
-      );
+  await inBatches(0, count, 200, async (i) => {
+    const { server, token } = pick(i);
+    const r = await connectClient(run, {
+      url: server.wsUrl,
+      token,
+      webSocketImpl: WebSocket,
+      onLateClose: (e) => {
+        if (!run.exiting && !run.stoppingChildren) {
+          problems.socketCloses++;
+          noteProblem(`${label} socket closed: ${e.code} ${e.reason ?? ''}`);
+        }
+      },
+    });
+    if ('client' in r) out[i] = r.client;
+    else {
+      failed++;
+      noteProblem(`${label} connection failed: ${r.failed}`);
     }
-    await Promise.all(batch);
-  }
+  });
   if (failed > 0) log(`${failed} of ${count} ${label} connections failed`);
   return out;
 }
@@ -571,24 +334,23 @@ async function openClients(count: number, pick: (i: number) => { server: ServerP
 async function main() {
   const opts = parseOptions(process.argv.slice(2));
   if (!existsSync(DIST_INDEX)) {
-    await exitWith(1, `${DIST_INDEX} is missing: run npm run build first`);
+    await run.exitWith(1, `${DIST_INDEX} is missing: run npm run build first`);
   }
   const mode = opts.rate === null ? `${opts.inflight} sends in flight` : `fixed rate ${opts.rate} msg/s`;
   log(`commit ${gitCommit() ?? 'unknown'}; subscribers ${opts.subscribers}, rooms ${opts.rooms}, ${mode}, warm-up ${opts.warmup} s, measured ${opts.duration} s, idle connections ${opts.idleConnections}`);
-  ensureFileLimit(opts.subscribers + opts.idleConnections + 2000);
+  ensureFileLimit(opts.subscribers + opts.idleConnections + 2000, log);
 
   // Hard stop, whatever happens.
   const budgetMs = (opts.warmup + opts.duration) * 1000 + 240_000 + opts.idleConnections * 20;
-  setTimeout(() => void exitWith(3, `watchdog: the run took more than ${Math.round(budgetMs / 1000)} s`), budgetMs).unref();
+  run.watchdog(budgetMs);
 
   const commit = gitCommit();
   const load = loadAverage();
   if (Number(load.split(' ')[0]) > 1) log(`warning: load average ${load} before the run: other processes may compete for the CPU`);
 
   // --- Redis and two instances
-  tmpDir = mkdtempSync(join(tmpdir(), 'switchboard-fanout-'));
-  redis = await startRedisServer({ dir: join(tmpDir, 'redis'), appendOnly: false });
-  const secret = `bench-${Math.random().toString(36).slice(2)}-${Date.now()}`;
+  const redis = await run.startRedis();
+  const secret = benchSecret();
   const a = await startServer('server-a', redis.url, secret);
   const b = await startServer('server-b', redis.url, secret);
   await Promise.all([waitReady(a), waitReady(b)]);
@@ -690,13 +452,13 @@ async function main() {
           }
         },
         error: (err: unknown) => {
-          if (exiting) return;
+          if (run.exiting) return;
           problems.subscriptionErrors++;
           sub.ended = `error: ${JSON.stringify(err instanceof Error ? err.message : err).slice(0, 300)}`;
           noteProblem(`subscription ended with ${sub.ended}`);
         },
         complete: () => {
-          if (exiting) return;
+          if (run.exiting) return;
           problems.subscriptionEnds++;
           sub.ended = 'completed';
           noteProblem('a subscription completed unexpectedly');
@@ -917,7 +679,7 @@ async function main() {
             else noteProblem(`idle subscriber result without data: ${JSON.stringify(result.errors ?? result).slice(0, 300)}`);
           },
           error: (err: unknown) => {
-            if (exiting) return;
+            if (run.exiting) return;
             problems.subscriptionErrors++;
             noteProblem(`idle subscription error: ${JSON.stringify(err instanceof Error ? err.message : err).slice(0, 300)}`);
           },
@@ -943,8 +705,7 @@ async function main() {
   }
 
   // --- Stop everything (servers get SIGTERM with every socket still open), then report
-  exiting = true;
-  await withTimeout(cleanup(), 30_000, 'clean-up').catch((err: Error) => log(`warning: ${err.message}`));
+  await run.finish(30_000, log);
   const badShutdowns = shutdowns.filter((x) => x.code !== 0 || x.ms > 10_000);
   console.log('');
   console.log(`shutdown (SIGTERM)          ${shutdowns.map((x) => `${x.name} exit ${x.code ?? x.signal} in ${(x.ms / 1000).toFixed(1)} s`).join(', ')}`);
@@ -1001,5 +762,5 @@ async function main() {
 }
 
 main().catch((err: unknown) => {
-  void exitWith(1, err instanceof Error ? (err.stack ?? err.message) : String(err));
+  void run.exitWith(1, err instanceof Error ? (err.stack ?? err.message) : String(err));
 });

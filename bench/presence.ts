@@ -19,18 +19,43 @@
  * child crashed), 0 otherwise. Everything it starts (server, redis-server, sockets, temp dir) is
  * stopped on exit, error or SIGINT; everything listens on 127.0.0.1 only.
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import http from 'node:http';
-import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
+import { existsSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { fileURLToPath } from 'node:url';
-import { createClient, type Client } from 'graphql-ws';
 import { Redis } from 'ioredis';
 import WebSocket from 'ws';
 import { signToken } from '../src/infra/auth.js';
-import { freePort, startRedisServer, type EmbeddedRedis } from '../src/infra/embedded-redis.js';
+import { freePort } from '../src/infra/embedded-redis.js';
+import {
+  BENCH_COMMANDS,
+  BenchRun,
+  CLK_TCK,
+  DIST_INDEX,
+  ROOT,
+  ServerIssues,
+  benchSecret,
+  commandStats,
+  connectClient,
+  cpuTicks,
+  ensureFileLimit,
+  fmt,
+  gitCommit,
+  hasExited,
+  inBatches,
+  loadAverage,
+  makeLog,
+  percentile,
+  pollUntil,
+  round,
+  rssKb,
+  serverEnv,
+  sleep,
+  spawnServer,
+  terminateChild,
+  waitServerReady,
+  type ChildEnd,
+  type ServerChild,
+} from './lib.js';
 
 // ---------------------------------------------------------------------------------------------
 // Options
@@ -102,8 +127,6 @@ function parseOptions(argv: string[]): Options {
 // ---------------------------------------------------------------------------------------------
 // Small utilities
 
-const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
-const DIST_INDEX = join(ROOT, 'dist', 'index.js');
 const PREFIX = 'bench:';
 const INSTANCE_ID = 'presence-bench';
 const KEY_INSTANCES = `${PREFIX}presence:instances`;
@@ -112,113 +135,15 @@ const KEY_GRACE = `${PREFIX}presence:grace`;
 const KEY_PROBE = `${PREFIX}bench-probe:zadd`;
 /** Lines the preload hook writes to the server's stderr. */
 const HOOK_TAG = '@@presence-bench ';
-/** Commands the bench itself sends inside a measured window; left out of the counts. */
-const BENCH_COMMANDS = new Set(['info', 'config|resetstat', 'config']);
 
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 /** Once clean-up began (SIGINT, SIGTERM, watchdog), the run stops where it is: nothing more is measured or printed. */
-const halted = () => exiting;
+const halted = () => run.exiting;
 const HALT = () => new Promise<never>(() => undefined);
-const log = (msg: string) => console.log(`[presence ${(performance.now() / 1000).toFixed(1)}s] ${msg}`);
-const round = (n: number, digits = 1) => (Number.isFinite(n) ? Number(n.toFixed(digits)) : null);
-const fmt = (n: number, digits = 2) => (Number.isFinite(n) ? n.toFixed(digits) : 'n/a');
+const log = makeLog('presence');
 const mb = (bytes: number) => (bytes / 1_048_576).toFixed(2);
-
-async function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    return await Promise.race([
-      p,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
-      }),
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-/** Polls until `check` is true or `ms` passed; answers whether it became true. */
-async function pollUntil(check: () => boolean | Promise<boolean>, ms: number, every = 50): Promise<boolean> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    if (await check()) return true;
-    if (Date.now() >= deadline) return false;
-    await sleep(every);
-  }
-}
-
-function percentile(sorted: number[], p: number): number {
-  if (sorted.length === 0) return NaN;
-  const idx = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
-  return sorted[idx] as number;
-}
-
-const CLK_TCK = (() => {
-  const r = spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' });
-  const n = Number(r.stdout?.trim());
-  return Number.isInteger(n) && n > 0 ? n : 100;
-})();
-
-/** utime + stime of a process, in clock ticks. */
-function cpuTicks(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return Number(fields[11]) + Number(fields[12]);
-}
-
-/** VmRSS of a process, in KB. */
-function rssKb(pid: number): number {
-  const m = /^VmRSS:\s+(\d+)\s+kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-  return m ? Number(m[1]) : NaN;
-}
-
-/** Soft limit of open files, raised with prlimit (we run as root) when below `need`. */
-function ensureFileLimit(need: number): number {
-  const read = () => {
-    const m = /^Max open files\s+(\d+|unlimited)\s+(\d+|unlimited)/m.exec(readFileSync('/proc/self/limits', 'utf8'));
-    return m?.[1] === 'unlimited' ? Infinity : Number(m?.[1] ?? 1024);
-  };
-  const soft = read();
-  if (soft >= need) return soft;
-  const target = Math.max(need, 65536);
-  const r = spawnSync('prlimit', ['--pid', String(process.pid), `--nofile=${target}:${target}`], { encoding: 'utf8' });
-  const after = read();
-  if (after < need) {
-    log(`warning: open-file limit is ${after}, ${need} wanted (prlimit: ${r.stderr?.trim() || r.error?.message || 'failed'}); connections may fail`);
-  } else {
-    log(`raised the open-file limit from ${soft} to ${after}`);
-  }
-  return after;
-}
-
-function gitCommit(): string | null {
-  const head = spawnSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: ROOT, encoding: 'utf8' });
-  if (head.status !== 0) return null;
-  const dirty = spawnSync('git', ['status', '--porcelain', '--', 'src', 'schema'], { cwd: ROOT, encoding: 'utf8' });
-  return `${head.stdout.trim()}${dirty.stdout?.trim() ? '+dirty' : ''}`;
-}
-
-const loadAverage = () => readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
 
 // ---------------------------------------------------------------------------------------------
 // Redis statistics
-
-interface CommandStat {
-  calls: number;
-  usec: number;
-  usecPerCall: number;
-}
-
-/** INFO commandstats, by command name (Redis 7 names subcommands `config|resetstat`). */
-async function commandStats(client: Redis): Promise<Map<string, CommandStat>> {
-  const out = new Map<string, CommandStat>();
-  const info = await client.info('commandstats');
-  for (const m of info.matchAll(/^cmdstat_([^:]+):calls=(\d+),usec=(\d+),usec_per_call=([\d.]+)/gm)) {
-    out.set(m[1] as string, { calls: Number(m[2]), usec: Number(m[3]), usecPerCall: Number(m[4]) });
-  }
-  return out;
-}
 
 async function usedMemory(client: Redis): Promise<number> {
   const m = /^used_memory:(\d+)/m.exec(await client.info('memory'));
@@ -344,15 +269,10 @@ const hook = {
 // ---------------------------------------------------------------------------------------------
 // Children and clean-up
 
-let server: { child: ChildProcess; pid: number; port: number; wsUrl: string; exited: Promise<void> } | null = null;
-let redis: EmbeddedRedis | null = null;
+let server: (ServerChild & { port: number; wsUrl: string }) | null = null;
 let stats: Redis | null = null;
-let tmpDir: string | null = null;
-const wsClients: Client[] = [];
-let stoppingChildren = false;
-let exiting = false;
 
-const serverIssues = { warnings: 0, errors: 0, samples: [] as string[], crashes: [] as string[] };
+const serverIssues = new ServerIssues();
 const problems = { connectFailures: 0, socketCloses: 0, samples: [] as string[] };
 function noteProblem(sample: string) {
   if (problems.samples.length < 12 && !problems.samples.includes(sample)) problems.samples.push(sample);
@@ -376,113 +296,38 @@ function noteServerLine(line: string) {
     }
     return;
   }
-  let level = 50;
-  let msg = line;
-  try {
-    const j = JSON.parse(line) as { level?: number; msg?: string; err?: unknown };
-    level = typeof j.level === 'number' ? j.level : 50;
-    msg = `${j.msg ?? ''} ${j.err ? JSON.stringify(j.err).slice(0, 300) : ''}`.trim();
-  } catch {
-    // not pino JSON (a stack trace, a start-up error): count it as an error
-  }
-  if (level >= 50) serverIssues.errors++;
-  else if (level >= 40) serverIssues.warnings++;
-  else return;
-  const sample = `server: ${msg.slice(0, 400)}`;
-  if (serverIssues.samples.length < 12 && !serverIssues.samples.includes(sample)) serverIssues.samples.push(sample);
+  serverIssues.note('server', line);
 }
-
-/** Synchronous last resort (process 'exit'): kill whatever is still running. */
-function killAllNow() {
-  for (const c of wsClients) {
-    try {
-      c.terminate();
-    } catch {
-      // already gone
-    }
-  }
-  if (server && server.child.exitCode === null && server.child.signalCode === null) {
-    try {
-      server.child.kill('SIGKILL');
-    } catch {
-      // gone
-    }
-  }
-  if (redis) {
-    try {
-      process.kill(redis.pid, 'SIGKILL');
-    } catch {
-      // gone
-    }
-  }
-  if (tmpDir) rmSync(tmpDir, { recursive: true, force: true });
-}
-process.on('exit', killAllNow);
 
 /** SIGTERM to the server (SIGKILL after 12 s); resolves with how it ended. */
-async function stopServer(): Promise<{ code: number | null; signal: string | null; ms: number } | null> {
+async function stopServer(): Promise<ChildEnd | null> {
   const s = server;
   if (!s) return null;
-  stoppingChildren = true;
-  if (s.child.exitCode !== null || s.child.signalCode !== null) return { code: s.child.exitCode, signal: s.child.signalCode, ms: 0 };
-  const t0 = performance.now();
-  s.child.kill('SIGTERM');
-  const timer = setTimeout(() => s.child.kill('SIGKILL'), 12_000);
-  await s.exited;
-  clearTimeout(timer);
-  return { code: s.child.exitCode, signal: s.child.signalCode, ms: Math.round(performance.now() - t0) };
+  run.stoppingChildren = true;
+  if (hasExited(s.child)) return { code: s.child.exitCode, signal: s.child.signalCode, ms: 0 };
+  return terminateChild(s);
 }
 
-/** Orderly clean-up: server, sockets, the stats connection, Redis, the temp dir. */
-async function cleanup(): Promise<void> {
-  stoppingChildren = true;
-  await stopServer();
-  for (const c of wsClients.splice(0)) {
-    try {
-      c.terminate();
-    } catch {
-      // gone
-    }
-  }
-  stats?.disconnect();
-  stats = null;
-  if (redis) {
-    const r = redis;
-    await withTimeout(r.stop(), 7000, 'redis-server to stop').catch(() => {
+/** Clean-up: server, sockets, the stats connection, Redis, the temp dir. */
+const run = new BenchRun('presence', {
+  cleanupMs: 25_000,
+  onFailure: () => serverIssues.printSamples(),
+  killChildrenNow: () => {
+    if (server && !hasExited(server.child)) {
       try {
-        process.kill(r.pid, 'SIGKILL');
+        server.child.kill('SIGKILL');
       } catch {
         // gone
       }
-    });
-    redis = null;
-  }
-  if (tmpDir) {
-    rmSync(tmpDir, { recursive: true, force: true });
-    tmpDir = null;
-  }
-}
-
-async function exitWith(code: number, message?: string): Promise<never> {
-  if (message) console.error(`bench:presence: ${message}`);
-  if (code !== 0 && !exiting && serverIssues.samples.length > 0) {
-    console.error('server output (warn and above):');
-    for (const line of serverIssues.samples) console.error(`  ${line}`);
-  }
-  if (!exiting) {
-    exiting = true;
-    await withTimeout(cleanup(), 25_000, 'clean-up').catch((err: Error) => console.error(`bench:presence: ${err.message}`));
-  }
-  process.exit(code);
-}
-
-process.on('SIGINT', () => {
-  if (exiting) process.exit(130);
-  void exitWith(130, 'interrupted');
-});
-process.on('SIGTERM', () => {
-  if (exiting) process.exit(143);
-  void exitWith(143, 'terminated');
+    }
+  },
+  stopChildren: async () => {
+    await stopServer();
+  },
+  closeConnections: () => {
+    stats?.disconnect();
+    stats = null;
+  },
 });
 
 // ---------------------------------------------------------------------------------------------
@@ -490,65 +335,27 @@ process.on('SIGTERM', () => {
 
 async function startServer(redisUrl: string, secret: string, presenceTimeout: number, hookPath: string) {
   const port = await freePort();
-  const env: NodeJS.ProcessEnv = {
-    ...process.env,
-    NODE_ENV: 'production',
-    LOG_LEVEL: 'warn',
-    RATE_LIMITS: 'off', // a benchmark of delivery, not of limits
-    PORT: String(port),
-    HOST: '127.0.0.1',
-    REDIS_URL: redisUrl,
-    JWT_SECRET: secret,
-    REDIS_KEY_PREFIX: PREFIX,
-    INSTANCE_ID,
-    PRESENCE_TIMEOUT_SECONDS: String(presenceTimeout),
-  };
-  for (const k of ['JWT_JWKS_URL', 'GRAPHIQL', 'PRESENCE_TICK_MS', 'PRESENCE_GRACE_MS', 'POSITION_CHECK_INTERVAL_MS', 'NODE_OPTIONS']) delete env[k];
-  const child = spawn(process.execPath, ['--require', hookPath, DIST_INDEX], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
-  if (child.pid === undefined) throw new Error('the server could not be started');
-  const exited = new Promise<void>((res) => child.once('exit', () => res()));
-  for (const stream of [child.stdout, child.stderr]) {
-    let buf = '';
-    stream?.setEncoding('utf8');
-    stream?.on('data', (d: string) => {
-      buf += d;
-      let nl: number;
-      while ((nl = buf.indexOf('\n')) >= 0) {
-        noteServerLine(buf.slice(0, nl));
-        buf = buf.slice(nl + 1);
-      }
-      if (buf.length > 100_000) buf = buf.slice(-10_000);
-    });
-  }
-  child.once('exit', (code, signal) => {
-    if (!stoppingChildren) {
-      const what = `server (pid ${child.pid}) exited unexpectedly: code ${code}, signal ${signal}`;
-      serverIssues.crashes.push(what);
-      console.error(`bench:presence: ${what}`);
-    }
+  const env = serverEnv(port, redisUrl, secret, INSTANCE_ID, { PRESENCE_TIMEOUT_SECONDS: String(presenceTimeout) }, [
+    'JWT_JWKS_URL',
+    'GRAPHIQL',
+    'PRESENCE_TICK_MS',
+    'PRESENCE_GRACE_MS',
+    'POSITION_CHECK_INTERVAL_MS',
+    'NODE_OPTIONS',
+  ]);
+  const child = spawnServer(run, serverIssues, {
+    label: 'server',
+    args: ['--require', hookPath, DIST_INDEX],
+    env,
+    onLine: noteServerLine,
+    startError: 'the server could not be started',
   });
-  server = { child, pid: child.pid, port, wsUrl: `ws://127.0.0.1:${port}/graphql`, exited };
+  server = { ...child, port, wsUrl: `ws://127.0.0.1:${port}/graphql` };
   return server;
 }
 
-function httpStatus(port: number, path: string): Promise<number> {
-  return new Promise((res) => {
-    const req = http.get({ host: '127.0.0.1', port, path, timeout: 2000 }, (r) => {
-      r.resume();
-      res(r.statusCode ?? 0);
-    });
-    req.on('timeout', () => req.destroy());
-    req.on('error', () => res(0));
-  });
-}
-
 async function waitReady(s: NonNullable<typeof server>): Promise<void> {
-  const deadline = Date.now() + 20_000;
-  while (Date.now() < deadline) {
-    if (s.child.exitCode !== null || s.child.signalCode !== null) break;
-    if ((await httpStatus(s.port, '/ready')) === 200) return;
-    await sleep(100);
-  }
+  if (await waitServerReady(s, s.port)) return;
   throw new Error(`the server did not become ready on port ${s.port}${serverIssues.samples.length ? `:\n  ${serverIssues.samples.join('\n  ')}` : ''}`);
 }
 
@@ -568,51 +375,31 @@ class QuietWebSocket extends WebSocket {
 
 /** Opens idle graphql-ws connections in batches; resolves once each got connection_ack or failed. */
 async function openClients(from: number, to: number, wsUrl: string, tokenOf: (i: number) => string): Promise<number> {
-  const BATCH = 200;
   let ok = 0;
-  for (let start = from; start < to && !halted(); start += BATCH) {
-    const batch: Promise<void>[] = [];
-    for (let i = start; i < Math.min(to, start + BATCH); i++) {
-      batch.push(
-        new Promise<void>((res) => {
-          let settled = false;
-          const done = (connected: boolean, why?: string) => {
-            if (settled) return;
-            settled = true;
-            if (connected) ok++;
-            else {
-              problems.connectFailures++;
-              noteProblem(`connection ${i} failed: ${why}`);
-            }
-            res();
-          };
-          const client = createClient({
-            url: wsUrl,
-            webSocketImpl: QuietWebSocket,
-            lazy: false,
-            retryAttempts: 0,
-            connectionParams: { authorization: `Bearer ${tokenOf(i)}` },
-            onNonLazyError: () => undefined,
-            on: {
-              connected: () => done(true),
-              closed: (event) => {
-                const e = event as { code?: number; reason?: string };
-                if (!settled) done(false, `closed ${e.code} ${e.reason ?? ''}`);
-                else if (!exiting && !stoppingChildren) {
-                  problems.socketCloses++;
-                  noteProblem(`socket ${i} closed: ${e.code} ${e.reason ?? ''}`);
-                }
-              },
-              error: (err) => done(false, err instanceof Error ? err.message : String(err)),
-            },
-          });
-          wsClients.push(client);
-          setTimeout(() => done(false, 'no connection_ack in 30 s'), 30_000).unref();
-        }),
-      );
-    }
-    await Promise.all(batch);
-  }
+  await inBatches(
+    from,
+    to,
+    200,
+    async (i) => {
+      const r = await connectClient(run, {
+        url: wsUrl,
+        token: tokenOf(i),
+        webSocketImpl: QuietWebSocket,
+        onLateClose: (e) => {
+          if (!run.exiting && !run.stoppingChildren) {
+            problems.socketCloses++;
+            noteProblem(`socket ${i} closed: ${e.code} ${e.reason ?? ''}`);
+          }
+        },
+      });
+      if ('client' in r) ok++;
+      else {
+        problems.connectFailures++;
+        noteProblem(`connection ${i} failed: ${r.failed}`);
+      }
+    },
+    () => !halted(),
+  );
   return ok;
 }
 
@@ -769,7 +556,7 @@ function printPhase(p: Phase, heartbeatMs: number) {
 async function main() {
   const opts = parseOptions(process.argv.slice(2));
   if (!existsSync(DIST_INDEX)) {
-    await exitWith(1, `${DIST_INDEX} is missing: run npm run build first`);
+    await run.exitWith(1, `${DIST_INDEX} is missing: run npm run build first`);
   }
   const commit = gitCommit();
   const load = loadAverage();
@@ -777,22 +564,21 @@ async function main() {
   const maxConnections = opts.connections[opts.connections.length - 1] as number;
   log(`commit ${commit ?? 'unknown'}; steps ${opts.connections.join(', ')} connections; PRESENCE_TIMEOUT_SECONDS ${opts.presenceTimeout} (heartbeat every ${heartbeatMs} ms); ${opts.intervals} intervals measured per step; load average ${load}`);
   if (Number(load.split(' ')[0]) > 1) log(`warning: load average ${load}: other processes may compete for the CPU`);
-  ensureFileLimit(maxConnections + 2000);
+  ensureFileLimit(maxConnections + 2000, log);
 
   // Hard stop, whatever happens.
   const perStepMs = (opts.settle + 5) * 1000 + (opts.intervals + 4) * heartbeatMs + opts.probes * 20;
   const budgetMs = 120_000 + maxConnections * 25 + opts.connections.length * perStepMs;
-  setTimeout(() => void exitWith(3, `watchdog: the run took more than ${Math.round(budgetMs / 1000)} s`), budgetMs).unref();
+  run.watchdog(budgetMs);
 
   // --- Redis (no persistence) and one instance
-  tmpDir = mkdtempSync(join(tmpdir(), 'switchboard-presence-'));
-  redis = await startRedisServer({ dir: join(tmpDir, 'redis'), appendOnly: false });
+  const redis = await run.startRedis();
   stats = new Redis(redis.url, { lazyConnect: false, maxRetriesPerRequest: 1, connectionName: 'presence-bench' });
   stats.on('error', () => undefined);
   const client = stats;
-  const hookPath = join(tmpDir, 'heartbeat-hook.cjs');
+  const hookPath = join(run.tmpDir as string, 'heartbeat-hook.cjs');
   writeFileSync(hookPath, HOOK_SOURCE);
-  const secret = `bench-${Math.random().toString(36).slice(2)}-${Date.now()}`;
+  const secret = benchSecret();
   const s = await startServer(redis.url, secret, opts.presenceTimeout, hookPath);
   await waitReady(s);
   await pollUntil(() => hook.ready || hook.error !== null, 3000);
@@ -916,13 +702,12 @@ async function main() {
   };
   console.log(JSON.stringify(summary));
 
-  exiting = true;
-  await withTimeout(cleanup(), 25_000, 'clean-up').catch((err: Error) => log(`warning: ${err.message}`));
+  await run.finish(25_000, log);
   process.exit(grows || serverIssues.crashes.length > 0 ? 1 : 0);
 }
 
 main().catch((err: unknown) => {
   // After SIGINT/SIGTERM or the watchdog, clean-up closes what main was using: its errors are moot.
-  if (exiting) return;
-  void exitWith(1, err instanceof Error ? (err.stack ?? err.message) : String(err));
+  if (run.exiting) return;
+  void run.exitWith(1, err instanceof Error ? (err.stack ?? err.message) : String(err));
 });

@@ -24,14 +24,9 @@
  * sanity check fails or a check failed, 0 otherwise. redis-server, connections and the temp dir are
  * stopped and removed on exit, error or SIGINT; a watchdog bounds the whole run.
  */
-import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
-import { startRedisServer, type EmbeddedRedis } from '../src/infra/embedded-redis.js';
+import { BENCH_COMMANDS, BenchRun, CLK_TCK, commandStats, cpuTicks, fmt, gitCommit, loadAverage, makeLog, percentile, round } from './lib.js';
 import { waitReady } from '../src/infra/redis.js';
 import { loadScripts } from '../src/infra/scripts.js';
 import { createRateLimitService, type LimitCheck, type RateLimitService } from '../src/ratelimit/ratelimit.service.js';
@@ -95,40 +90,15 @@ function parseOptions(argv: string[]): Options {
 // ---------------------------------------------------------------------------------------------
 // Small utilities
 
-const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const PREFIX = 'bench:';
 const SCOPE = 'sendMessage';
 const LIMIT = { max: 1000, windowMs: 10_000 };
 /** Commands the script runs inside Redis, reported per check. */
 const SCRIPT_COMMANDS = ['zremrangebyscore', 'zcard', 'zadd', 'pexpire', 'zrange'];
-/** Commands the bench itself sends on its stats connection inside the measured window. */
-const BENCH_COMMANDS = new Set(['info', 'config|resetstat', 'config']);
 const SANITY = { checks: 200, max: 50, windowMs: 60_000, connections: 8, identity: 'sanity-one' };
 const COMMAND_TIMEOUT_MS = 5000;
 
-const log = (msg: string) => console.log(`[ratelimit ${(performance.now() / 1000).toFixed(1)}s] ${msg}`);
-const round = (n: number, digits = 1) => (Number.isFinite(n) ? Number(n.toFixed(digits)) : null);
-const fmt = (n: number, digits = 2) => (Number.isFinite(n) ? n.toFixed(digits) : 'n/a');
-
-async function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    return await Promise.race([
-      p,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
-      }),
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-function percentile(sorted: Float64Array, p: number): number {
-  if (sorted.length === 0) return NaN;
-  const idx = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
-  return sorted[idx] as number;
-}
+const log = makeLog('ratelimit');
 
 /** A small seeded PRNG (mulberry32): the identity sequence is the same from run to run. */
 function prng(seed: number): () => number {
@@ -142,52 +112,21 @@ function prng(seed: number): () => number {
   };
 }
 
-const CLK_TCK = (() => {
-  const r = spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' });
-  const n = Number(r.stdout?.trim());
-  return Number.isInteger(n) && n > 0 ? n : 100;
-})();
-
-/** utime + stime of a process, in clock ticks. */
-function cpuTicks(pid: number | 'self'): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return Number(fields[11]) + Number(fields[12]);
-}
-
-function gitCommit(): string | null {
-  const head = spawnSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: ROOT, encoding: 'utf8' });
-  if (head.status !== 0) return null;
-  const dirty = spawnSync('git', ['status', '--porcelain', '--', 'src'], { cwd: ROOT, encoding: 'utf8' });
-  return `${head.stdout.trim()}${dirty.stdout?.trim() ? '+dirty' : ''}`;
-}
-
-const loadAverage = () => readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
-
-interface CommandStat {
-  calls: number;
-  usec: number;
-  usecPerCall: number;
-  failed: number;
-}
-
-/** INFO commandstats, by command name (Redis 7 names subcommands `config|resetstat`). */
-async function commandStats(client: Redis): Promise<Map<string, CommandStat>> {
-  const out = new Map<string, CommandStat>();
-  const info = await client.info('commandstats');
-  for (const m of info.matchAll(/^cmdstat_([^:]+):calls=(\d+),usec=(\d+),usec_per_call=([\d.]+)(?:.*?failed_calls=(\d+))?/gm)) {
-    out.set(m[1] as string, { calls: Number(m[2]), usec: Number(m[3]), usecPerCall: Number(m[4]), failed: Number(m[5] ?? 0) });
-  }
-  return out;
-}
-
 // ---------------------------------------------------------------------------------------------
 // Children and clean-up
 
-let redis: EmbeddedRedis | null = null;
-let tmpDir: string | null = null;
 const clients: Redis[] = [];
-let exiting = false;
+
+/** Clean-up: connections, Redis, the temp dir. */
+const bench = new BenchRun('ratelimit', {
+  cleanupMs: 15_000,
+  killChildrenNow: () => {
+    for (const c of clients) c.disconnect();
+  },
+  closeConnections: () => {
+    for (const c of clients.splice(0)) c.disconnect();
+  },
+});
 
 function newClient(url: string, name: string, keyPrefix?: string): Redis {
   // The instance's command connection (src/infra/redis.ts): no offline queue, one retry, a timeout.
@@ -204,58 +143,6 @@ function newClient(url: string, name: string, keyPrefix?: string): Redis {
   clients.push(client);
   return client;
 }
-
-/** Synchronous last resort (process 'exit'): kill whatever is still running. */
-function killAllNow() {
-  for (const c of clients) c.disconnect();
-  if (redis) {
-    try {
-      process.kill(redis.pid, 'SIGKILL');
-    } catch {
-      // gone
-    }
-  }
-  if (tmpDir) rmSync(tmpDir, { recursive: true, force: true });
-}
-process.on('exit', killAllNow);
-
-/** Orderly clean-up: connections, Redis, the temp dir. */
-async function cleanup(): Promise<void> {
-  for (const c of clients.splice(0)) c.disconnect();
-  if (redis) {
-    const r = redis;
-    await withTimeout(r.stop(), 7000, 'redis-server to stop').catch(() => {
-      try {
-        process.kill(r.pid, 'SIGKILL');
-      } catch {
-        // gone
-      }
-    });
-    redis = null;
-  }
-  if (tmpDir) {
-    rmSync(tmpDir, { recursive: true, force: true });
-    tmpDir = null;
-  }
-}
-
-async function exitWith(code: number, message?: string): Promise<never> {
-  if (message) console.error(`bench:ratelimit: ${message}`);
-  if (!exiting) {
-    exiting = true;
-    await withTimeout(cleanup(), 15_000, 'clean-up').catch((err: Error) => console.error(`bench:ratelimit: ${err.message}`));
-  }
-  process.exit(code);
-}
-
-process.on('SIGINT', () => {
-  if (exiting) process.exit(130);
-  void exitWith(130, 'interrupted');
-});
-process.on('SIGTERM', () => {
-  if (exiting) process.exit(143);
-  void exitWith(143, 'terminated');
-});
 
 function buildService(client: Redis): RateLimitService {
   const scripts = loadScripts(client, LUA_DIRS);
@@ -346,7 +233,7 @@ async function runLoad(service: RateLimitService, opts: Options, redisPid: numbe
   const deadline = t0 + opts.duration * 1000;
   const loop = async (k: number) => {
     const rand = prng(0x5eed + k);
-    while (!stop && !exiting && performance.now() < deadline) {
+    while (!stop && !bench.exiting && performance.now() < deadline) {
       const hot = rand() < opts.hotShare;
       const idx = hot ? Math.floor(rand() * hotIdentities) : Math.floor(rand() * opts.identities);
       const started = performance.now();
@@ -407,7 +294,7 @@ async function runLoad(service: RateLimitService, opts: Options, redisPid: numbe
 
 async function main() {
   const opts = parseOptions(process.argv.slice(2));
-  const commit = gitCommit();
+  const commit = gitCommit(['src']);
   const load = loadAverage();
   log(
     `commit ${commit ?? 'unknown'}; ${opts.duration} s, ${opts.concurrency} concurrent loops, ${opts.identities} identities (${fmt(opts.hotShare * 100, 0)}% of checks to the hottest ${Math.max(1, Math.ceil(opts.identities / 100))}); limit ${LIMIT.max}/${LIMIT.windowMs} ms, 1 hit per check; load average ${load}`,
@@ -416,11 +303,10 @@ async function main() {
 
   // Hard stop, whatever happens.
   const budgetMs = 60_000 + opts.duration * 1000 * 2;
-  setTimeout(() => void exitWith(3, `watchdog: the run took more than ${Math.round(budgetMs / 1000)} s`), budgetMs).unref();
+  bench.watchdog(budgetMs);
 
   // --- Redis (no persistence, loopback) and the service on one command connection
-  tmpDir = mkdtempSync(join(tmpdir(), 'switchboard-ratelimit-'));
-  redis = await startRedisServer({ dir: join(tmpDir, 'redis'), appendOnly: false });
+  const redis = await bench.startRedis();
   const redisPid = redis.pid;
   const stats = newClient(redis.url, 'ratelimit-bench:stats');
   const command = newClient(redis.url, 'ratelimit-bench:cmd', PREFIX);
@@ -432,7 +318,7 @@ async function main() {
 
   // --- Concurrency sanity (before the stats are reset: its commands stay out of the figures)
   const sanity = await sanityCheck(redis.url, stats);
-  if (exiting) return;
+  if (bench.exiting) return;
 
   // --- Warm-up: the first script call on a connection is an EVAL (ioredis), then EVALSHA.
   for (let i = 0; i < 10; i++) await service.check('warmup', [{ scope: SCOPE, limit: LIMIT, hits: 1 }]);
@@ -442,7 +328,7 @@ async function main() {
   // --- Measured run
   log(`running for ${opts.duration} s ...`);
   const run = await runLoad(service, opts, redisPid);
-  if (exiting) return;
+  if (bench.exiting) return;
   const cmdStats = await commandStats(stats);
   const dbsize = await stats.dbsize();
 
@@ -524,13 +410,12 @@ async function main() {
   };
   console.log(JSON.stringify(summary));
 
-  exiting = true;
-  await withTimeout(cleanup(), 15_000, 'clean-up').catch((err: Error) => log(`warning: ${err.message}`));
+  await bench.finish(15_000, log);
   process.exit(problems.length ? 1 : 0);
 }
 
 main().catch((err: unknown) => {
   // After SIGINT/SIGTERM or the watchdog, clean-up closes what main was using: its errors are moot.
-  if (exiting) return;
-  void exitWith(1, err instanceof Error ? (err.stack ?? err.message) : String(err));
+  if (bench.exiting) return;
+  void bench.exitWith(1, err instanceof Error ? (err.stack ?? err.message) : String(err));
 });

@@ -1,0 +1,461 @@
+/**
+ * Shared pieces of the benchmarks in bench/: a private redis-server and temp dir with clean-up on
+ * exit, error, SIGINT and SIGTERM (`BenchRun`), Switchboard server child processes, graphql-ws
+ * connections, /proc readers, Redis statistics and printing helpers.
+ */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import http from 'node:http';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { fileURLToPath } from 'node:url';
+import { createClient, type Client } from 'graphql-ws';
+import type { Redis } from 'ioredis';
+import { startRedisServer, type EmbeddedRedis } from '../src/infra/embedded-redis.js';
+
+// ---------------------------------------------------------------------------------------------
+// Paths and small utilities
+
+/** The repository root. */
+export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+/** The built server entry point (`npm run build`). */
+export const DIST_INDEX = join(ROOT, 'dist', 'index.js');
+/** Commands a bench itself sends on its stats connection inside a measured window; left out of the counts. */
+export const BENCH_COMMANDS = new Set(['info', 'config|resetstat', 'config']);
+
+/** Resolves after `ms` milliseconds. */
+export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+/** A logger printing `[name 12.3s] message` (seconds since the process started). */
+export const makeLog = (name: string) => (msg: string) => console.log(`[${name} ${(performance.now() / 1000).toFixed(1)}s] ${msg}`);
+/** `n` rounded to `digits` decimals for JSON, null when not finite. */
+export const round = (n: number, digits = 1) => (Number.isFinite(n) ? Number(n.toFixed(digits)) : null);
+/** `n` with `digits` decimals, 'n/a' when not finite. */
+export const fmt = (n: number, digits = 2) => (Number.isFinite(n) ? n.toFixed(digits) : 'n/a');
+/** A random JWT secret for one run. */
+export const benchSecret = () => `bench-${Math.random().toString(36).slice(2)}-${Date.now()}`;
+
+/** Rejects with "timed out after … waiting for `what`" when `p` takes longer than `ms`. */
+export async function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([
+      p,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Polls until `check` is true or `ms` passed; answers whether it became true. */
+export async function pollUntil(check: () => boolean | Promise<boolean>, ms: number, every = 50): Promise<boolean> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    if (await check()) return true;
+    if (Date.now() >= deadline) return false;
+    await sleep(every);
+  }
+}
+
+/** The `p`th percentile (nearest rank) of ascending `sorted`; NaN when empty. */
+export function percentile(sorted: ArrayLike<number>, p: number): number {
+  if (sorted.length === 0) return NaN;
+  const idx = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
+  return sorted[idx] as number;
+}
+
+/** The commit the source tree is at (dist/ is assumed built from it), with "+dirty" for local changes under `paths`. */
+export function gitCommit(paths: string[] = ['src', 'schema']): string | null {
+  const head = spawnSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: ROOT, encoding: 'utf8' });
+  if (head.status !== 0) return null;
+  const dirty = spawnSync('git', ['status', '--porcelain', '--', ...paths], { cwd: ROOT, encoding: 'utf8' });
+  return `${head.stdout.trim()}${dirty.stdout?.trim() ? '+dirty' : ''}`;
+}
+
+/** The 1, 5 and 15 minute load averages, as /proc/loadavg writes them. */
+export const loadAverage = () => readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
+
+// ---------------------------------------------------------------------------------------------
+// /proc readers
+
+/** Clock ticks per second (getconf CLK_TCK, 100 when unknown). */
+export const CLK_TCK = (() => {
+  const r = spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' });
+  const n = Number(r.stdout?.trim());
+  return Number.isInteger(n) && n > 0 ? n : 100;
+})();
+
+/** utime + stime of a process, in clock ticks. */
+export function cpuTicks(pid: number | 'self'): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  // The command name may hold spaces: fields are counted after its closing parenthesis.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return Number(fields[11]) + Number(fields[12]); // fields 14 and 15 of proc(5)
+}
+
+/** VmRSS of a process, in KB. */
+export function rssKb(pid: number): number {
+  const m = /^VmRSS:\s+(\d+)\s+kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m ? Number(m[1]) : NaN;
+}
+
+/** Soft limit of open files, raised with prlimit (we run as root) when below `need`. */
+export function ensureFileLimit(need: number, log: (msg: string) => void): number {
+  const read = () => {
+    const m = /^Max open files\s+(\d+|unlimited)\s+(\d+|unlimited)/m.exec(readFileSync('/proc/self/limits', 'utf8'));
+    return m?.[1] === 'unlimited' ? Infinity : Number(m?.[1] ?? 1024);
+  };
+  const soft = read();
+  if (soft >= need) return soft;
+  const target = Math.max(need, 65536);
+  const r = spawnSync('prlimit', ['--pid', String(process.pid), `--nofile=${target}:${target}`], { encoding: 'utf8' });
+  const after = read();
+  if (after < need) {
+    log(`warning: open-file limit is ${after}, ${need} wanted (prlimit: ${r.stderr?.trim() || r.error?.message || 'failed'}); connections may fail`);
+  } else {
+    log(`raised the open-file limit from ${soft} to ${after}`);
+  }
+  return after;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Redis statistics
+
+/** One command's line of INFO commandstats. */
+export interface CommandStat {
+  calls: number;
+  usec: number;
+  usecPerCall: number;
+  failed: number;
+}
+
+/** INFO commandstats, by command name (Redis 7 names subcommands `config|resetstat`). */
+export async function commandStats(client: Redis): Promise<Map<string, CommandStat>> {
+  const out = new Map<string, CommandStat>();
+  const info = await client.info('commandstats');
+  for (const m of info.matchAll(/^cmdstat_([^:]+):calls=(\d+),usec=(\d+),usec_per_call=([\d.]+)(?:.*?failed_calls=(\d+))?/gm)) {
+    out.set(m[1] as string, { calls: Number(m[2]), usec: Number(m[3]), usecPerCall: Number(m[4]), failed: Number(m[5] ?? 0) });
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The run: Redis, temp dir, clean-up, exit
+
+/** What a bench adds to the shared clean-up. */
+export interface BenchHooks {
+  /** Timeout of the clean-up `exitWith` runs, in ms. */
+  cleanupMs: number;
+  /** Orderly stop of the bench's children (servers), before the sockets close. */
+  stopChildren?: () => Promise<void>;
+  /** Closes the bench's own Redis connections, after the sockets and before redis-server stops. */
+  closeConnections?: () => void;
+  /** Synchronous last resort on process 'exit', after the sockets are terminated. */
+  killChildrenNow?: () => void;
+  /** Called by `exitWith` with a non-zero code before clean-up began (prints what may explain it). */
+  onFailure?: () => void;
+}
+
+/**
+ * One benchmark run: its private redis-server, temp dir and graphql-ws clients, stopped on exit,
+ * error, SIGINT (exit 130) and SIGTERM (exit 143). Construct it once, at module load.
+ */
+export class BenchRun {
+  /** The private redis-server, once started. */
+  redis: EmbeddedRedis | null = null;
+  /** The temp dir, removed on clean-up. */
+  tmpDir: string | null = null;
+  /** Every graphql-ws client opened, terminated on clean-up. */
+  readonly wsClients: Client[] = [];
+  /** True once clean-up began (SIGINT, SIGTERM, watchdog, error or the end of main). */
+  exiting = false;
+  /** True once the bench itself stops its children: their exits are not crashes. */
+  stoppingChildren = false;
+
+  constructor(
+    /** Short name: messages are prefixed `bench:<name>:`. */
+    readonly name: string,
+    private readonly hooks: BenchHooks,
+  ) {
+    process.on('exit', () => this.killAllNow());
+    process.on('SIGINT', () => {
+      if (this.exiting) process.exit(130);
+      void this.exitWith(130, 'interrupted');
+    });
+    process.on('SIGTERM', () => {
+      if (this.exiting) process.exit(143);
+      void this.exitWith(143, 'terminated');
+    });
+  }
+
+  /** Creates the temp dir `switchboard-<name>-*` and starts redis-server in it, without persistence. */
+  async startRedis(): Promise<EmbeddedRedis> {
+    this.tmpDir = mkdtempSync(join(tmpdir(), `switchboard-${this.name}-`));
+    this.redis = await startRedisServer({ dir: join(this.tmpDir, 'redis'), appendOnly: false });
+    return this.redis;
+  }
+
+  /** Ends the run with exit code 3 when it lasts longer than `budgetMs`. */
+  watchdog(budgetMs: number): void {
+    setTimeout(() => void this.exitWith(3, `watchdog: the run took more than ${Math.round(budgetMs / 1000)} s`), budgetMs).unref();
+  }
+
+  /** Synchronous last resort (process 'exit'): kill whatever is still running. */
+  private killAllNow() {
+    for (const c of this.wsClients) {
+      try {
+        c.terminate();
+      } catch {
+        // already gone
+      }
+    }
+    this.hooks.killChildrenNow?.();
+    if (this.redis) {
+      try {
+        process.kill(this.redis.pid, 'SIGKILL');
+      } catch {
+        // gone
+      }
+    }
+    if (this.tmpDir) rmSync(this.tmpDir, { recursive: true, force: true });
+  }
+
+  /** Orderly clean-up: children, sockets, connections, then Redis and the temp dir. */
+  async cleanup(): Promise<void> {
+    this.stoppingChildren = true;
+    await this.hooks.stopChildren?.();
+    for (const c of this.wsClients.splice(0)) {
+      try {
+        c.terminate();
+      } catch {
+        // gone
+      }
+    }
+    this.hooks.closeConnections?.();
+    if (this.redis) {
+      const r = this.redis;
+      await withTimeout(r.stop(), 7000, 'redis-server to stop').catch(() => {
+        try {
+          process.kill(r.pid, 'SIGKILL');
+        } catch {
+          // gone
+        }
+      });
+      this.redis = null;
+    }
+    if (this.tmpDir) {
+      rmSync(this.tmpDir, { recursive: true, force: true });
+      this.tmpDir = null;
+    }
+  }
+
+  /** Prints `message`, cleans up (once) and exits with `code`. */
+  async exitWith(code: number, message?: string): Promise<never> {
+    if (message) console.error(`bench:${this.name}: ${message}`);
+    if (code !== 0 && !this.exiting) this.hooks.onFailure?.();
+    if (!this.exiting) {
+      this.exiting = true;
+      await withTimeout(this.cleanup(), this.hooks.cleanupMs, 'clean-up').catch((err: Error) => console.error(`bench:${this.name}: ${err.message}`));
+    }
+    process.exit(code);
+  }
+
+  /** The end of a successful main: clean-up within `ms`, a warning through `log` when it times out. */
+  async finish(ms: number, log: (msg: string) => void): Promise<void> {
+    this.exiting = true;
+    await withTimeout(this.cleanup(), ms, 'clean-up').catch((err: Error) => log(`warning: ${err.message}`));
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Server children
+
+/** What the servers wrote at warn level and above, and how they ended. */
+export class ServerIssues {
+  warnings = 0;
+  errors = 0;
+  samples: string[] = [];
+  crashes: string[] = [];
+
+  /** Counts one line of a server's output (pino JSON; anything else counts as an error). */
+  note(label: string, line: string) {
+    if (!line.trim()) return;
+    let level = 50;
+    let msg = line;
+    try {
+      const j = JSON.parse(line) as { level?: number; msg?: string; err?: unknown };
+      level = typeof j.level === 'number' ? j.level : 50;
+      msg = `${j.msg ?? ''} ${j.err ? JSON.stringify(j.err).slice(0, 300) : ''}`.trim();
+    } catch {
+      // not pino JSON (a stack trace, a start-up error): count it as an error
+    }
+    if (level >= 50) this.errors++;
+    else if (level >= 40) this.warnings++;
+    else return;
+    const sample = `${label}: ${msg.slice(0, 400)}`;
+    if (this.samples.length < 12 && !this.samples.includes(sample)) this.samples.push(sample);
+  }
+
+  /** Prints the samples to stderr (for `BenchHooks.onFailure`). */
+  printSamples() {
+    if (this.samples.length === 0) return;
+    console.error('server output (warn and above):');
+    for (const line of this.samples) console.error(`  ${line}`);
+  }
+}
+
+/** Environment of a server child: production, warn-level logs, rate limits off, 127.0.0.1, key prefix `bench:`. */
+export function serverEnv(port: number, redisUrl: string, secret: string, instanceId: string, extra: NodeJS.ProcessEnv, drop: string[]): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {
+    ...process.env,
+    NODE_ENV: 'production',
+    LOG_LEVEL: 'warn',
+    RATE_LIMITS: 'off', // a benchmark of delivery, not of limits
+    PORT: String(port),
+    HOST: '127.0.0.1',
+    REDIS_URL: redisUrl,
+    JWT_SECRET: secret,
+    REDIS_KEY_PREFIX: 'bench:',
+    INSTANCE_ID: instanceId,
+    ...extra,
+  };
+  for (const k of drop) delete env[k];
+  return env;
+}
+
+/** A spawned server child. */
+export interface ServerChild {
+  child: ChildProcess;
+  pid: number;
+  exited: Promise<void>;
+}
+
+/**
+ * Spawns `node <args>` in ROOT; hands every line of its stdout and stderr to `onLine`, and records
+ * an exit the bench did not ask for in `issues.crashes` (printed as `bench:<name>: <label> … exited unexpectedly`).
+ */
+export function spawnServer(
+  run: BenchRun,
+  issues: ServerIssues,
+  o: { label: string; args: string[]; env: NodeJS.ProcessEnv; onLine: (line: string) => void; startError: string },
+): ServerChild {
+  const child = spawn(process.execPath, o.args, { cwd: ROOT, env: o.env, stdio: ['ignore', 'pipe', 'pipe'] });
+  if (child.pid === undefined) throw new Error(o.startError);
+  const exited = new Promise<void>((res) => child.once('exit', () => res()));
+  for (const stream of [child.stdout, child.stderr]) {
+    let buf = '';
+    stream?.setEncoding('utf8');
+    stream?.on('data', (d: string) => {
+      buf += d;
+      let nl: number;
+      while ((nl = buf.indexOf('\n')) >= 0) {
+        o.onLine(buf.slice(0, nl));
+        buf = buf.slice(nl + 1);
+      }
+      if (buf.length > 100_000) buf = buf.slice(-10_000);
+    });
+  }
+  child.once('exit', (code, signal) => {
+    if (!run.stoppingChildren) {
+      const what = `${o.label} (pid ${child.pid}) exited unexpectedly: code ${code}, signal ${signal}`;
+      issues.crashes.push(what);
+      console.error(`bench:${run.name}: ${what}`);
+    }
+  });
+  return { child, pid: child.pid, exited };
+}
+
+/** Whether a child process has ended. */
+export const hasExited = (child: ChildProcess) => child.exitCode !== null || child.signalCode !== null;
+
+/** How a child ended on SIGTERM. */
+export interface ChildEnd {
+  code: number | null;
+  signal: string | null;
+  ms: number;
+}
+
+/** SIGTERM to a running child (SIGKILL after 12 s); resolves with how it ended. */
+export async function terminateChild(s: ServerChild): Promise<ChildEnd> {
+  const t0 = performance.now();
+  s.child.kill('SIGTERM');
+  const timer = setTimeout(() => s.child.kill('SIGKILL'), 12_000);
+  await s.exited;
+  clearTimeout(timer);
+  return { code: s.child.exitCode, signal: s.child.signalCode, ms: Math.round(performance.now() - t0) };
+}
+
+/** GET a path; resolves with the status (0 on a connection error). */
+export function httpStatus(port: number, path: string): Promise<number> {
+  return new Promise((res) => {
+    const req = http.get({ host: '127.0.0.1', port, path, timeout: 2000 }, (r) => {
+      r.resume();
+      res(r.statusCode ?? 0);
+    });
+    req.on('timeout', () => req.destroy());
+    req.on('error', () => res(0));
+  });
+}
+
+/** Polls GET /ready for up to 20 s; answers whether it answered 200 (false at once when the child ended). */
+export async function waitServerReady(s: ServerChild, port: number): Promise<boolean> {
+  const deadline = Date.now() + 20_000;
+  while (Date.now() < deadline) {
+    if (hasExited(s.child)) break;
+    if ((await httpStatus(port, '/ready')) === 200) return true;
+    await sleep(100);
+  }
+  return false;
+}
+
+// ---------------------------------------------------------------------------------------------
+// graphql-ws connections
+
+/** Runs `open(i)` for i in [from, to), `size` at a time (SYN-flood friendly), while `go()` holds. */
+export async function inBatches(from: number, to: number, size: number, open: (i: number) => Promise<void>, go: () => boolean = () => true): Promise<void> {
+  for (let start = from; start < to && go(); start += size) {
+    const batch: Promise<void>[] = [];
+    for (let i = start; i < Math.min(to, start + size); i++) batch.push(open(i));
+    await Promise.all(batch);
+  }
+}
+
+/**
+ * Opens one graphql-ws client (eager, no retries, tracked in `run.wsClients`); resolves with it on
+ * connection_ack, or with the reason it failed (30 s at most). `onLateClose` hears closes after that.
+ */
+export function connectClient(
+  run: BenchRun,
+  o: { url: string; token: string; webSocketImpl: unknown; onLateClose: (e: { code?: number; reason?: string }) => void },
+): Promise<{ client: Client } | { failed: string }> {
+  return new Promise((res) => {
+    let settled = false;
+    const done = (r: { client: Client } | { failed: string }) => {
+      if (settled) return;
+      settled = true;
+      res(r);
+    };
+    const client = createClient({
+      url: o.url,
+      webSocketImpl: o.webSocketImpl,
+      lazy: false,
+      retryAttempts: 0,
+      connectionParams: { authorization: `Bearer ${o.token}` },
+      onNonLazyError: () => undefined,
+      on: {
+        connected: () => done({ client }),
+        closed: (event) => {
+          const e = event as { code?: number; reason?: string };
+          if (!settled) done({ failed: `closed ${e.code} ${e.reason ?? ''}` });
+          else o.onLateClose(e);
+        },
+        error: (err) => done({ failed: err instanceof Error ? err.message : String(err) }),
+      },
+    });
+    run.wsClients.push(client);
+    setTimeout(() => done({ failed: 'no connection_ack in 30 s' }), 30_000).unref();
+  });
+}
