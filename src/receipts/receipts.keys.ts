@@ -1,3 +1,5 @@
+import { roomKeys } from '../rooms/rooms.keys.js';
+
 /** Redis keys of read receipts, under the room's hash tag. */
 export const receiptKeys = {
   /** Sorted set: userId -> public watermark seq (what others see, what readCount counts). */
@@ -10,3 +12,13 @@ export const receiptKeys = {
   /** Sorted set: seq -> seq of deleted messages, so unread counts skip them without a scan. */
   deleted: (roomId: string) => `room:{${roomId}}:deleted`,
 };
+
+/** The KEYS of markRead-6, in order. */
+export const markReadKeys = (roomId: string, userId: string) => [
+  roomKeys.room(roomId),
+  roomKeys.members(roomId),
+  receiptKeys.publicMarks(roomId),
+  receiptKeys.ownMarks(roomId),
+  receiptKeys.window(roomId, userId, false),
+  receiptKeys.window(roomId, userId, true),
+];

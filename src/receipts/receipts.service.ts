@@ -10,7 +10,7 @@ import type { RoomModel } from '../rooms/rooms.models.js';
 import type { RoomsService } from '../rooms/rooms.service.js';
 import type { AppPubSub } from '../topics.js';
 import type { Viewer } from '../users/users.models.js';
-import { receiptKeys as keys } from './receipts.keys.js';
+import { markReadKeys, receiptKeys as keys } from './receipts.keys.js';
 
 /** Dependencies of {@link createReceiptsService}. */
 export interface ReceiptsServiceDeps {
@@ -37,14 +37,7 @@ export function createReceiptsService(deps: ReceiptsServiceDeps) {
   const { redis, scripts, pubsub, rooms, coalesceMs } = deps;
   const markScript = scripts.get('markRead');
 
-  const markKeys = (roomId: string, userId: string) => [
-    roomKeys.room(roomId),
-    roomKeys.members(roomId),
-    keys.publicMarks(roomId),
-    keys.ownMarks(roomId),
-    keys.window(roomId, userId, false),
-    keys.window(roomId, userId, true),
-  ];
+  const markKeys = markReadKeys;
 
   // Coalescing, cluster-wide: the markRead that opens a (room, user) window in Redis sends its
   // receipt at once, and when the window ends that same instance sends the watermark as it is then

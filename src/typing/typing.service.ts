@@ -28,7 +28,6 @@ export type TypingService = ReturnType<typeof createTypingService>;
 export function createTypingService(deps: TypingServiceDeps) {
   const { redis, scripts, pubsub, rooms, clock, logger, timeoutSeconds, tickMs } = deps;
   const setScript = scripts.get('setTyping');
-  const expireScript = scripts.get('expireTyping');
   const timeoutMs = timeoutSeconds * 1000;
 
   const publishIfChanged = (roomId: string, reply: unknown) => {
@@ -41,7 +40,7 @@ export function createTypingService(deps: TypingServiceDeps) {
     const now = clock.now();
     const due = await redis.zrangebyscore(keys.rooms(), '-inf', now, 'LIMIT', 0, 500);
     for (const roomId of due) {
-      publishIfChanged(roomId, await expireScript([keys.typing(roomId), keys.rooms()], [roomId, now]));
+      publishIfChanged(roomId, await setScript([keys.typing(roomId), keys.rooms()], [roomId, '', '', now, timeoutMs]));
     }
   }
 

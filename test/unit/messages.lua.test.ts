@@ -3,6 +3,7 @@ import type { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ScriptRegistry, ScriptRunner } from '../../src/infra/scripts.js';
 import { messageKeys } from '../../src/messages/messages.keys.js';
+import type { MessageModel } from '../../src/messages/messages.models.js';
 import { roomKeys } from '../../src/rooms/rooms.keys.js';
 import { deletePrefixed, luaConnection } from '../helpers/lua.js';
 import { uniquePrefix } from '../helpers/server.js';
@@ -39,18 +40,8 @@ type SendReply = [number, string, number];
 type EditReply = [number, string];
 type DeleteReply = [number, string, number];
 
-interface StoredMessage {
-  roomId: string;
-  epoch: string;
-  seq: number;
-  senderId: string;
-  text: string;
-  clientId: string | null;
-  createdAt: number;
-  editedAt: number | null;
-  deleted: boolean;
-  deletedAt?: number;
-}
+/** A message as the scripts store it (deletedAt is set by deleteMessage). */
+type StoredMessage = MessageModel & { deletedAt?: number };
 
 const newRoomId = () => randomBytes(6).toString('hex');
 /** The history epoch every seeded room gets. */

@@ -28,7 +28,6 @@ interface Runners {
   roomPresence: ScriptRunner;
   setAway: ScriptRunner;
   setTyping: ScriptRunner;
-  expireTyping: ScriptRunner;
 }
 
 const clients: Redis[] = [];
@@ -76,7 +75,8 @@ const setTyping = (roomId: string, user: string, typing: boolean, now = NOW, i =
   >;
 
 const expireTyping = (roomId: string, now: number, i = 0) =>
-  on(i).expireTyping([typingKeys.typing(roomId), typingKeys.rooms()], [roomId, now]) as Promise<(number | string)[]>;
+  // The expiry sweep is setTyping with no user change (ARGV[3] '').
+  on(i).setTyping([typingKeys.typing(roomId), typingKeys.rooms()], [roomId, '', '', now, TIMEOUT]) as Promise<(number | string)[]>;
 
 const state = (user: string) => redis.hgetall(keys.presence(user));
 const count = (xs: unknown[], v: unknown) => xs.filter((x) => x === v).length;
@@ -103,7 +103,6 @@ beforeAll(async () => {
       roomPresence: scripts.get('roomPresence'),
       setAway: scripts.get('setAway'),
       setTyping: scripts.get('setTyping'),
-      expireTyping: scripts.get('expireTyping'),
     });
   }
   redis = clients[0] as Redis;
@@ -515,7 +514,7 @@ describe('setTyping', () => {
   });
 });
 
-describe('expireTyping', () => {
+describe('setTyping as the expiry sweep', () => {
   describe('when nothing has expired', () => {
     it('should answer 0 and index the room by its earliest expiry', async () => {
       const [room, u1] = [id('r'), id('a')];

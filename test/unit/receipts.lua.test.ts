@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ScriptRegistry, ScriptRunner } from '../../src/infra/scripts.js';
-import { receiptKeys } from '../../src/receipts/receipts.keys.js';
+import { markReadKeys, receiptKeys } from '../../src/receipts/receipts.keys.js';
 import { roomKeys } from '../../src/rooms/rooms.keys.js';
 import { deletePrefixed, luaConnection } from '../helpers/lua.js';
 import { uniquePrefix } from '../helpers/server.js';
@@ -51,14 +51,7 @@ async function seedRoom(lastSeq: number, members: string[]) {
   return roomId;
 }
 
-const markKeys = (roomId: string, userId: string) => [
-  roomKeys.room(roomId),
-  roomKeys.members(roomId),
-  receiptKeys.publicMarks(roomId),
-  receiptKeys.ownMarks(roomId),
-  receiptKeys.window(roomId, userId, false),
-  receiptKeys.window(roomId, userId, true),
-];
+const markKeys = markReadKeys;
 
 /**
  * Calls markRead as the receipts service does, without a receipt window (ARGV[5] = 0), and returns

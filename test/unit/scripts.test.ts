@@ -57,7 +57,6 @@ describe('loadScripts', () => {
         'addMembers',
         'deleteMessage',
         'editMessage',
-        'expireTyping',
         'joinRoom',
         'leaveRoom',
         'markRead',
