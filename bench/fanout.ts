@@ -14,13 +14,11 @@
  * (NODE_OPTIONS refuses --cpu-prof).
  */
 import { existsSync } from 'node:fs';
-import http from 'node:http';
 import { performance } from 'node:perf_hooks';
 import { type Client, type ExecutionResult } from 'graphql-ws';
 import { Redis } from 'ioredis';
 import WebSocket from 'ws';
 import { signToken } from '../src/infra/auth.js';
-import { freePort } from '../src/infra/embedded-redis.js';
 import {
   BenchRun,
   CLK_TCK,
@@ -40,13 +38,14 @@ import {
   pollUntil,
   round,
   rssKb,
-  serverEnv,
+  post,
+  postOk,
   sleep,
-  spawnServer,
+  startBenchServer,
   terminateChild,
-  waitServerReady,
+  waitReady,
   withTimeout,
-  type ServerChild,
+  type ServerProc,
 } from './lib.js';
 
 // ---------------------------------------------------------------------------------------------
@@ -140,14 +139,6 @@ function commandDelta(before: Map<string, number>, after: Map<string, number>): 
 // ---------------------------------------------------------------------------------------------
 // Children and clean-up
 
-interface ServerProc extends ServerChild {
-  name: string;
-  port: number;
-  url: string;
-  wsUrl: string;
-  agent: http.Agent;
-}
-
 const servers: ServerProc[] = [];
 const serverIssues = new ServerIssues();
 /** How each server ended on SIGTERM (graceful shutdown, with the bench's sockets still open). */
@@ -182,84 +173,8 @@ const run = new BenchRun('fanout', {
 // ---------------------------------------------------------------------------------------------
 // Servers and HTTP
 
-async function startServer(name: string, redisUrl: string, secret: string): Promise<ServerProc> {
-  const port = await freePort();
-  const env = serverEnv(port, redisUrl, secret, name, {}, ['JWT_JWKS_URL', 'GRAPHIQL', 'BENCH_SERVER_NODE_ARGS']);
-  const nodeArgs = (process.env.BENCH_SERVER_NODE_ARGS ?? '').split(/\s+/).filter(Boolean);
-  const child = spawnServer(run, serverIssues, {
-    label: name,
-    args: [...nodeArgs, DIST_INDEX],
-    env,
-    onLine: (line) => serverIssues.note(name, line),
-    startError: `${name} could not be started`,
-  });
-  const s: ServerProc = {
-    ...child,
-    name,
-    port,
-    url: `http://127.0.0.1:${port}/graphql`,
-    wsUrl: `ws://127.0.0.1:${port}/graphql`,
-    // Idle sockets close after 2 s, before the server's 5 s keep-alive timeout would close them
-    // under a request being written (ECONNRESET).
-    agent: new http.Agent({ keepAlive: true, maxSockets: 256, timeout: 2000 }),
-  };
-  servers.push(s);
-  return s;
-}
-
-async function waitReady(s: ServerProc): Promise<void> {
-  if (await waitServerReady(s, s.port)) return;
-  throw new Error(`${s.name} did not become ready on port ${s.port} (see errors above)`);
-}
-
-interface GqlResponse<T> {
-  data?: T | null;
-  errors?: { message: string; extensions?: { code?: string } }[];
-}
-
-/** POSTs a GraphQL operation through the instance's keep-alive agent. */
-function post<T>(s: ServerProc, token: string, query: string, variables: Record<string, unknown>, timeoutMs = 10_000): Promise<GqlResponse<T>> {
-  const body = JSON.stringify({ query, variables });
-  return new Promise((res, rej) => {
-    const req = http.request(
-      {
-        host: '127.0.0.1',
-        port: s.port,
-        path: '/graphql',
-        method: 'POST',
-        agent: s.agent,
-        headers: {
-          'content-type': 'application/json',
-          accept: 'application/graphql-response+json, application/json',
-          authorization: `Bearer ${token}`,
-          'content-length': Buffer.byteLength(body),
-        },
-      },
-      (r) => {
-        const chunks: Buffer[] = [];
-        r.on('data', (c: Buffer) => chunks.push(c));
-        r.on('end', () => {
-          const text = Buffer.concat(chunks).toString('utf8');
-          try {
-            res(JSON.parse(text) as GqlResponse<T>);
-          } catch {
-            rej(new Error(`HTTP ${r.statusCode}: ${text.slice(0, 200)}`));
-          }
-        });
-        r.on('error', rej);
-      },
-    );
-    req.setTimeout(timeoutMs, () => req.destroy(new Error(`no answer in ${timeoutMs} ms`)));
-    req.on('error', rej);
-    req.end(body);
-  });
-}
-
-async function postOk<T>(s: ServerProc, token: string, query: string, variables: Record<string, unknown>): Promise<T> {
-  const r = await post<T>(s, token, query, variables);
-  if (r.errors?.length || !r.data) throw new Error(`GraphQL error from ${s.name}: ${JSON.stringify(r.errors ?? r)}`);
-  return r.data;
-}
+const startServer = (name: string, redisUrl: string, secret: string) =>
+  startBenchServer(run, serverIssues, servers, { name, redisUrl, secret });
 
 // ---------------------------------------------------------------------------------------------
 // Operations

@@ -12,7 +12,7 @@ import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { createClient, type Client } from 'graphql-ws';
 import type { Redis } from 'ioredis';
-import { startRedisServer, type EmbeddedRedis } from '../src/infra/embedded-redis.js';
+import { freePort, startRedisServer, type EmbeddedRedis } from '../src/infra/embedded-redis.js';
 
 // ---------------------------------------------------------------------------------------------
 // Paths and small utilities
@@ -458,4 +458,109 @@ export function connectClient(
     run.wsClients.push(client);
     setTimeout(() => done({ failed: 'no connection_ack in 30 s' }), 30_000).unref();
   });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Switchboard server children and GraphQL over HTTP
+
+/** A Switchboard server child with its addresses and keep-alive agent. */
+export interface ServerProc extends ServerChild {
+  name: string;
+  port: number;
+  url: string;
+  wsUrl: string;
+  agent: http.Agent;
+}
+
+/**
+ * Spawns `node dist/index.js` as `name` on a free port (production, rate limits off, see
+ * `serverEnv`) and records it in `servers`. BENCH_SERVER_NODE_ARGS adds node options, e.g.
+ * "--cpu-prof --cpu-prof-dir=/tmp/prof" (NODE_OPTIONS refuses --cpu-prof).
+ */
+export async function startBenchServer(
+  run: BenchRun,
+  issues: ServerIssues,
+  servers: ServerProc[],
+  o: { name: string; redisUrl: string; secret: string; env?: NodeJS.ProcessEnv },
+): Promise<ServerProc> {
+  const { name } = o;
+  const port = await freePort();
+  const env = serverEnv(port, o.redisUrl, o.secret, name, o.env ?? {}, ['JWT_JWKS_URL', 'GRAPHIQL', 'BENCH_SERVER_NODE_ARGS']);
+  const nodeArgs = (process.env.BENCH_SERVER_NODE_ARGS ?? '').split(/\s+/).filter(Boolean);
+  const child = spawnServer(run, issues, {
+    label: name,
+    args: [...nodeArgs, DIST_INDEX],
+    env,
+    onLine: (line) => issues.note(name, line),
+    startError: `${name} could not be started`,
+  });
+  const s: ServerProc = {
+    ...child,
+    name,
+    port,
+    url: `http://127.0.0.1:${port}/graphql`,
+    wsUrl: `ws://127.0.0.1:${port}/graphql`,
+    // Idle sockets close after 2 s, before the server's 5 s keep-alive timeout would close them
+    // under a request being written (ECONNRESET).
+    agent: new http.Agent({ keepAlive: true, maxSockets: 256, timeout: 2000 }),
+  };
+  servers.push(s);
+  return s;
+}
+
+/** Waits for GET /ready of a server child, or throws. */
+export async function waitReady(s: ServerProc): Promise<void> {
+  if (await waitServerReady(s, s.port)) return;
+  throw new Error(`${s.name} did not become ready on port ${s.port} (see errors above)`);
+}
+
+/** A GraphQL response over HTTP. */
+export interface GqlResponse<T> {
+  data?: T | null;
+  errors?: { message: string; extensions?: { code?: string } }[];
+}
+
+/** POSTs a GraphQL operation through the instance's keep-alive agent. */
+export function post<T>(s: ServerProc, token: string, query: string, variables: Record<string, unknown>, timeoutMs = 10_000): Promise<GqlResponse<T>> {
+  const body = JSON.stringify({ query, variables });
+  return new Promise((res, rej) => {
+    const req = http.request(
+      {
+        host: '127.0.0.1',
+        port: s.port,
+        path: '/graphql',
+        method: 'POST',
+        agent: s.agent,
+        headers: {
+          'content-type': 'application/json',
+          accept: 'application/graphql-response+json, application/json',
+          authorization: `Bearer ${token}`,
+          'content-length': Buffer.byteLength(body),
+        },
+      },
+      (r) => {
+        const chunks: Buffer[] = [];
+        r.on('data', (c: Buffer) => chunks.push(c));
+        r.on('end', () => {
+          const text = Buffer.concat(chunks).toString('utf8');
+          try {
+            res(JSON.parse(text) as GqlResponse<T>);
+          } catch {
+            rej(new Error(`HTTP ${r.statusCode}: ${text.slice(0, 200)}`));
+          }
+        });
+        r.on('error', rej);
+      },
+    );
+    req.setTimeout(timeoutMs, () => req.destroy(new Error(`no answer in ${timeoutMs} ms`)));
+    req.on('error', rej);
+    req.end(body);
+  });
+}
+
+/** POSTs an operation and returns its data, or throws with its errors. */
+export async function postOk<T>(s: ServerProc, token: string, query: string, variables: Record<string, unknown>): Promise<T> {
+  const r = await post<T>(s, token, query, variables);
+  if (r.errors?.length || !r.data) throw new Error(`GraphQL error from ${s.name}: ${JSON.stringify(r.errors ?? r)}`);
+  return r.data;
 }

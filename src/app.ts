@@ -164,6 +164,9 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     renderGraphiQL,
     landingPage: false,
     healthCheckEndpoint: '/health',
+    // handle() caps bodies before yoga sees them (413; a POST needs a Content-Length, which Node's
+    // parser holds the body to), so yoga's own cap, a TransformStream per request, is not needed.
+    maxRequestBodySize: false,
     maskedErrors: { maskError, isDev: !config.isProduction },
     logging: {
       debug: (...a: unknown[]) => logger.debug({ yoga: a }, 'yoga'),
