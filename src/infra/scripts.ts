@@ -1,11 +1,25 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import type { ChainableCommander, Redis } from 'ioredis';
 
+/**
+ * ioredis' own script runner (what `defineCommand` wraps): EVAL the first time on a connection,
+ * EVALSHA after, and EVAL again on NOSCRIPT (a Redis restart or SCRIPT FLUSH), in pipelines too.
+ * Used directly rather than through `defineCommand`, because every `redis.pipeline()` copies each
+ * defined command onto the new pipeline object: with our scripts that copy was ~3% of a request's CPU.
+ */
+interface IoredisScript {
+  execute(container: unknown, args: (string | number)[], options: { replyEncoding: 'utf8' }): Promise<unknown> | unknown;
+}
+const Script = (createRequire(import.meta.url)('ioredis/built/Script.js') as {
+  default: new (lua: string, numberOfKeys: number, keyPrefix: string, readOnly: boolean) => IoredisScript;
+}).default;
+
 const SCRIPT_FILE = /^([a-z][A-Za-z0-9]*)-(\d+)\.lua$/;
 
-/** A Lua script registered with `defineCommand`, callable with its keys and arguments. */
+/** A registered Lua script, callable with its keys and arguments. */
 export type ScriptRunner = (keys: string[], args: (string | number)[]) => Promise<unknown>;
 
 /** Runs registered scripts by name. */
@@ -18,12 +32,15 @@ export interface ScriptRegistry {
 }
 
 /**
- * Registers every `lua/<commandName>-<numKeys>.lua` in the given folders once with ioredis
- * `defineCommand` (EVALSHA with an automatic EVAL fallback after a Redis restart). Fails on a
- * duplicate name or a key count that does not match the file name.
+ * Registers every `lua/<commandName>-<numKeys>.lua` in the given folders once for a client
+ * (EVALSHA with an automatic EVAL fallback after a Redis restart; keys get the client's
+ * keyPrefix). Fails on a duplicate name or a key count that does not match the file name.
  */
 export function loadScripts(redis: Redis, dirs: (string | URL)[]): ScriptRegistry {
   const numKeysByName = new Map<string, number>();
+  const byName = new Map<string, IoredisScript>();
+  const keyPrefix = redis.options.keyPrefix ?? '';
+  const options = { replyEncoding: 'utf8' as const };
   for (const d of dirs) {
     const dir = typeof d === 'string' ? d : fileURLToPath(d);
     for (const file of readdirSync(dir).sort()) {
@@ -33,30 +50,33 @@ export function loadScripts(redis: Redis, dirs: (string | URL)[]): ScriptRegistr
       const name = m[1] as string;
       const numberOfKeys = Number(m[2]);
       if (numKeysByName.has(name)) throw new Error(`Lua script ${name} is defined twice`);
-      if (name in redis) throw new Error(`Lua script ${name} would shadow the ioredis method ${name}`);
       numKeysByName.set(name, numberOfKeys);
-      redis.defineCommand(name, { numberOfKeys, lua: readFileSync(join(dir, file), 'utf8') });
+      byName.set(name, new Script(readFileSync(join(dir, file), 'utf8'), numberOfKeys, keyPrefix, false));
     }
   }
-  const callable = redis as unknown as Record<string, (...a: (string | number)[]) => Promise<unknown>>;
+  const scriptOf = (name: string): IoredisScript => {
+    const script = byName.get(name);
+    if (!script) throw new Error(`Lua script ${name} is not registered`);
+    return script;
+  };
+  const keyCountError = (name: string, keys: string[]) => {
+    const numberOfKeys = numKeysByName.get(name);
+    return keys.length === numberOfKeys ? null : new Error(`${name} takes ${numberOfKeys} keys, got ${keys.length}`);
+  };
   return {
     get(name) {
-      const numberOfKeys = numKeysByName.get(name);
-      const fn = callable[name];
-      if (numberOfKeys === undefined || !fn) throw new Error(`Lua script ${name} is not registered`);
+      const script = scriptOf(name);
       return (keys, args) => {
-        if (keys.length !== numberOfKeys) {
-          return Promise.reject(new Error(`${name} takes ${numberOfKeys} keys, got ${keys.length}`));
-        }
-        return fn.call(redis, ...keys, ...args);
+        const error = keyCountError(name, keys);
+        if (error) return Promise.reject(error);
+        return script.execute(redis, [...keys, ...args], { ...options }) as Promise<unknown>;
       };
     },
     queue(pipeline, name, keys, args) {
-      const numberOfKeys = numKeysByName.get(name);
-      const fn = (pipeline as unknown as Record<string, (...a: (string | number)[]) => unknown>)[name];
-      if (numberOfKeys === undefined || !fn) throw new Error(`Lua script ${name} is not registered`);
-      if (keys.length !== numberOfKeys) throw new Error(`${name} takes ${numberOfKeys} keys, got ${keys.length}`);
-      fn.call(pipeline, ...keys, ...args);
+      const script = scriptOf(name);
+      const error = keyCountError(name, keys);
+      if (error) throw error;
+      script.execute(pipeline, [...keys, ...args], { ...options });
     },
     names: () => [...numKeysByName.keys()],
   };

@@ -92,7 +92,7 @@ async function connected(n: number, iid = id('i')) {
 
 beforeAll(async () => {
   for (let i = 0; i < CONNECTIONS; i++) {
-    // defineCommand is per client: each connection gets its own registry.
+    // scripts are registered per client: each connection gets its own registry.
     const { redis: c, scripts } = await luaConnection(prefix);
     clients.push(c);
     runners.push({

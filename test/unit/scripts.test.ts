@@ -112,10 +112,14 @@ describe('loadScripts', () => {
   });
 
   describe('when a script name is an ioredis method', () => {
-    it('should refuse it instead of replacing the method', () => {
-      const dir = luaDir({ 'get-1.lua': ECHO });
+    it('should run the script and leave the method alone (scripts are not defined on the client)', async () => {
+      const dir = luaDir({ 'get-1.lua': "return 'script:' .. KEYS[1]" });
       const redis = client();
-      expect(() => loadScripts(redis, [dir])).toThrow(/shadow the ioredis method get/);
+      const scripts = loadScripts(redis, [dir]);
+      await redis.set('plain', 'value');
+      expect(await scripts.get('get')(['k'], [])).toBe(`script:${prefix}k`);
+      expect(await redis.get('plain')).toBe('value');
+      expect(Object.keys(redis.pipeline())).not.toContain('get');
     });
   });
 
@@ -212,6 +216,24 @@ describe('a script runner', () => {
       expect(status).toBe(0);
       expect(JSON.parse(json)).toMatchObject({ seq: 2, text: 'after' });
       expect(await scripts.get('joinRoom')([roomKeys.room(roomId), roomKeys.members(roomId)], ['newcomer'])).toEqual([0, 1]);
+    });
+
+    it('should keep working inside a pipeline too', async () => {
+      const c = client();
+      const dir = luaDir({ 'bump-1.lua': "return redis.call('INCR', KEYS[1])" });
+      const scripts = loadScripts(c, [dir]);
+      const run = async () => {
+        const pipeline = c.pipeline();
+        scripts.queue(pipeline, 'bump', ['bumped'], []);
+        pipeline.get('bumped');
+        return (await pipeline.exec())?.map(([err, value]) => err ?? value);
+      };
+      expect(await run()).toEqual([1, '1']);
+      await admin.script('FLUSH');
+      // The EVALSHA fails with NOSCRIPT and is sent again as EVAL: its reply comes back with the pipeline's.
+      const [bumped] = (await run()) ?? [];
+      expect(bumped).toBe(2);
+      expect(await c.get('bumped')).toBe('2');
     });
   });
 });
