@@ -261,7 +261,36 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     if (req.headers.accept?.includes('text/event-stream') && req.headers.authorization) {
       void trackSseConnection(req, res);
     }
+    if (req.method === 'POST' && req.headers['content-type']?.includes('application/json')) {
+      readJsonBody(req, res, refuse);
+      return;
+    }
     void yoga.handle(req, res);
+  }
+
+  /**
+   * Reads a JSON POST body and hands yoga the parsed object (whatwg-node's `request.body` path):
+   * yoga then skips wrapping the socket in a web ReadableStream and piping it, which cost about a
+   * fifth of a small request's CPU. The length is already capped and known (Content-Length).
+   */
+  function readJsonBody(req: IncomingMessage, res: ServerResponse, refuse: (status: number, message: string) => void) {
+    const chunks: Buffer[] = [];
+    req.on('data', (chunk: Buffer) => chunks.push(chunk));
+    req.once('error', () => res.destroy());
+    req.once('end', () => {
+      let body: unknown;
+      try {
+        body = JSON.parse((chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks)).toString('utf8'));
+      } catch {
+        return refuse(400, 'The request body is not valid JSON');
+      }
+      // whatwg-node takes a non-empty object as the parsed body; anything else is no GraphQL request.
+      if (typeof body !== 'object' || body === null || Object.keys(body).length === 0) {
+        return refuse(400, 'The request body must be a JSON object with a query');
+      }
+      (req as IncomingMessage & { body?: unknown }).body = body;
+      void yoga.handle(req, res);
+    });
   }
 
   const httpServer: Server = createServer(handle);

@@ -154,6 +154,39 @@ describe('when a page asks for more than 100 items', () => {
   });
 });
 
+describe('when a JSON POST body is not a GraphQL request', () => {
+  /** POSTs a raw body as application/json. */
+  const postRaw = async (body: string) => {
+    const r = await fetch(a.url, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', accept: 'application/graphql-response+json', authorization: `Bearer ${token}` },
+      body,
+    });
+    const json = (await r.json()) as { errors?: GraphQLFormattedError[]; data?: unknown };
+    return { status: r.status, errors: json.errors, data: json.data };
+  };
+
+  it.each([
+    ['malformed JSON', '{"query": "{ __typename }"', /not valid JSON/],
+    ['JSON null', 'null', /JSON object/],
+    ['a JSON string', '"{ __typename }"', /JSON object/],
+    ['an empty object', '{}', /JSON object/],
+  ])('should answer %s with 400 and BAD_USER_INPUT', async (_label, body, message) => {
+    const r = await postRaw(body);
+    expect(r.status).toBe(400);
+    expect(codes(r.errors), JSON.stringify(r.errors)).toEqual(['BAD_USER_INPUT']);
+    expect(r.errors?.[0]?.message).toMatch(message);
+    expect(r.data ?? null).toBeNull();
+  });
+
+  it('should run a body split over many packets (chunks joined before parsing)', async () => {
+    const query = `{ me { id } ${'\n'.repeat(200_000)} }`;
+    const r = await postRaw(JSON.stringify({ query }));
+    expect(r.status).toBe(200);
+    expect(r.errors).toBeUndefined();
+  });
+});
+
 describe('when a request body is over MAX_BODY_BYTES', () => {
   const bigBody = () => JSON.stringify({ query: '{ __typename }', variables: { pad: 'x'.repeat(MAX_BODY_BYTES) } });
 
