@@ -29,6 +29,11 @@ export class Loaders {
   get user() {
     return (this.#user ??= createUserLoader(this.services.users));
   }
+  /** Makes `user` answer for a user whose name is known fresh (no Redis read for them). */
+  knowUser(id: string, name: string): this {
+    this.user.prime(id, { id, name, createdAt: 0 });
+    return this;
+  }
   get room() {
     return (this.#room ??= createRoomLoader(this.services.rooms));
   }
@@ -99,7 +104,10 @@ export function createContextFactory(services: Services, auth: Authenticator) {
       // A user exists from their first authenticated request; not awaited (see touch()).
       if (viewer) services.users.touch(viewer).catch(() => undefined);
     }
-    return { viewer, authError, services, loaders: createLoaders(services) };
+    // The viewer's name is the one their token carries, which this request has just stored.
+    const loaders = createLoaders(services);
+    if (viewer && initial.wsViewer === undefined) loaders.knowUser(viewer.id, viewer.name);
+    return { viewer, authError, services, loaders };
   };
 }
 

@@ -11,6 +11,8 @@ import type { StreamItem } from './events.service.js';
 const unwrap = (item: StreamItem, ctx: AppContext): RoomEventPayload => {
   if (item.type === 'StreamError') throw item.error;
   ctx.loaders = createLoaders(ctx.services);
+  // The sender's name travels with the events they cause: no Redis read per event per instance.
+  if ('senderName' in item && item.senderName !== undefined) ctx.loaders.knowUser(item.message.senderId, item.senderName);
   return item;
 };
 

@@ -16,4 +16,9 @@ export interface MessageModel {
 export interface MessageEventModel {
   type: 'MessageAdded' | 'MessageEdited' | 'MessageDeleted';
   message: MessageModel;
+  /**
+   * The sender's name when the sender caused the event (their token's name, which their request
+   * has just stored): instances that deliver it resolve `sender { name }` without reading Redis.
+   */
+  senderName?: string;
 }

@@ -136,7 +136,7 @@ export function createMessagesService(deps: MessagesServiceDeps) {
         const pipeline = redis.pipeline();
         const settle = messageHooks.apply(pipeline, { message, viewer });
         if (pipeline.length > 0) settle(await execPipeline(pipeline));
-        pubsub.publish('room', roomId, { type: 'MessageAdded', message });
+        pubsub.publish('room', roomId, { type: 'MessageAdded', message, senderName: viewer.name });
       }
       return message;
     },
@@ -154,7 +154,7 @@ export function createMessagesService(deps: MessagesServiceDeps) {
       ])) as [number, string];
       if (status !== SCRIPT_STATUS.OK) throw scriptError(status);
       const message = parseMessage(json);
-      pubsub.publish('room', roomId, { type: 'MessageEdited', message });
+      pubsub.publish('room', roomId, { type: 'MessageEdited', message, senderName: viewer.name });
       return message;
     },
 

@@ -1,7 +1,18 @@
+import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { userKeys } from '../../src/users/users.keys.js';
 import { CreateRoomDocument, SendMessageDocument } from '../generated/graphql.js';
 import { gqlOk, subscribe, wsClient } from '../helpers/clients.js';
-import { startInstance, tokenFor, waitForStreams, type TestInstance } from '../helpers/server.js';
+import {
+  sharedRedisUrl,
+  startCluster,
+  startInstance,
+  tokenFor,
+  uid,
+  uniquePrefix,
+  waitForStreams,
+  type TestInstance,
+} from '../helpers/server.js';
 
 // messageAdded only: room presence events (each subscriber's arrival) would add executions of their own.
 const PLAIN = `subscription($r: ID!) { messageAdded(roomId: $r) { seq text sender { id name } } }`;
@@ -34,5 +45,48 @@ describe('when several subscribers on one instance run the same operation', () =
     expect(server.app.executionStats.executions - before.executions).toBe(5);
     expect(server.app.executionStats.shared - before.shared).toBe(10);
     await Promise.all(clients.map((c) => c.dispose()));
+  });
+});
+
+describe('when a message is delivered by an instance other than the one it was sent to', () => {
+  let a: TestInstance;
+  let b: TestInstance;
+  const prefix = uniquePrefix('se-two');
+  beforeAll(async () => {
+    [a, b] = await startCluster(2, { REDIS_KEY_PREFIX: prefix });
+  });
+  afterAll(() => Promise.all([a?.stop(), b?.stop()]));
+
+  it("should name the sender from the event, reading no user from Redis, and show a new name at once", async () => {
+    const sender = uid('se-sender');
+    const readers = [uid('se-r1'), uid('se-r2')];
+    const { createRoom } = await gqlOk(a.url, CreateRoomDocument, { input: { name: 'named', memberIds: readers } }, await tokenFor(sender, { name: 'Before' }));
+    const clients = await Promise.all(readers.map(async (id) => wsClient(b.wsUrl, await tokenFor(id))));
+    const subs = clients.map((c) => subscribe(c, PLAIN, { r: createRoom.id }));
+    await waitForStreams(b, 2);
+    const plain = new Redis(sharedRedisUrl());
+    const monitor = await plain.monitor();
+    monitor.on('error', () => undefined);
+    const userReads: string[][] = []; // every command naming the sender's hash
+    monitor.on('monitor', (_time: string, args: string[]) => {
+      if (args.some((x) => x.startsWith(`${prefix}${userKeys.user(sender)}`))) userReads.push(args);
+    });
+    try {
+      for (const [i, name] of ['Before', 'Before', 'After'].entries()) {
+        await gqlOk(a.url, SendMessageDocument, { input: { roomId: createRoom.id, text: `m${i + 1}` } }, await tokenFor(sender, { name }));
+      }
+      const all = await Promise.all(subs.map((s) => s.take(3)));
+      for (const results of all) {
+        expect(results.map((r) => (r.data as { messageAdded: { sender: { name: string } } }).messageAdded.sender.name)).toEqual(['Before', 'Before', 'After']);
+      }
+      // The sends write the name (touch, on instance a; MONITOR shows a script's inner commands too),
+      // but nothing reads the sender's hash: not the deliveries on b, not the sends' own answers.
+      expect(userReads.length, 'the touches were seen').toBeGreaterThan(0);
+      expect(userReads.filter((c) => /^(hget|hmget|hgetall)$/i.test(c[0] ?? ''))).toEqual([]);
+    } finally {
+      monitor.disconnect();
+      plain.disconnect();
+      await Promise.all(clients.map((c) => c.dispose()));
+    }
   });
 });
