@@ -2,7 +2,6 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { fileURLToPath } from 'node:url';
-import { renderGraphiQL } from '@graphql-yoga/render-graphiql';
 import { GraphQLError, type ExecutionArgs, type ValidationContext } from 'graphql';
 import type { SubscribePayload } from 'graphql-ws';
 import { useServer } from 'graphql-ws/use/ws';
@@ -161,7 +160,8 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     context: contextFactory as never,
     graphqlEndpoint: '/graphql',
     graphiql: config.graphiql ? { subscriptionsProtocol: 'WS', title: 'Switchboard' } : false,
-    renderGraphiQL,
+    // GraphiQL's bundle is ~30 MB of strings in memory: loaded only where GraphiQL is served.
+    renderGraphiQL: config.graphiql ? (await import('@graphql-yoga/render-graphiql')).renderGraphiQL : undefined,
     landingPage: false,
     healthCheckEndpoint: '/health',
     // handle() caps bodies before yoga sees them (413; a POST needs a Content-Length, which Node's

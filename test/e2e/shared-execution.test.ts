@@ -53,7 +53,7 @@ describe('when a message is delivered by an instance other than the one it was s
   let b: TestInstance;
   const prefix = uniquePrefix('se-two');
   beforeAll(async () => {
-    [a, b] = await startCluster(2, { REDIS_KEY_PREFIX: prefix });
+    [a, b] = (await startCluster(2, { REDIS_KEY_PREFIX: prefix })) as [TestInstance, TestInstance];
   });
   afterAll(() => Promise.all([a?.stop(), b?.stop()]));
 
