@@ -5,6 +5,7 @@ import type { EventsService, StreamItem } from '../events/events.service.js';
 import type { Clock } from '../infra/clock.js';
 import { createCoalescingWindows } from '../infra/coalescing.js';
 import type { Logger } from '../infra/logger.js';
+import { createTicker } from '../infra/ticker.js';
 import { decodeCursor, encodeCursor, pageSize, toConnection, type Connection } from '../infra/pagination.js';
 import { execPipeline } from '../infra/redis.js';
 import type { ScriptRegistry } from '../infra/scripts.js';
@@ -158,29 +159,18 @@ export function createPollsService(deps: PollsServiceDeps) {
     return closed;
   }
 
-  let timer: NodeJS.Timeout | null = null;
-  let busy = false;
+  const ticker = createTicker(sweep, { tickMs, logger, what: 'poll close sweep' });
 
   return {
     sweep,
     get,
 
-    /** Starts closing polls whose closesAt has passed. */
-    start() {
-      timer = setInterval(() => {
-        if (busy) return;
-        busy = true;
-        sweep()
-          .catch((err: Error) => logger.debug({ err: err.message }, 'poll close sweep failed'))
-          .finally(() => (busy = false));
-      }, tickMs);
-      timer.unref();
-    },
+    /** Starts closing polls whose closesAt has passed (any instance may close one; one does). */
+    start: ticker.start,
 
     /** Stops the sweep and the coalescing timers (shutdown). */
     stop() {
-      if (timer) clearInterval(timer);
-      timer = null;
+      ticker.stop();
       windows.stop();
     },
 

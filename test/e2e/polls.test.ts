@@ -101,6 +101,15 @@ const poll = async (inst: TestInstance, userId: string, id: string): Promise<Pol
   (await gqlOk(inst.url, PollDocument, { id }, token(userId))).poll;
 
 const optionIds = (p: Poll) => p.options.map((o) => o.id);
+
+/** Fresh users (the first owns the room, all are members) and a poll of three options the owner created. */
+async function roomWithPoll(labels: string[], extra: Partial<CreatePollInput> = {}) {
+  const users: string[] = [];
+  for (const label of labels) users.push(await newUser(label));
+  const roomId = await createRoom(users[0] as string, users.slice(1));
+  const p = await createPoll(a, users[0] as string, pollInput(roomId, extra));
+  return { users, roomId, p, options: optionIds(p) as [string, string, string] };
+}
 const counts = (p: { options: { votes: number }[] }) => p.options.map((o) => o.votes);
 const voterIds = (p: Poll) => p.options.map((o) => o.voters.map((v) => v.id).sort());
 
@@ -207,10 +216,9 @@ describe('when a member creates a poll', () => {
 
 describe('when members vote', () => {
   it('should replace each voter’s vote, show every viewer their own, and retract with []', async () => {
-    const [owner, bob, carol] = [await newUser('owner'), await newUser('bob'), await newUser('carol')];
-    const roomId = await createRoom(owner, [bob, carol]);
-    const p = await createPoll(a, owner, pollInput(roomId));
-    const [pizza, sushi, tacos] = optionIds(p) as [string, string, string];
+    const { users, p, options } = await roomWithPoll(['owner', 'bob', 'carol']);
+    const [owner, bob, carol] = users as [string, string, string];
+    const [pizza, sushi, tacos] = options;
 
     const afterBob = await vote(a, bob, p.id, [pizza]);
     expect(afterBob).toMatchObject({ totalVoters: 1, viewerVote: [pizza] });
@@ -488,10 +496,9 @@ describe('when many votes arrive in a burst through both instances', () => {
 
 describe('when two members on one instance run the same subscription', () => {
   it('should give each their own viewerVote, on pollUpdated and on roomEvents', async () => {
-    const [owner, bob, carol] = [await newUser('owner'), await newUser('bob'), await newUser('carol')];
-    const roomId = await createRoom(owner, [bob, carol]);
-    const p = await createPoll(a, owner, pollInput(roomId));
-    const [pizza, sushi, tacos] = optionIds(p) as [string, string, string];
+    const { users, roomId, p, options } = await roomWithPoll(['owner', 'bob', 'carol']);
+    const [owner, bob, carol] = users as [string, string, string];
+    const [pizza, sushi, tacos] = options;
     await vote(a, bob, p.id, [pizza]);
     await vote(b, carol, p.id, [sushi]);
     const watches = [
@@ -562,10 +569,9 @@ describe('when a non-member uses polls', () => {
 
 describe('when a member who voted is removed from the room', () => {
   it('should end their pollUpdated subscription, refuse them with FORBIDDEN, and keep their vote counted', async () => {
-    const [owner, bob, carol] = [await newUser('owner'), await newUser('bob'), await newUser('carol')];
-    const roomId = await createRoom(owner, [bob, carol]);
-    const p = await createPoll(a, owner, pollInput(roomId));
-    const [pizza] = optionIds(p) as [string];
+    const { users, roomId, p, options } = await roomWithPoll(['owner', 'bob', 'carol']);
+    const [owner, bob, carol] = users as [string, string, string];
+    const [pizza] = options;
     await vote(a, bob, p.id, [pizza]);
     const watch = await live(b, bob, OnPollUpdatedDocument, { pollId: p.id });
     await gqlOk(a.url, RemoveMemberDocument, { roomId, userId: bob }, token(owner));
