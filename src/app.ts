@@ -31,6 +31,7 @@ import { usersResolvers } from './users/users.resolvers.js';
 import { presenceResolvers } from './presence/presence.resolvers.js';
 import { typingResolvers } from './typing/typing.resolvers.js';
 import { receiptsResolvers } from './receipts/receipts.resolvers.js';
+import { pollsResolvers } from './polls/polls.resolvers.js';
 import type { Viewer } from './users/users.models.js';
 
 /** A running (or startable) Switchboard instance. */
@@ -75,6 +76,7 @@ export function allResolvers(): Resolvers[] {
     presenceResolvers,
     typingResolvers,
     receiptsResolvers,
+    pollsResolvers,
   ];
 }
 
@@ -389,6 +391,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
         );
         await services.presence.start();
         services.typing.start();
+        services.polls.start();
         await new Promise<void>((resolve, reject) => {
           httpServer.once('error', reject);
           httpServer.listen(config.port, config.host, () => resolve());
@@ -410,6 +413,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
         await wsServer.dispose(); // closes every socket with 1001 Going Away
         services.typing.stop();
         services.receipts.stop();
+        services.polls.stop();
         // This instance's connections go at once (their users get the grace period elsewhere).
         await services.presence.stop().catch((err: Error) => logger.warn({ err: err.message }, 'presence cleanup failed'));
         const timer = setTimeout(() => httpServer.closeAllConnections(), config.shutdownTimeoutMs);

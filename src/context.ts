@@ -3,6 +3,7 @@ import type { YogaInitialContext } from 'graphql-yoga';
 import type { PresenceModel } from './presence/presence.models.js';
 import type { MessageModel } from './messages/messages.models.js';
 import type { UnreadState } from './receipts/receipts.service.js';
+import type { PollModel } from './polls/polls.models.js';
 import type { Authenticator, AuthContext } from './infra/auth.js';
 import { unauthenticated } from './errors.js';
 import { createMessageLoader } from './messages/messages.loaders.js';
@@ -25,6 +26,8 @@ export class Loaders {
   #onlineCount?: DataLoader<string, number>;
   #unread = new Map<string, DataLoader<string, UnreadState>>();
   #readCount?: DataLoader<MessageModel, number, string>;
+  #pollVotes = new Map<string, DataLoader<PollModel, number[], string>>();
+  #pollVoters?: DataLoader<PollVotersKey, string[], string>;
   constructor(private readonly services: Services) {}
   get user() {
     return (this.#user ??= createUserLoader(this.services.users));
@@ -63,9 +66,33 @@ export class Loaders {
       cacheKeyFn: (m) => `${m.roomId}\n${m.seq}`,
     }));
   }
+  /** The vote of `viewerId` (option indexes) by poll. */
+  pollVotes(viewerId: string) {
+    let loader = this.#pollVotes.get(viewerId);
+    if (!loader) {
+      loader = new DataLoader<PollModel, number[], string>((polls) => this.services.polls.votesOf(viewerId, polls), {
+        cacheKeyFn: (p) => p.id,
+      });
+      this.#pollVotes.set(viewerId, loader);
+    }
+    return loader;
+  }
+  /** Who chose an option of a poll (at most `first`). */
+  get pollVoters() {
+    return (this.#pollVoters ??= new DataLoader<PollVotersKey, string[], string>((keys) => this.services.polls.voters(keys), {
+      cacheKeyFn: (k) => `${k.poll.id}\n${k.index}\n${k.first}`,
+    }));
+  }
   get onlineCount() {
     return (this.#onlineCount ??= new DataLoader<string, number>((ids) => this.services.presence.onlineCounts(ids)));
   }
+}
+
+/** An option of a poll and how many of its voters to list. */
+interface PollVotersKey {
+  poll: PollModel;
+  index: number;
+  first: number;
 }
 
 /** The per-operation context every resolver receives. */

@@ -66,6 +66,12 @@ export const SCRIPT_STATUS = {
   NOT_AUTHOR: 5,
   NOT_OWNER: 6,
   DELETED: 7,
+  // 8 is rooms' IS_OWNER (removeMember), answered there.
+  POLL_NOT_FOUND: 9,
+  POLL_CLOSED: 10,
+  BAD_OPTION: 11,
+  SINGLE_CHOICE: 12,
+  NOT_POLL_CLOSER: 13,
 } as const;
 
 /** Turns a script status code into the API error it stands for. */
@@ -85,6 +91,16 @@ export function scriptError(status: number): AppError {
       return forbidden('Only the room owner may do this');
     case SCRIPT_STATUS.DELETED:
       return conflict('The message was deleted');
+    case SCRIPT_STATUS.POLL_NOT_FOUND:
+      return notFound('Poll');
+    case SCRIPT_STATUS.POLL_CLOSED:
+      return conflict('The poll is closed');
+    case SCRIPT_STATUS.BAD_OPTION:
+      return badInput('optionIds', 'optionIds must be distinct options of this poll');
+    case SCRIPT_STATUS.SINGLE_CHOICE:
+      return badInput('optionIds', 'This poll is single choice: vote for one option (or none to retract)');
+    case SCRIPT_STATUS.NOT_POLL_CLOSER:
+      return forbidden('Only the poll creator or the room owner may close it');
     default:
       return new AppError('CONFLICT', `Unexpected script status ${status}`);
   }

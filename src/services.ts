@@ -18,6 +18,7 @@ import { createPresenceService } from './presence/presence.service.js';
 import { createTypingService } from './typing/typing.service.js';
 import { createRateLimitService } from './ratelimit/ratelimit.service.js';
 import { createReceiptsService } from './receipts/receipts.service.js';
+import { createPollsService } from './polls/polls.service.js';
 
 /** How long an open subscription waits for Redis to come back before it ends with UNAVAILABLE. */
 const STORAGE_OUTAGE_MS = 30_000;
@@ -108,7 +109,20 @@ export function createServices(deps: ServiceDeps) {
   hooks.membershipChanged.add((pipeline, change) =>
     change.joined ? undefined : receipts.leftInPipeline(pipeline, change.roomId, change.userId),
   );
-  return { hooks, pubsub, users, rooms, messages, events, presence, typing, rateLimits, receipts };
+  // A member who leaves keeps their votes (a poll records what was voted while they were in the
+  // room): polls join no hook.
+  const polls = createPollsService({
+    redis,
+    scripts,
+    pubsub,
+    rooms,
+    events,
+    clock,
+    logger,
+    coalesceMs: 500,
+    tickMs: config.presenceTickMs,
+  });
+  return { hooks, pubsub, users, rooms, messages, events, presence, typing, rateLimits, receipts, polls };
 }
 
 /** Redis connections, scripts, pub/sub and services: what an instance (or a service test) runs on. */
@@ -128,6 +142,7 @@ export const LUA_DIRS = [
   new URL('./messages/lua/', import.meta.url),
   new URL('./ratelimit/lua/', import.meta.url),
   new URL('./receipts/lua/', import.meta.url),
+  new URL('./polls/lua/', import.meta.url),
 ];
 
 /** Opens the two Redis connections and builds scripts, pub/sub and services on them. */

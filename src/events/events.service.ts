@@ -46,12 +46,13 @@ export type StreamItem = RoomEventPayload | { type: 'StreamError'; error: AppErr
 export type EventsService = ReturnType<typeof createEventsService>;
 
 /** Which events a stream wants. */
-export type StreamKind = 'messages' | 'all' | 'typing' | 'presence';
+export type StreamKind = 'messages' | 'all' | 'typing' | 'presence' | 'polls';
 
 const KIND_EVENTS: Record<Exclude<StreamKind, 'all'>, RoomEventPayload['type']> = {
   messages: 'MessageAdded',
   typing: 'TypingChanged',
   presence: 'PresenceChanged',
+  polls: 'PollUpdated',
 };
 
 const CATCH_UP_BATCH = 100;
@@ -197,7 +198,12 @@ export function createEventsService(deps: EventsServiceDeps) {
     async openRoomStream(
       viewer: Viewer,
       roomIdArg: string,
-      opts: { after?: string | null; kind: StreamKind },
+      opts: {
+        after?: string | null;
+        kind: StreamKind;
+        /** Narrows a one-kind stream further (one poll of the room); called once per event, in order. */
+        match?: (ev: RoomEventPayload) => boolean;
+      },
     ): Promise<AsyncGenerator<StreamItem>> {
       const roomId = checkedId('roomId', roomIdArg);
       const after = opts.after != null ? decodeMessageId('after', opts.after) : null;
@@ -214,7 +220,7 @@ export function createEventsService(deps: EventsServiceDeps) {
         if (ev.type === 'MemberLeft' && ev.userId === viewer.id) return true;
         // A private receipt is for the reader's own devices only.
         if (opts.kind === 'all') return ev.type !== 'ReadReceipt' || !ev.private || ev.userId === viewer.id;
-        return ev.type === KIND_EVENTS[opts.kind];
+        return ev.type === KIND_EVENTS[opts.kind] && (opts.match?.(ev) ?? true);
       };
       const listener = pubsub.listen('room', roomId, (ev) => {
         if (!wanted(ev) || queue.push(ev)) return;

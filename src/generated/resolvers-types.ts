@@ -7,6 +7,7 @@ import type { MessageModel, MessageEventModel } from '../messages/messages.model
 import type { PresenceModel, PresenceChangedModel } from '../presence/presence.models.js';
 import type { TypingChangedModel } from '../typing/typing.models.js';
 import type { ReadReceiptModel } from '../receipts/receipts.models.js';
+import type { PollModel, PollOptionModel, PollUpdatedModel } from '../polls/polls.models.js';
 import type { AppContext } from '../context.js';
 export type Maybe<T> = T | null;
 export type InputMaybe<T> = Maybe<T>;
@@ -21,6 +22,22 @@ export type Scalars = {
   Float: { input: number; output: number; }
   /** An ISO-8601 date-time in UTC, e.g. `2026-11-26T09:30:00.000Z`. */
   DateTime: { input: string; output: Date | string | number; }
+};
+
+/** Input of `createPoll`. */
+export type CreatePollInput = {
+  /** Hide who voted for what from everyone? Default: no. */
+  anonymous?: InputMaybe<Scalars['Boolean']['input']>;
+  /** When the poll closes by itself (in the future); null: open until closed by hand. */
+  closesAt?: InputMaybe<Scalars['DateTime']['input']>;
+  /** May a voter choose several options? Default: no. */
+  multipleChoice?: InputMaybe<Scalars['Boolean']['input']>;
+  /** 2..10 options, each 1..100 characters after trimming, distinct (ignoring case). */
+  options: Array<Scalars['String']['input']>;
+  /** 1..300 characters after trimming. */
+  question: Scalars['String']['input'];
+  /** The room to create the poll in (members only). */
+  roomId: Scalars['ID']['input'];
 };
 
 /** Input of `createRoom`. */
@@ -132,6 +149,10 @@ export type Mutation = {
   __typename?: 'Mutation';
   /** Adds users to a room; any member may add (at most 100 at once). Idempotent per user. */
   addMembers: Room;
+  /** Closes a poll (its creator or the room owner). Idempotent. */
+  closePoll: Poll;
+  /** Creates a poll in a room (members only). */
+  createPoll: Poll;
   /** Creates a room; the viewer becomes its owner and first member. */
   createRoom: Room;
   /** Deletes a message (its author, or the room owner). Idempotent. */
@@ -164,6 +185,12 @@ export type Mutation = {
    * TYPING_TIMEOUT_SECONDS (6) unless repeated; repeating it does not re-broadcast an unchanged list.
    */
   setTyping: Scalars['Boolean']['output'];
+  /**
+   * Replaces the viewer's vote, atomically: `optionIds` are options of this poll (exactly one unless
+   * the poll is multiple choice); `[]` retracts the vote. Members only; a closed poll answers
+   * `CONFLICT`.
+   */
+  vote: Poll;
 };
 
 
@@ -171,6 +198,18 @@ export type Mutation = {
 export type MutationAddMembersArgs = {
   roomId: Scalars['ID']['input'];
   userIds: Array<Scalars['ID']['input']>;
+};
+
+
+/** Mutations: changes to rooms, members and messages. */
+export type MutationClosePollArgs = {
+  pollId: Scalars['ID']['input'];
+};
+
+
+/** Mutations: changes to rooms, members and messages. */
+export type MutationCreatePollArgs = {
+  input: CreatePollInput;
 };
 
 
@@ -238,6 +277,13 @@ export type MutationSetTypingArgs = {
   typing: Scalars['Boolean']['input'];
 };
 
+
+/** Mutations: changes to rooms, members and messages. */
+export type MutationVoteArgs = {
+  optionIds: Array<Scalars['ID']['input']>;
+  pollId: Scalars['ID']['input'];
+};
+
 /** Relay-style pagination information. */
 export type PageInfo = {
   __typename?: 'PageInfo';
@@ -249,6 +295,104 @@ export type PageInfo = {
   hasPreviousPage: Scalars['Boolean']['output'];
   /** The cursor of the first edge of the page, or null for an empty page. */
   startCursor?: Maybe<Scalars['String']['output']>;
+};
+
+/**
+ * A poll in a room: a question, 2..10 options, and the members' votes. Visible to members of its
+ * room only.
+ */
+export type Poll = {
+  __typename?: 'Poll';
+  /**
+   * True when nobody, through any field or event, may learn who voted for what (`voters` stays
+   * empty); each voter still sees their own vote in `viewerVote`.
+   */
+  anonymous: Scalars['Boolean']['output'];
+  /**
+   * True once closed (by its creator or the room owner, or because `closesAt` passed): votes are
+   * refused with `CONFLICT` and the results are final.
+   */
+  closed: Scalars['Boolean']['output'];
+  /** When the poll closed (when voting stopped); null while open. */
+  closedAt?: Maybe<Scalars['DateTime']['output']>;
+  /** When the poll closes by itself; null when it stays open until closed by hand. */
+  closesAt?: Maybe<Scalars['DateTime']['output']>;
+  /** When the poll was created. */
+  createdAt: Scalars['DateTime']['output'];
+  /** Who created the poll. */
+  createdBy: User;
+  /** Opaque, globally unique. */
+  id: Scalars['ID']['output'];
+  /** True when a voter may choose several options; false: exactly one. */
+  multipleChoice: Scalars['Boolean']['output'];
+  /** The options, in the order they were given. */
+  options: Array<PollOption>;
+  /** The question (1..300 characters). */
+  question: Scalars['String']['output'];
+  /** The room the poll belongs to. */
+  roomId: Scalars['ID']['output'];
+  /**
+   * How many members have a vote in the poll (a voter counts once, whatever the number of options
+   * they chose).
+   */
+  totalVoters: Scalars['Int']['output'];
+  /**
+   * Grows with every change (vote, close): of two copies of a poll, the one with the higher version
+   * is the newer (updates from two instances may arrive out of order).
+   */
+  version: Scalars['Int']['output'];
+  /** The ids of the options the viewer voted for; empty when they have not voted (or retracted). */
+  viewerVote: Array<Scalars['ID']['output']>;
+};
+
+/** A page of polls, newest first. */
+export type PollConnection = {
+  __typename?: 'PollConnection';
+  /** The polls of this page, newest first. */
+  edges: Array<PollEdge>;
+  /** Where this page sits. */
+  pageInfo: PageInfo;
+};
+
+/** A poll and its cursor. */
+export type PollEdge = {
+  __typename?: 'PollEdge';
+  /** Pass as `after` to read the (older) polls that follow. */
+  cursor: Scalars['String']['output'];
+  /** The poll. */
+  node: Poll;
+};
+
+/** One option of a poll. */
+export type PollOption = {
+  __typename?: 'PollOption';
+  /** Opaque, globally unique; pass it to `vote`. */
+  id: Scalars['ID']['output'];
+  /** The option's text (1..100 characters). */
+  text: Scalars['String']['output'];
+  /**
+   * Who chose this option, ordered by id (at most `first`, ≤ 100). Always empty for an anonymous poll.
+   * A member who left the room keeps their vote and stays listed.
+   */
+  voters: Array<User>;
+  /** How many voters chose this option. */
+  votes: Scalars['Int']['output'];
+};
+
+
+/** One option of a poll. */
+export type PollOptionVotersArgs = {
+  first?: InputMaybe<Scalars['Int']['input']>;
+};
+
+/**
+ * A poll was created, received votes (coalesced: at most a few updates per second per poll, the
+ * last one always carrying the latest results), or closed.
+ */
+export type PollUpdated = {
+  __typename?: 'PollUpdated';
+  /** The poll as it is now. */
+  poll: Poll;
 };
 
 /** A user's live status. */
@@ -298,6 +442,8 @@ export type Query = {
   me: User;
   /** A room's history (members only), as `Room.messages`. */
   messages: MessageConnection;
+  /** A poll by id (members of its room only): null if it does not exist. */
+  poll?: Maybe<Poll>;
   /**
    * Public rooms ordered by name; `query` keeps those whose name starts with it (case-insensitive).
    * `first` is 1..100.
@@ -322,6 +468,15 @@ export type QueryMessagesArgs = {
   first?: InputMaybe<Scalars['Int']['input']>;
   last?: InputMaybe<Scalars['Int']['input']>;
   roomId: Scalars['ID']['input'];
+};
+
+
+/**
+ * Queries: reads of rooms, messages and users. Every field needs a valid Bearer token except
+ * introspection and `__typename`.
+ */
+export type QueryPollArgs = {
+  id: Scalars['ID']['input'];
 };
 
 
@@ -408,6 +563,8 @@ export type Room = {
   onlineMembers: Array<User>;
   /** The owner: the creator, or the member who took over when the owner left. */
   owner: User;
+  /** The room's polls, newest first (members only). `first` is 0..100. */
+  polls: PollConnection;
   /** Who is typing now (members only). */
   typing: Array<User>;
   /**
@@ -437,6 +594,13 @@ export type RoomMessagesArgs = {
   last?: InputMaybe<Scalars['Int']['input']>;
 };
 
+
+/** A chat room: a set of members and a message history. */
+export type RoomPollsArgs = {
+  after?: InputMaybe<Scalars['String']['input']>;
+  first?: InputMaybe<Scalars['Int']['input']>;
+};
+
 /** A page of rooms. */
 export type RoomConnection = {
   __typename?: 'RoomConnection';
@@ -459,7 +623,7 @@ export type RoomEdge = {
  * Everything that happens in a room, in one stream (`roomEvents`). More event types join this union
  * as features land; clients should ignore `__typename`s they do not know.
  */
-export type RoomEvent = MemberJoined | MemberLeft | MessageAdded | MessageDeleted | MessageEdited | PresenceChanged | ReadReceipt | TypingChanged;
+export type RoomEvent = MemberJoined | MemberLeft | MessageAdded | MessageDeleted | MessageEdited | PollUpdated | PresenceChanged | ReadReceipt | TypingChanged;
 
 /** Who can see and join a room. */
 export type RoomVisibility =
@@ -490,6 +654,11 @@ export type Subscription = {
    */
   messageAdded: Message;
   /**
+   * Live results of one poll (members of its room only): the poll after each change, coalesced under
+   * heavy voting, the last update always sent. Ends when the viewer stops being a member.
+   */
+  pollUpdated: Poll;
+  /**
    * Status changes of up to 100 users (any authenticated user may follow anyone's presence).
    * Emits the user with their new presence at each real transition: ONLINE, AWAY, OFFLINE.
    */
@@ -511,6 +680,12 @@ export type Subscription = {
 export type SubscriptionMessageAddedArgs = {
   after?: InputMaybe<Scalars['ID']['input']>;
   roomId: Scalars['ID']['input'];
+};
+
+
+/** Subscriptions: live events, over WebSocket (`graphql-transport-ws`) or SSE. */
+export type SubscriptionPollUpdatedArgs = {
+  pollId: Scalars['ID']['input'];
 };
 
 
@@ -660,6 +835,7 @@ export type ResolversUnionTypes<_RefType extends Record<string, unknown>> = Reso
     | ( MessageEventModel )
     | ( MessageEventModel )
     | ( MessageEventModel )
+    | ( PollUpdatedModel )
     | ( PresenceChangedModel )
     | ( ReadReceiptModel )
     | ( TypingChangedModel )
@@ -670,6 +846,7 @@ export type ResolversUnionTypes<_RefType extends Record<string, unknown>> = Reso
 /** Mapping between all available schema types and the resolvers types */
 export type ResolversTypes = ResolversObject<{
   Boolean: ResolverTypeWrapper<Scalars['Boolean']['output']>;
+  CreatePollInput: CreatePollInput;
   CreateRoomInput: CreateRoomInput;
   DateTime: ResolverTypeWrapper<Scalars['DateTime']['output']>;
   ID: ResolverTypeWrapper<Scalars['ID']['output']>;
@@ -684,6 +861,11 @@ export type ResolversTypes = ResolversObject<{
   MessageEdited: ResolverTypeWrapper<MessageEventModel>;
   Mutation: ResolverTypeWrapper<Record<PropertyKey, never>>;
   PageInfo: ResolverTypeWrapper<PageInfo>;
+  Poll: ResolverTypeWrapper<PollModel>;
+  PollConnection: ResolverTypeWrapper<Omit<PollConnection, 'edges'> & { edges: Array<ResolversTypes['PollEdge']> }>;
+  PollEdge: ResolverTypeWrapper<Omit<PollEdge, 'node'> & { node: ResolversTypes['Poll'] }>;
+  PollOption: ResolverTypeWrapper<PollOptionModel>;
+  PollUpdated: ResolverTypeWrapper<PollUpdatedModel>;
   Presence: ResolverTypeWrapper<PresenceModel>;
   PresenceChanged: ResolverTypeWrapper<PresenceChangedModel>;
   PresenceStatus: PresenceStatus;
@@ -706,6 +888,7 @@ export type ResolversTypes = ResolversObject<{
 /** Mapping between all available schema types and the resolvers parents */
 export type ResolversParentTypes = ResolversObject<{
   Boolean: Scalars['Boolean']['output'];
+  CreatePollInput: CreatePollInput;
   CreateRoomInput: CreateRoomInput;
   DateTime: Scalars['DateTime']['output'];
   ID: Scalars['ID']['output'];
@@ -720,6 +903,11 @@ export type ResolversParentTypes = ResolversObject<{
   MessageEdited: MessageEventModel;
   Mutation: Record<PropertyKey, never>;
   PageInfo: PageInfo;
+  Poll: PollModel;
+  PollConnection: Omit<PollConnection, 'edges'> & { edges: Array<ResolversParentTypes['PollEdge']> };
+  PollEdge: Omit<PollEdge, 'node'> & { node: ResolversParentTypes['Poll'] };
+  PollOption: PollOptionModel;
+  PollUpdated: PollUpdatedModel;
   Presence: PresenceModel;
   PresenceChanged: PresenceChangedModel;
   Query: Record<PropertyKey, never>;
@@ -808,6 +996,8 @@ export type MessageEditedResolvers<ContextType = AppContext, ParentType extends 
 
 export type MutationResolvers<ContextType = AppContext, ParentType extends ResolversParentTypes['Mutation'] = ResolversParentTypes['Mutation']> = ResolversObject<{
   addMembers?: Resolver<ResolversTypes['Room'], ParentType, ContextType, RequireFields<MutationAddMembersArgs, 'roomId' | 'userIds'>>;
+  closePoll?: Resolver<ResolversTypes['Poll'], ParentType, ContextType, RequireFields<MutationClosePollArgs, 'pollId'>>;
+  createPoll?: Resolver<ResolversTypes['Poll'], ParentType, ContextType, RequireFields<MutationCreatePollArgs, 'input'>>;
   createRoom?: Resolver<ResolversTypes['Room'], ParentType, ContextType, RequireFields<MutationCreateRoomArgs, 'input'>>;
   deleteMessage?: Resolver<ResolversTypes['Message'], ParentType, ContextType, RequireFields<MutationDeleteMessageArgs, 'messageId'>>;
   editMessage?: Resolver<ResolversTypes['Message'], ParentType, ContextType, RequireFields<MutationEditMessageArgs, 'messageId' | 'text'>>;
@@ -818,6 +1008,7 @@ export type MutationResolvers<ContextType = AppContext, ParentType extends Resol
   sendMessage?: Resolver<ResolversTypes['Message'], ParentType, ContextType, RequireFields<MutationSendMessageArgs, 'input'>>;
   setPresence?: Resolver<ResolversTypes['Presence'], ParentType, ContextType, RequireFields<MutationSetPresenceArgs, 'status'>>;
   setTyping?: Resolver<ResolversTypes['Boolean'], ParentType, ContextType, RequireFields<MutationSetTypingArgs, 'roomId' | 'typing'>>;
+  vote?: Resolver<ResolversTypes['Poll'], ParentType, ContextType, RequireFields<MutationVoteArgs, 'optionIds' | 'pollId'>>;
 }>;
 
 export type PageInfoResolvers<ContextType = AppContext, ParentType extends ResolversParentTypes['PageInfo'] = ResolversParentTypes['PageInfo']> = ResolversObject<{
@@ -825,6 +1016,45 @@ export type PageInfoResolvers<ContextType = AppContext, ParentType extends Resol
   hasNextPage?: Resolver<ResolversTypes['Boolean'], ParentType, ContextType>;
   hasPreviousPage?: Resolver<ResolversTypes['Boolean'], ParentType, ContextType>;
   startCursor?: Resolver<Maybe<ResolversTypes['String']>, ParentType, ContextType>;
+}>;
+
+export type PollResolvers<ContextType = AppContext, ParentType extends ResolversParentTypes['Poll'] = ResolversParentTypes['Poll']> = ResolversObject<{
+  anonymous?: Resolver<ResolversTypes['Boolean'], ParentType, ContextType>;
+  closed?: Resolver<ResolversTypes['Boolean'], ParentType, ContextType>;
+  closedAt?: Resolver<Maybe<ResolversTypes['DateTime']>, ParentType, ContextType>;
+  closesAt?: Resolver<Maybe<ResolversTypes['DateTime']>, ParentType, ContextType>;
+  createdAt?: Resolver<ResolversTypes['DateTime'], ParentType, ContextType>;
+  createdBy?: Resolver<ResolversTypes['User'], ParentType, ContextType>;
+  id?: Resolver<ResolversTypes['ID'], ParentType, ContextType>;
+  multipleChoice?: Resolver<ResolversTypes['Boolean'], ParentType, ContextType>;
+  options?: Resolver<Array<ResolversTypes['PollOption']>, ParentType, ContextType>;
+  question?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
+  roomId?: Resolver<ResolversTypes['ID'], ParentType, ContextType>;
+  totalVoters?: Resolver<ResolversTypes['Int'], ParentType, ContextType>;
+  version?: Resolver<ResolversTypes['Int'], ParentType, ContextType>;
+  viewerVote?: Resolver<Array<ResolversTypes['ID']>, ParentType, ContextType>;
+}>;
+
+export type PollConnectionResolvers<ContextType = AppContext, ParentType extends ResolversParentTypes['PollConnection'] = ResolversParentTypes['PollConnection']> = ResolversObject<{
+  edges?: Resolver<Array<ResolversTypes['PollEdge']>, ParentType, ContextType>;
+  pageInfo?: Resolver<ResolversTypes['PageInfo'], ParentType, ContextType>;
+}>;
+
+export type PollEdgeResolvers<ContextType = AppContext, ParentType extends ResolversParentTypes['PollEdge'] = ResolversParentTypes['PollEdge']> = ResolversObject<{
+  cursor?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
+  node?: Resolver<ResolversTypes['Poll'], ParentType, ContextType>;
+}>;
+
+export type PollOptionResolvers<ContextType = AppContext, ParentType extends ResolversParentTypes['PollOption'] = ResolversParentTypes['PollOption']> = ResolversObject<{
+  id?: Resolver<ResolversTypes['ID'], ParentType, ContextType>;
+  text?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
+  voters?: Resolver<Array<ResolversTypes['User']>, ParentType, ContextType, RequireFields<PollOptionVotersArgs, 'first'>>;
+  votes?: Resolver<ResolversTypes['Int'], ParentType, ContextType>;
+}>;
+
+export type PollUpdatedResolvers<ContextType = AppContext, ParentType extends ResolversParentTypes['PollUpdated'] = ResolversParentTypes['PollUpdated']> = ResolversObject<{
+  poll?: Resolver<ResolversTypes['Poll'], ParentType, ContextType>;
+  __isTypeOf?: IsTypeOfResolverFn<ParentType, ContextType>;
 }>;
 
 export type PresenceResolvers<ContextType = AppContext, ParentType extends ResolversParentTypes['Presence'] = ResolversParentTypes['Presence']> = ResolversObject<{
@@ -844,6 +1074,7 @@ export type QueryResolvers<ContextType = AppContext, ParentType extends Resolver
   apiVersion?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
   me?: Resolver<ResolversTypes['User'], ParentType, ContextType>;
   messages?: Resolver<ResolversTypes['MessageConnection'], ParentType, ContextType, RequireFields<QueryMessagesArgs, 'roomId'>>;
+  poll?: Resolver<Maybe<ResolversTypes['Poll']>, ParentType, ContextType, RequireFields<QueryPollArgs, 'id'>>;
   publicRooms?: Resolver<ResolversTypes['RoomConnection'], ParentType, ContextType, RequireFields<QueryPublicRoomsArgs, 'first'>>;
   room?: Resolver<Maybe<ResolversTypes['Room']>, ParentType, ContextType, RequireFields<QueryRoomArgs, 'id'>>;
   rooms?: Resolver<ResolversTypes['RoomConnection'], ParentType, ContextType, RequireFields<QueryRoomsArgs, 'first'>>;
@@ -870,6 +1101,7 @@ export type RoomResolvers<ContextType = AppContext, ParentType extends Resolvers
   onlineCount?: Resolver<ResolversTypes['Int'], ParentType, ContextType>;
   onlineMembers?: Resolver<Array<ResolversTypes['User']>, ParentType, ContextType>;
   owner?: Resolver<ResolversTypes['User'], ParentType, ContextType>;
+  polls?: Resolver<ResolversTypes['PollConnection'], ParentType, ContextType, RequireFields<RoomPollsArgs, 'first'>>;
   typing?: Resolver<Array<ResolversTypes['User']>, ParentType, ContextType>;
   unreadCount?: Resolver<ResolversTypes['Int'], ParentType, ContextType>;
   viewerIsMember?: Resolver<ResolversTypes['Boolean'], ParentType, ContextType>;
@@ -887,11 +1119,12 @@ export type RoomEdgeResolvers<ContextType = AppContext, ParentType extends Resol
 }>;
 
 export type RoomEventResolvers<ContextType = AppContext, ParentType extends ResolversParentTypes['RoomEvent'] = ResolversParentTypes['RoomEvent']> = ResolversObject<{
-  __resolveType: TypeResolveFn<'MemberJoined' | 'MemberLeft' | 'MessageAdded' | 'MessageDeleted' | 'MessageEdited' | 'PresenceChanged' | 'ReadReceipt' | 'TypingChanged', ParentType, ContextType>;
+  __resolveType: TypeResolveFn<'MemberJoined' | 'MemberLeft' | 'MessageAdded' | 'MessageDeleted' | 'MessageEdited' | 'PollUpdated' | 'PresenceChanged' | 'ReadReceipt' | 'TypingChanged', ParentType, ContextType>;
 }>;
 
 export type SubscriptionResolvers<ContextType = AppContext, ParentType extends ResolversParentTypes['Subscription'] = ResolversParentTypes['Subscription']> = ResolversObject<{
   messageAdded?: SubscriptionResolver<ResolversTypes['Message'], "messageAdded", ParentType, ContextType, RequireFields<SubscriptionMessageAddedArgs, 'roomId'>>;
+  pollUpdated?: SubscriptionResolver<ResolversTypes['Poll'], "pollUpdated", ParentType, ContextType, RequireFields<SubscriptionPollUpdatedArgs, 'pollId'>>;
   presence?: SubscriptionResolver<ResolversTypes['User'], "presence", ParentType, ContextType, RequireFields<SubscriptionPresenceArgs, 'userIds'>>;
   roomEvents?: SubscriptionResolver<ResolversTypes['RoomEvent'], "roomEvents", ParentType, ContextType, RequireFields<SubscriptionRoomEventsArgs, 'roomId'>>;
   roomPresence?: SubscriptionResolver<ResolversTypes['PresenceChanged'], "roomPresence", ParentType, ContextType, RequireFields<SubscriptionRoomPresenceArgs, 'roomId'>>;
@@ -932,6 +1165,11 @@ export type Resolvers<ContextType = AppContext> = ResolversObject<{
   MessageEdited?: MessageEditedResolvers<ContextType>;
   Mutation?: MutationResolvers<ContextType>;
   PageInfo?: PageInfoResolvers<ContextType>;
+  Poll?: PollResolvers<ContextType>;
+  PollConnection?: PollConnectionResolvers<ContextType>;
+  PollEdge?: PollEdgeResolvers<ContextType>;
+  PollOption?: PollOptionResolvers<ContextType>;
+  PollUpdated?: PollUpdatedResolvers<ContextType>;
   Presence?: PresenceResolvers<ContextType>;
   PresenceChanged?: PresenceChangedResolvers<ContextType>;
   Query?: QueryResolvers<ContextType>;

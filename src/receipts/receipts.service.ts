@@ -1,5 +1,6 @@
 import type { ChainableCommander, Redis } from 'ioredis';
 import { badInput, SCRIPT_STATUS, scriptError } from '../errors.js';
+import { createCoalescingWindows } from '../infra/coalescing.js';
 import { execPipeline } from '../infra/redis.js';
 import type { ScriptRegistry } from '../infra/scripts.js';
 import { checkedId } from '../infra/text.js';
@@ -39,28 +40,20 @@ export function createReceiptsService(deps: ReceiptsServiceDeps) {
 
   const markKeys = markReadKeys;
 
-  // Coalescing, cluster-wide: the markRead that opens a (room, user) window in Redis sends its
-  // receipt at once, and when the window ends that same instance sends the watermark as it is then
-  // (whichever instance moved it meanwhile), if it moved: 50 marks in a second make two events,
-  // and the last one is always the latest watermark.
-  const timers = new Set<NodeJS.Timeout>();
+  // Coalescing, cluster-wide (see coalescing.ts): 50 marks in a second make two events, and the
+  // last one is always the latest watermark.
+  const windows = createCoalescingWindows(coalesceMs);
   const send = (roomId: string, userId: string, seq: number, epoch: string, isPrivate: boolean) =>
     pubsub.publish('room', roomId, { type: 'ReadReceipt', roomId, userId, seq, epoch, private: isPrivate });
   function closeWindowLater(roomId: string, userId: string, sentSeq: number, epoch: string, isPrivate: boolean) {
-    const timer = setTimeout(() => {
-      timers.delete(timer);
-      const read = isPrivate
-        ? redis.hget(keys.ownMarks(roomId), userId)
-        : redis.zscore(keys.publicMarks(roomId), userId);
-      read
-        .then((value) => {
-          const seq = Number(value ?? 0);
-          if (seq > sentSeq) send(roomId, userId, seq, epoch, isPrivate);
-        })
-        .catch(() => undefined);
-    }, coalesceMs + 10);
-    timer.unref();
-    timers.add(timer);
+    windows.whenClosed(
+      async () => {
+        const value = isPrivate ? await redis.hget(keys.ownMarks(roomId), userId) : await redis.zscore(keys.publicMarks(roomId), userId);
+        const seq = Number(value ?? 0);
+        return seq > sentSeq ? seq : null;
+      },
+      (seq) => send(roomId, userId, seq, epoch, isPrivate),
+    );
   }
 
   return {
@@ -141,9 +134,6 @@ export function createReceiptsService(deps: ReceiptsServiceDeps) {
     },
 
     /** Stops the coalescing timers (shutdown). */
-    stop() {
-      for (const t of timers) clearTimeout(t);
-      timers.clear();
-    },
+    stop: windows.stop,
   };
 }

@@ -1,6 +1,7 @@
 import type { ChainableCommander, Redis } from 'ioredis';
 import type { Clock } from '../infra/clock.js';
 import type { Logger } from '../infra/logger.js';
+import { createTicker } from '../infra/ticker.js';
 import type { ScriptRegistry } from '../infra/scripts.js';
 import { checkedId } from '../infra/text.js';
 import type { RoomsService } from '../rooms/rooms.service.js';
@@ -44,29 +45,16 @@ export function createTypingService(deps: TypingServiceDeps) {
     }
   }
 
-  let timer: NodeJS.Timeout | null = null;
-  let busy = false;
+  const ticker = createTicker(expire, { tickMs, logger, what: 'typing expiry' });
 
   return {
     expire,
 
     /** Starts looking for expiries. */
-    start() {
-      timer = setInterval(() => {
-        if (busy) return;
-        busy = true;
-        expire()
-          .catch((err: Error) => logger.debug({ err: err.message }, 'typing expiry failed'))
-          .finally(() => (busy = false));
-      }, tickMs);
-      timer.unref();
-    },
+    start: ticker.start,
 
     /** Stops the timer. */
-    stop() {
-      if (timer) clearInterval(timer);
-      timer = null;
-    },
+    stop: ticker.stop,
 
     /** `setTyping`: members only; an unchanged list is not broadcast again. */
     async set(viewer: Viewer, roomIdArg: string, typing: boolean): Promise<boolean> {

@@ -747,7 +747,7 @@ describe('when an instance is SIGKILLed', () => {
       expect(seen.filter((c) => users.some((u) => c.some((x) => x.includes(u))))).toEqual([]);
       // Only the instance-wide periodic work: the heartbeat and the sweeps' range reads.
       const kinds = new Set(seen.map((c) => `${c[0]!.toLowerCase()} ${c[1]!.slice(k.prefix.length)}`));
-      for (const kind of kinds) expect(kind).toMatch(/^(zadd presence:instances|zrangebyscore (presence:instances|presence:grace|typing:rooms))$/);
+      for (const kind of kinds) expect(kind).toMatch(/^(zadd presence:instances|zrangebyscore (presence:instances|presence:grace|typing:rooms|polls:closing))$/);
     } finally {
       monitor.disconnect();
     }

@@ -55,6 +55,8 @@ describe('loadScripts', () => {
       const scripts = loadScripts(client(), APP_LUA_DIRS);
       expect(scripts.names().sort()).toEqual([
         'addMembers',
+        'closePoll',
+        'createPoll',
         'deleteMessage',
         'editMessage',
         'joinRoom',
@@ -73,6 +75,7 @@ describe('loadScripts', () => {
         'touchUser',
         'unreadCount',
         'unregisterConnection',
+        'vote',
       ]);
     });
   });
