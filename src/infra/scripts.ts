@@ -11,7 +11,7 @@ import type { ChainableCommander, Redis } from 'ioredis';
  * defined command onto the new pipeline object: with our scripts that copy was ~3% of a request's CPU.
  */
 interface IoredisScript {
-  execute(container: unknown, args: (string | number)[], options: { replyEncoding: 'utf8' }): Promise<unknown> | unknown;
+  execute(container: unknown, args: (string | number)[], options: { replyEncoding: 'utf8' | null }): Promise<unknown> | unknown;
 }
 const Script = (createRequire(import.meta.url)('ioredis/built/Script.js') as {
   default: new (lua: string, numberOfKeys: number, keyPrefix: string, readOnly: boolean) => IoredisScript;
@@ -26,6 +26,8 @@ export type ScriptRunner = (keys: string[], args: (string | number)[]) => Promis
 export interface ScriptRegistry {
   /** Returns the runner of a script, failing if it was never registered. */
   get(name: string): ScriptRunner;
+  /** Like {@link get}, but bulk replies come back as Buffers (binary values). */
+  getBuffer(name: string): ScriptRunner;
   /** Adds a call of a registered script to a pipeline (its reply comes with the pipeline's). */
   queue(pipeline: ChainableCommander, name: string, keys: string[], args: (string | number)[]): void;
   names(): string[];
@@ -41,6 +43,7 @@ export function loadScripts(redis: Redis, dirs: (string | URL)[]): ScriptRegistr
   const byName = new Map<string, IoredisScript>();
   const keyPrefix = redis.options.keyPrefix ?? '';
   const options = { replyEncoding: 'utf8' as const };
+  const bufferOptions = { replyEncoding: null };
   for (const d of dirs) {
     const dir = typeof d === 'string' ? d : fileURLToPath(d);
     for (const file of readdirSync(dir).sort()) {
@@ -63,15 +66,17 @@ export function loadScripts(redis: Redis, dirs: (string | URL)[]): ScriptRegistr
     const numberOfKeys = numKeysByName.get(name);
     return keys.length === numberOfKeys ? null : new Error(`${name} takes ${numberOfKeys} keys, got ${keys.length}`);
   };
+  const runner = (name: string, replies: { replyEncoding: 'utf8' | null }): ScriptRunner => {
+    const script = scriptOf(name);
+    return (keys, args) => {
+      const error = keyCountError(name, keys);
+      if (error) return Promise.reject(error);
+      return script.execute(redis, [...keys, ...args], { ...replies }) as Promise<unknown>;
+    };
+  };
   return {
-    get(name) {
-      const script = scriptOf(name);
-      return (keys, args) => {
-        const error = keyCountError(name, keys);
-        if (error) return Promise.reject(error);
-        return script.execute(redis, [...keys, ...args], { ...options }) as Promise<unknown>;
-      };
-    },
+    get: (name) => runner(name, options),
+    getBuffer: (name) => runner(name, bufferOptions),
     queue(pipeline, name, keys, args) {
       const script = scriptOf(name);
       const error = keyCountError(name, keys);

@@ -156,6 +156,14 @@ describe('a script runner', () => {
     expect(await scripts.get('echoTwo')(['k1', 'k2'], ['a', 3])).toEqual([`${prefix}k1`, `${prefix}k2`, 'a', 2, 2]);
   });
 
+  it('should hand back Buffers from getBuffer, for binary values', async () => {
+    const dir = luaDir({ 'binary-0.lua': "return { ARGV[1], 'text' }" });
+    const reply = (await loadScripts(client(), [dir]).getBuffer('binary')([], ['\u00ff'])) as Buffer[];
+    expect(reply.map((b) => Buffer.isBuffer(b))).toEqual([true, true]);
+    expect(reply[0]?.equals(Buffer.from('\u00ff', 'utf8'))).toBe(true);
+    expect(reply[1]?.toString()).toBe('text');
+  });
+
   it('should accept a script that takes no keys', async () => {
     const dir = luaDir({ 'noKeys-0.lua': ECHO });
     expect(await loadScripts(client(), [dir]).get('noKeys')([], ['x'])).toEqual(['', 'x', 0, 1]);
