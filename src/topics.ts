@@ -4,6 +4,7 @@ import type { PresenceChangedModel, PresenceEventModel } from './presence/presen
 import type { MemberEventModel } from './rooms/rooms.models.js';
 import type { TypingChangedModel } from './typing/typing.models.js';
 import type { ReadReceiptModel } from './receipts/receipts.models.js';
+import type { CallEventModel } from './calls/calls.models.js';
 
 /** Everything published on a room's channel. Features add their event models here. */
 export type RoomEventPayload =
@@ -11,7 +12,8 @@ export type RoomEventPayload =
   | MemberEventModel
   | PresenceChangedModel
   | TypingChangedModel
-  | ReadReceiptModel;
+  | ReadReceiptModel
+  | CallEventModel;
 
 /** The typed topic map: topic → payload; channels are `<prefix><topic>:<id>`. */
 export type Topics = {
