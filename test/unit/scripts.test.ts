@@ -55,15 +55,18 @@ describe('loadScripts', () => {
       const scripts = loadScripts(client(), APP_LUA_DIRS);
       expect(scripts.names().sort()).toEqual([
         'addMembers',
+        'applyCall',
         'deleteMessage',
         'editMessage',
         'joinRoom',
         'leaveRoom',
         'markRead',
+        'publishCallKey',
         'rateLimit',
         'readMessages',
         'reapInstance',
         'registerConnection',
+        'releaseCacheLock',
         'removeMember',
         'roomPresence',
         'sendMessage',
