@@ -201,13 +201,15 @@ export async function startLiveKitStandin(): Promise<LiveKitStandin> {
         ? open?.participants.get(opts.identity) ??
           ({ identity: opts.identity, sid: opts.participantSid ?? sid('PA'), joinedAtMs: Date.now() } as StandinParticipant)
         : null;
-      return new WebhookEvent({
-        event,
+      const webhook = new WebhookEvent({
         id: opts.id ?? sid('EV'),
         createdAt: BigInt(opts.createdAtSeconds ?? Math.floor(Date.now() / 1000)),
         room: new Room({ name: room, sid: opts.roomSid ?? open?.sid ?? sid('RM') }),
         ...(participant ? { participant: info({ ...participant, sid: opts.participantSid ?? participant.sid }) } : {}),
       });
+      // The SDK's WebhookEvent resets `event` after its constructor ran: set it afterwards.
+      webhook.event = event as WebhookEvent['event'];
+      return webhook;
     },
     send: (event, opts) => post(event, opts),
     close: () =>
