@@ -1,4 +1,4 @@
-import { forbidden, SCRIPT_STATUS, scriptError, type AppError } from '../errors.js';
+import { forbidden, scriptError, type AppError } from '../errors.js';
 
 /** A participant of a call. */
 export interface CallParticipantModel {
@@ -85,6 +85,6 @@ export function callScriptError(status: number): AppError {
     case CALL_STATUS.NOT_PARTICIPANT:
       return forbidden('You are not a participant of this call');
     default:
-      return scriptError(status === SCRIPT_STATUS.OK ? -1 : status);
+      return scriptError(status);
   }
 }
