@@ -32,6 +32,8 @@ import { presenceResolvers } from './presence/presence.resolvers.js';
 import { typingResolvers } from './typing/typing.resolvers.js';
 import { receiptsResolvers } from './receipts/receipts.resolvers.js';
 import { pollsResolvers } from './polls/polls.resolvers.js';
+import { callsResolvers } from './calls/calls.resolvers.js';
+import { createLiveKitWebhookHandler, LIVEKIT_WEBHOOK_PATH } from './calls/calls.webhook.js';
 import type { Viewer } from './users/users.models.js';
 
 /** A running (or startable) Switchboard instance. */
@@ -77,6 +79,7 @@ export function allResolvers(): Resolvers[] {
     typingResolvers,
     receiptsResolvers,
     pollsResolvers,
+    callsResolvers,
   ];
 }
 
@@ -204,6 +207,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   });
 
   let stopping = false;
+  const livekitWebhook = createLiveKitWebhookHandler({ calls: services.calls, logger, maxBodyBytes: config.maxBodyBytes });
 
   async function isRedisUp(): Promise<boolean> {
     try {
@@ -246,6 +250,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     if (req.method === 'POST' && req.headers['content-length'] === undefined) {
       return refuse(411, 'POST bodies need a Content-Length');
     }
+    if (path === LIVEKIT_WEBHOOK_PATH) return void livekitWebhook(req, res);
     if (req.method === 'GET' && req.url?.includes('?')) {
       // yoga answers 500 to malformed JSON in GET parameters (LIBRARIES.md): answer 400 first.
       const params = new URLSearchParams(req.url.slice(req.url.indexOf('?') + 1));
@@ -392,6 +397,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
         await services.presence.start();
         services.typing.start();
         services.polls.start();
+        services.calls.start();
         await new Promise<void>((resolve, reject) => {
           httpServer.once('error', reject);
           httpServer.listen(config.port, config.host, () => resolve());
@@ -414,6 +420,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
         services.typing.stop();
         services.receipts.stop();
         services.polls.stop();
+        services.calls.stop();
         // This instance's connections go at once (their users get the grace period elsewhere).
         await services.presence.stop().catch((err: Error) => logger.warn({ err: err.message }, 'presence cleanup failed'));
         const timer = setTimeout(() => httpServer.closeAllConnections(), config.shutdownTimeoutMs);

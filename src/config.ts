@@ -53,7 +53,52 @@ const EnvSchema = z.object({
   MAX_BODY_BYTES: intFrom(1_048_576, 1024, 100 * 1_048_576),
   INSTANCE_ID: z.string().min(1).optional(),
   GRAPHIQL: optionalBool,
+  LIVEKIT_URL: z
+    .string()
+    .url()
+    .refine((u) => /^(wss?|https?):\/\//.test(u), 'a ws://, wss://, http:// or https:// URL')
+    .optional(),
+  LIVEKIT_API_KEY: z.string().min(1).optional(),
+  LIVEKIT_API_SECRET: z.string().min(1).optional(),
+  LIVEKIT_REQUEST_TIMEOUT_MS: intFrom(3000, 100, 60_000),
+  CALL_KEY_TTL_SECONDS: z.coerce.number().min(0.1).max(7 * 86400).default(7200),
+  CALL_TOKEN_TTL_SECONDS: intFrom(300, 10, 86400),
+  CALL_DEPARTURE_TIMEOUT_MS: intFrom(20_000, 0, 3_600_000),
+  CALL_REKEY_WINDOW_MS: intFrom(2000, 0, 60_000),
+  CALL_JOIN_GRACE_MS: intFrom(30_000, 0, 3_600_000),
+  CALL_SYNC_STALE_MS: intFrom(5000, 0, 3_600_000),
+  CALL_SYNC_INTERVAL_MS: intFrom(15_000, 0, 3_600_000),
+  CALL_PARTICIPANTS_CACHE_MS: intFrom(2000, 1, 60_000),
 });
+
+/** LiveKit's coordinates; all three or none. */
+export interface LiveKitConfig {
+  url: string;
+  apiKey: string;
+  apiSecret: string;
+  /** How long one RoomService request may take. */
+  requestTimeoutMs: number;
+}
+
+/** Calls and their end-to-end media keys. */
+export interface CallsConfig {
+  /** How long a published call key is served (CALL_KEY_TTL_SECONDS). */
+  keyTtlSeconds: number;
+  /** Lifetime of the LiveKit access token joinCall hands out (only needed to connect). */
+  tokenTtlSeconds: number;
+  /** A call with no participant left ends after this long. */
+  departureTimeoutMs: number;
+  /** Leaves within this window cause one epoch rotation, at its end. */
+  rekeyWindowMs: number;
+  /** How long a joinCall participant counts without LiveKit listing them. */
+  joinGraceMs: number;
+  /** A read of a call whose last sync with LiveKit is older than this syncs first. */
+  syncStaleMs: number;
+  /** How often active calls are synced with LiveKit (0: only on reads). */
+  syncIntervalMs: number;
+  /** How long one LiveKit participant list is shared by every instance. */
+  participantsCacheMs: number;
+}
 
 /** Parsed, validated configuration: the only place `process.env` is read. */
 export interface Config {
@@ -95,6 +140,9 @@ export interface Config {
   maxBodyBytes: number;
   instanceId: string;
   graphiql: boolean;
+  /** Null when LIVEKIT_URL, LIVEKIT_API_KEY and LIVEKIT_API_SECRET are unset: voice answers NOT_CONFIGURED. */
+  livekit: LiveKitConfig | null;
+  calls: CallsConfig;
 }
 
 /** Thrown with one line per bad variable. */
@@ -125,6 +173,12 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     }
     if (cleaned.JWT_SECRET === DEV_JWT_SECRET) {
       problems.push('JWT_SECRET: the development secret cannot be used in production');
+    }
+  }
+  const livekitVars = ['LIVEKIT_URL', 'LIVEKIT_API_KEY', 'LIVEKIT_API_SECRET'] as const;
+  if (livekitVars.some((v) => cleaned[v])) {
+    for (const v of livekitVars) {
+      if (!cleaned[v]) problems.push(`${v}: required when any of ${livekitVars.join(', ')} is set`);
     }
   }
   let rateLimits: ReturnType<typeof parseOverrides> | undefined;
@@ -173,5 +227,19 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     maxBodyBytes: e.MAX_BODY_BYTES,
     instanceId: e.INSTANCE_ID ?? `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`,
     graphiql: e.GRAPHIQL ?? !isProduction,
+    livekit:
+      e.LIVEKIT_URL && e.LIVEKIT_API_KEY && e.LIVEKIT_API_SECRET
+        ? { url: e.LIVEKIT_URL, apiKey: e.LIVEKIT_API_KEY, apiSecret: e.LIVEKIT_API_SECRET, requestTimeoutMs: e.LIVEKIT_REQUEST_TIMEOUT_MS }
+        : null,
+    calls: {
+      keyTtlSeconds: e.CALL_KEY_TTL_SECONDS,
+      tokenTtlSeconds: e.CALL_TOKEN_TTL_SECONDS,
+      departureTimeoutMs: e.CALL_DEPARTURE_TIMEOUT_MS,
+      rekeyWindowMs: e.CALL_REKEY_WINDOW_MS,
+      joinGraceMs: e.CALL_JOIN_GRACE_MS,
+      syncStaleMs: e.CALL_SYNC_STALE_MS,
+      syncIntervalMs: e.CALL_SYNC_INTERVAL_MS,
+      participantsCacheMs: e.CALL_PARTICIPANTS_CACHE_MS,
+    },
   };
 }

@@ -19,6 +19,10 @@ import { createTypingService } from './typing/typing.service.js';
 import { createRateLimitService } from './ratelimit/ratelimit.service.js';
 import { createReceiptsService } from './receipts/receipts.service.js';
 import { createPollsService } from './polls/polls.service.js';
+import { createCallsService } from './calls/calls.service.js';
+import { createCallKeysService } from './calls/call-keys.service.js';
+import { createSharedCache } from './calls/calls.cache.js';
+import { createLiveKit } from './calls/calls.livekit.js';
 
 /** How long an open subscription waits for Redis to come back before it ends with UNAVAILABLE. */
 const STORAGE_OUTAGE_MS = 30_000;
@@ -122,7 +126,34 @@ export function createServices(deps: ServiceDeps) {
     coalesceMs: 500,
     tickMs: config.presenceTickMs,
   });
-  return { hooks, pubsub, users, rooms, messages, events, presence, typing, rateLimits, receipts, polls };
+  const livekit = config.livekit ? createLiveKit(config.livekit) : null;
+  // The participant-list cache is the calls domain's own until the general cache service lands.
+  const cache = createSharedCache({
+    redis,
+    scripts,
+    lockMs: config.livekit?.requestTimeoutMs ?? 1000,
+    waitMs: (config.livekit?.requestTimeoutMs ?? 1000) + 500,
+  });
+  const calls = createCallsService({
+    redis,
+    scripts,
+    pubsub,
+    rooms,
+    clock,
+    logger,
+    livekit,
+    cache,
+    settings: config.calls,
+    tickMs: config.presenceTickMs,
+  });
+  const callKeys = createCallKeysService({ redis, scripts, pubsub, clock, livekit, keyTtlSeconds: config.calls.keyTtlSeconds });
+  // A member who leaves a room (or is removed) leaves its call.
+  if (calls.configured) {
+    hooks.membershipChanged.add((pipeline, change) =>
+      change.joined ? undefined : calls.leftInPipeline(pipeline, change.roomId, change.userId),
+    );
+  }
+  return { hooks, pubsub, users, rooms, messages, events, presence, typing, rateLimits, receipts, polls, calls, callKeys };
 }
 
 /** Redis connections, scripts, pub/sub and services: what an instance (or a service test) runs on. */
@@ -143,6 +174,7 @@ export const LUA_DIRS = [
   new URL('./ratelimit/lua/', import.meta.url),
   new URL('./receipts/lua/', import.meta.url),
   new URL('./polls/lua/', import.meta.url),
+  new URL('./calls/lua/', import.meta.url),
 ];
 
 /** Opens the two Redis connections and builds scripts, pub/sub and services on them. */

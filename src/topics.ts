@@ -5,6 +5,7 @@ import type { MemberEventModel } from './rooms/rooms.models.js';
 import type { TypingChangedModel } from './typing/typing.models.js';
 import type { ReadReceiptModel } from './receipts/receipts.models.js';
 import type { PollUpdatedModel } from './polls/polls.models.js';
+import type { CallEventModel } from './calls/calls.models.js';
 
 /** Everything published on a room's channel. Features add their event models here. */
 export type RoomEventPayload =
@@ -13,7 +14,8 @@ export type RoomEventPayload =
   | PresenceChangedModel
   | TypingChangedModel
   | ReadReceiptModel
-  | PollUpdatedModel;
+  | PollUpdatedModel
+  | CallEventModel;
 
 /** The typed topic map: topic → payload; channels are `<prefix><topic>:<id>`. */
 export type Topics = {

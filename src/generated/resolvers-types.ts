@@ -8,6 +8,7 @@ import type { PresenceModel, PresenceChangedModel } from '../presence/presence.m
 import type { TypingChangedModel } from '../typing/typing.models.js';
 import type { ReadReceiptModel } from '../receipts/receipts.models.js';
 import type { PollModel, PollOptionModel, PollUpdatedModel } from '../polls/polls.models.js';
+import type { CallModel, CallParticipantModel, CallJoinModel, CallKeyModel, CallUpdatedModel, CallKeyPublishedModel, IdentityKeyChangedModel } from '../calls/calls.models.js';
 import type { AppContext } from '../context.js';
 export type Maybe<T> = T | null;
 export type InputMaybe<T> = Maybe<T>;
@@ -22,6 +23,104 @@ export type Scalars = {
   Float: { input: number; output: number; }
   /** An ISO-8601 date-time in UTC, e.g. `2026-11-26T09:30:00.000Z`. */
   DateTime: { input: string; output: Date | string | number; }
+};
+
+/**
+ * A voice/video call in a room, carried by LiveKit: at most one per room at a time. It starts with the
+ * first `joinCall` (or the first participant LiveKit reports), and ends when the owner ends it, when
+ * LiveKit closes the room, or a short while after its last participant left.
+ */
+export type Call = {
+  __typename?: 'Call';
+  /** Set only on the `CallUpdated` that announces the end of the call; null while it is on. */
+  endedAt?: Maybe<Scalars['DateTime']['output']>;
+  /**
+   * The key epoch: 0 at the start, one more after participants leave (several leaves within about two
+   * seconds count once). Media keys are published and served per epoch: after a rotation, every
+   * participant publishes a new key for the new epoch.
+   */
+  epoch: Scalars['Int']['output'];
+  /** The call's id (a new one for each call of the room). */
+  id: Scalars['ID']['output'];
+  /** Who is in the call, earliest first (empty once it ended). */
+  participants: Array<CallParticipant>;
+  /** The room whose call this is; also the LiveKit room name. */
+  roomId: Scalars['ID']['output'];
+  /** When the call started. */
+  startedAt: Scalars['DateTime']['output'];
+};
+
+/** What `joinCall` answers: how to connect to the media, and the call as it is. */
+export type CallJoin = {
+  __typename?: 'CallJoin';
+  /** The call, with its current epoch: fetch `callKeys` and publish a key for this epoch. */
+  call: Call;
+  /**
+   * A LiveKit access token for the room (identity: the viewer's id; may join, publish and subscribe).
+   * Short-lived: it is only needed to connect.
+   */
+  token: Scalars['String']['output'];
+  /** The LiveKit server URL to connect to with `token`. */
+  url: Scalars['String']['output'];
+};
+
+/**
+ * A participant's ephemeral media key: an X25519 public key for one epoch of one call, signed by the
+ * participant's identity key. Clients derive shared secrets from it and should check `signature`
+ * against `user.identityKey` themselves; the server only ever holds public keys.
+ */
+export type CallKey = {
+  __typename?: 'CallKey';
+  /** The call the key belongs to. */
+  callId: Scalars['ID']['output'];
+  /** The epoch the key is for. */
+  epoch: Scalars['Int']['output'];
+  /** When the server stops serving it (CALL_KEY_TTL_SECONDS after it was published, 2 h by default). */
+  expiresAt: Scalars['DateTime']['output'];
+  /** The publisher's name for this key. */
+  keyId: Scalars['String']['output'];
+  /** The X25519 public key, base64 (32 bytes). */
+  publicKey: Scalars['String']['output'];
+  /** The room of the call. */
+  roomId: Scalars['ID']['output'];
+  /**
+   * Ed25519 signature (base64, 64 bytes) by the publisher's identity key over the UTF-8 text
+   * `roomId|callId|epoch|keyId|publicKey` (publicKey as the base64 text above).
+   */
+  signature: Scalars['String']['output'];
+  /** Whose key this is. */
+  user: User;
+};
+
+/** A participant published a media key for the call's current epoch. */
+export type CallKeyPublished = {
+  __typename?: 'CallKeyPublished';
+  /** The key. */
+  key: CallKey;
+};
+
+/** A participant of a call. */
+export type CallParticipant = {
+  __typename?: 'CallParticipant';
+  /** When they joined the call. */
+  joinedAt: Scalars['DateTime']['output'];
+  /** The participant. */
+  user: User;
+};
+
+/**
+ * The room's call changed: someone joined or left, the key epoch rotated, or it ended (`call.endedAt`
+ * set). Carries the whole call.
+ */
+export type CallUpdated = {
+  __typename?: 'CallUpdated';
+  /** The call after the change. */
+  call: Call;
+  /**
+   * True when the epoch rotated with this update: every participant publishes a new key for
+   * `call.epoch`; keys of older epochs are no longer served.
+   */
+  rekey: Scalars['Boolean']['output'];
 };
 
 /** Input of `createPoll`. */
@@ -48,6 +147,20 @@ export type CreateRoomInput = {
   name: Scalars['String']['input'];
   /** PRIVATE unless said otherwise. */
   visibility?: InputMaybe<RoomVisibility>;
+};
+
+/**
+ * A member registered or replaced their identity key; their media keys signed with the old one were
+ * withdrawn, so in a call they publish again.
+ */
+export type IdentityKeyChanged = {
+  __typename?: 'IdentityKeyChanged';
+  /** The new Ed25519 public key, base64. */
+  publicKey: Scalars['String']['output'];
+  /** The room (the event reaches every room the member is in). */
+  roomId: Scalars['ID']['output'];
+  /** The member. */
+  user: User;
 };
 
 /** A user became a member (joined, was added, or created the room). */
@@ -159,8 +272,23 @@ export type Mutation = {
   deleteMessage: Message;
   /** Edits a message's text (its author only, while a member; not once deleted). */
   editMessage: Message;
+  /**
+   * Ends the room's call for everyone (room owner only); its LiveKit room is closed and its keys
+   * vanish. False when no call was on.
+   */
+  endCall: Scalars['Boolean']['output'];
+  /**
+   * Joins the room's call, starting it if none is on (members only). Answers a LiveKit token for the
+   * room and its URL. `NOT_CONFIGURED` when the server has no LiveKit settings.
+   */
+  joinCall: CallJoin;
   /** Joins a public room (`FORBIDDEN` for a private one). Idempotent. */
   joinRoom: Room;
+  /**
+   * Leaves the room's call (LiveKit disconnects the viewer). Idempotent: true whether or not the
+   * viewer was in it. The remaining participants rotate to a new key epoch.
+   */
+  leaveCall: Scalars['Boolean']['output'];
   /**
    * Leaves a room. Idempotent: answers true whether or not the viewer was a member.
    * If the owner leaves, the remaining member with the smallest id becomes owner.
@@ -171,6 +299,19 @@ export type Mutation = {
    * only the viewer's own unread state: never shown to others nor counted in `readCount`. Members only.
    */
   markRead: Room;
+  /**
+   * Publishes the viewer's media key for the call's current epoch (call participants only),
+   * replacing their previous one. The signature is verified against the viewer's identity key;
+   * anything that does not verify is refused with `BAD_USER_INPUT`. Served until CALL_KEY_TTL_SECONDS
+   * (2 h) pass, the epoch rotates or the call ends.
+   */
+  publishCallKey: CallKey;
+  /**
+   * Registers the viewer's long-term Ed25519 identity public key (base64 of 32 bytes), which signs
+   * their media keys. Replacing it is allowed: the rooms the viewer is in are told
+   * (`IdentityKeyChanged`).
+   */
+  registerIdentityKey: Scalars['Boolean']['output'];
   /** Removes a member (owner only). Their live subscriptions to the room end within a second. */
   removeMember: Room;
   /** Sends a message (members only). */
@@ -233,7 +374,25 @@ export type MutationEditMessageArgs = {
 
 
 /** Mutations: changes to rooms, members and messages. */
+export type MutationEndCallArgs = {
+  roomId: Scalars['ID']['input'];
+};
+
+
+/** Mutations: changes to rooms, members and messages. */
+export type MutationJoinCallArgs = {
+  roomId: Scalars['ID']['input'];
+};
+
+
+/** Mutations: changes to rooms, members and messages. */
 export type MutationJoinRoomArgs = {
+  roomId: Scalars['ID']['input'];
+};
+
+
+/** Mutations: changes to rooms, members and messages. */
+export type MutationLeaveCallArgs = {
   roomId: Scalars['ID']['input'];
 };
 
@@ -249,6 +408,19 @@ export type MutationMarkReadArgs = {
   messageId: Scalars['ID']['input'];
   private?: InputMaybe<Scalars['Boolean']['input']>;
   roomId: Scalars['ID']['input'];
+};
+
+
+/** Mutations: changes to rooms, members and messages. */
+export type MutationPublishCallKeyArgs = {
+  input: PublishCallKeyInput;
+  roomId: Scalars['ID']['input'];
+};
+
+
+/** Mutations: changes to rooms, members and messages. */
+export type MutationRegisterIdentityKeyArgs = {
+  publicKey: Scalars['String']['input'];
 };
 
 
@@ -430,6 +602,19 @@ export type PresenceStatus =
   /** Connected. */
   | 'ONLINE';
 
+/** Input of `publishCallKey`. */
+export type PublishCallKeyInput = {
+  /** 1..64 characters of `A-Z a-z 0-9 . _ ~ -`. */
+  keyId: Scalars['String']['input'];
+  /** An X25519 public key, base64 of exactly 32 bytes. */
+  publicKey: Scalars['String']['input'];
+  /**
+   * Ed25519 signature by the viewer's identity key, base64 of 64 bytes, over the UTF-8 text
+   * `roomId|callId|epoch|keyId|publicKey` with the call's current id and epoch.
+   */
+  signature: Scalars['String']['input'];
+};
+
 /**
  * Queries: reads of rooms, messages and users. Every field needs a valid Bearer token except
  * introspection and `__typename`.
@@ -438,6 +623,11 @@ export type Query = {
   __typename?: 'Query';
   /** The server's API version, for clients that want to check compatibility. */
   apiVersion: Scalars['String']['output'];
+  /**
+   * The unexpired media keys of the room's call, current epoch only, ordered by user id. Call
+   * participants only (`FORBIDDEN` otherwise); `NOT_CONFIGURED` without LiveKit.
+   */
+  callKeys: Array<CallKey>;
   /** The viewer: the user the Bearer token names. */
   me: User;
   /** A room's history (members only), as `Room.messages`. */
@@ -455,6 +645,15 @@ export type Query = {
   rooms: RoomConnection;
   /** Any user by id, or null if no such user exists. */
   user?: Maybe<User>;
+};
+
+
+/**
+ * Queries: reads of rooms, messages and users. Every field needs a valid Bearer token except
+ * introspection and `__typename`.
+ */
+export type QueryCallKeysArgs = {
+  roomId: Scalars['ID']['input'];
 };
 
 
@@ -536,6 +735,8 @@ export type ReadReceipt = {
 /** A chat room: a set of members and a message history. */
 export type Room = {
   __typename?: 'Room';
+  /** The room's current call, or null (members only; null when calls are not configured). */
+  call?: Maybe<Call>;
   /** When the room was created. */
   createdAt: Scalars['DateTime']['output'];
   /** The room's id. */
@@ -623,7 +824,7 @@ export type RoomEdge = {
  * Everything that happens in a room, in one stream (`roomEvents`). More event types join this union
  * as features land; clients should ignore `__typename`s they do not know.
  */
-export type RoomEvent = MemberJoined | MemberLeft | MessageAdded | MessageDeleted | MessageEdited | PollUpdated | PresenceChanged | ReadReceipt | TypingChanged;
+export type RoomEvent = CallKeyPublished | CallUpdated | IdentityKeyChanged | MemberJoined | MemberLeft | MessageAdded | MessageDeleted | MessageEdited | PollUpdated | PresenceChanged | ReadReceipt | TypingChanged;
 
 /** Who can see and join a room. */
 export type RoomVisibility =
@@ -733,6 +934,11 @@ export type User = {
   __typename?: 'User';
   /** The user's id: the `sub` claim of their token. */
   id: Scalars['ID']['output'];
+  /**
+   * The user's long-term Ed25519 identity public key (base64), or null if they registered none.
+   * Verify `CallKey.signature` with it.
+   */
+  identityKey?: Maybe<Scalars['String']['output']>;
   /** The display name. */
   name: Scalars['String']['output'];
   /** Whether the user is connected right now, across all server instances. */
@@ -830,6 +1036,9 @@ export type DirectiveResolverFn<TResult = Record<PropertyKey, never>, TParent = 
 /** Mapping of union types */
 export type ResolversUnionTypes<_RefType extends Record<string, unknown>> = ResolversObject<{
   RoomEvent:
+    | ( CallKeyPublishedModel )
+    | ( CallUpdatedModel )
+    | ( IdentityKeyChangedModel )
     | ( MemberEventModel )
     | ( MemberEventModel )
     | ( MessageEventModel )
@@ -846,10 +1055,17 @@ export type ResolversUnionTypes<_RefType extends Record<string, unknown>> = Reso
 /** Mapping between all available schema types and the resolvers types */
 export type ResolversTypes = ResolversObject<{
   Boolean: ResolverTypeWrapper<Scalars['Boolean']['output']>;
+  Call: ResolverTypeWrapper<CallModel>;
+  CallJoin: ResolverTypeWrapper<CallJoinModel>;
+  CallKey: ResolverTypeWrapper<CallKeyModel>;
+  CallKeyPublished: ResolverTypeWrapper<CallKeyPublishedModel>;
+  CallParticipant: ResolverTypeWrapper<CallParticipantModel>;
+  CallUpdated: ResolverTypeWrapper<CallUpdatedModel>;
   CreatePollInput: CreatePollInput;
   CreateRoomInput: CreateRoomInput;
   DateTime: ResolverTypeWrapper<Scalars['DateTime']['output']>;
   ID: ResolverTypeWrapper<Scalars['ID']['output']>;
+  IdentityKeyChanged: ResolverTypeWrapper<IdentityKeyChangedModel>;
   Int: ResolverTypeWrapper<Scalars['Int']['output']>;
   MemberJoined: ResolverTypeWrapper<MemberEventModel>;
   MemberLeft: ResolverTypeWrapper<MemberEventModel>;
@@ -869,6 +1085,7 @@ export type ResolversTypes = ResolversObject<{
   Presence: ResolverTypeWrapper<PresenceModel>;
   PresenceChanged: ResolverTypeWrapper<PresenceChangedModel>;
   PresenceStatus: PresenceStatus;
+  PublishCallKeyInput: PublishCallKeyInput;
   Query: ResolverTypeWrapper<Record<PropertyKey, never>>;
   ReadReceipt: ResolverTypeWrapper<ReadReceiptModel>;
   Room: ResolverTypeWrapper<RoomModel>;
@@ -888,10 +1105,17 @@ export type ResolversTypes = ResolversObject<{
 /** Mapping between all available schema types and the resolvers parents */
 export type ResolversParentTypes = ResolversObject<{
   Boolean: Scalars['Boolean']['output'];
+  Call: CallModel;
+  CallJoin: CallJoinModel;
+  CallKey: CallKeyModel;
+  CallKeyPublished: CallKeyPublishedModel;
+  CallParticipant: CallParticipantModel;
+  CallUpdated: CallUpdatedModel;
   CreatePollInput: CreatePollInput;
   CreateRoomInput: CreateRoomInput;
   DateTime: Scalars['DateTime']['output'];
   ID: Scalars['ID']['output'];
+  IdentityKeyChanged: IdentityKeyChangedModel;
   Int: Scalars['Int']['output'];
   MemberJoined: MemberEventModel;
   MemberLeft: MemberEventModel;
@@ -910,6 +1134,7 @@ export type ResolversParentTypes = ResolversObject<{
   PollUpdated: PollUpdatedModel;
   Presence: PresenceModel;
   PresenceChanged: PresenceChangedModel;
+  PublishCallKeyInput: PublishCallKeyInput;
   Query: Record<PropertyKey, never>;
   ReadReceipt: ReadReceiptModel;
   Room: RoomModel;
@@ -937,9 +1162,58 @@ export type RateLimitDirectiveArgs = {
 
 export type RateLimitDirectiveResolver<Result, Parent, ContextType = AppContext, Args = RateLimitDirectiveArgs> = DirectiveResolverFn<Result, Parent, ContextType, Args>;
 
+export type CallResolvers<ContextType = AppContext, ParentType extends ResolversParentTypes['Call'] = ResolversParentTypes['Call']> = ResolversObject<{
+  endedAt?: Resolver<Maybe<ResolversTypes['DateTime']>, ParentType, ContextType>;
+  epoch?: Resolver<ResolversTypes['Int'], ParentType, ContextType>;
+  id?: Resolver<ResolversTypes['ID'], ParentType, ContextType>;
+  participants?: Resolver<Array<ResolversTypes['CallParticipant']>, ParentType, ContextType>;
+  roomId?: Resolver<ResolversTypes['ID'], ParentType, ContextType>;
+  startedAt?: Resolver<ResolversTypes['DateTime'], ParentType, ContextType>;
+}>;
+
+export type CallJoinResolvers<ContextType = AppContext, ParentType extends ResolversParentTypes['CallJoin'] = ResolversParentTypes['CallJoin']> = ResolversObject<{
+  call?: Resolver<ResolversTypes['Call'], ParentType, ContextType>;
+  token?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
+  url?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
+}>;
+
+export type CallKeyResolvers<ContextType = AppContext, ParentType extends ResolversParentTypes['CallKey'] = ResolversParentTypes['CallKey']> = ResolversObject<{
+  callId?: Resolver<ResolversTypes['ID'], ParentType, ContextType>;
+  epoch?: Resolver<ResolversTypes['Int'], ParentType, ContextType>;
+  expiresAt?: Resolver<ResolversTypes['DateTime'], ParentType, ContextType>;
+  keyId?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
+  publicKey?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
+  roomId?: Resolver<ResolversTypes['ID'], ParentType, ContextType>;
+  signature?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
+  user?: Resolver<ResolversTypes['User'], ParentType, ContextType>;
+}>;
+
+export type CallKeyPublishedResolvers<ContextType = AppContext, ParentType extends ResolversParentTypes['CallKeyPublished'] = ResolversParentTypes['CallKeyPublished']> = ResolversObject<{
+  key?: Resolver<ResolversTypes['CallKey'], ParentType, ContextType>;
+  __isTypeOf?: IsTypeOfResolverFn<ParentType, ContextType>;
+}>;
+
+export type CallParticipantResolvers<ContextType = AppContext, ParentType extends ResolversParentTypes['CallParticipant'] = ResolversParentTypes['CallParticipant']> = ResolversObject<{
+  joinedAt?: Resolver<ResolversTypes['DateTime'], ParentType, ContextType>;
+  user?: Resolver<ResolversTypes['User'], ParentType, ContextType>;
+}>;
+
+export type CallUpdatedResolvers<ContextType = AppContext, ParentType extends ResolversParentTypes['CallUpdated'] = ResolversParentTypes['CallUpdated']> = ResolversObject<{
+  call?: Resolver<ResolversTypes['Call'], ParentType, ContextType>;
+  rekey?: Resolver<ResolversTypes['Boolean'], ParentType, ContextType>;
+  __isTypeOf?: IsTypeOfResolverFn<ParentType, ContextType>;
+}>;
+
 export interface DateTimeScalarConfig extends GraphQLScalarTypeConfig<ResolversTypes['DateTime'], any> {
   name: 'DateTime';
 }
+
+export type IdentityKeyChangedResolvers<ContextType = AppContext, ParentType extends ResolversParentTypes['IdentityKeyChanged'] = ResolversParentTypes['IdentityKeyChanged']> = ResolversObject<{
+  publicKey?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
+  roomId?: Resolver<ResolversTypes['ID'], ParentType, ContextType>;
+  user?: Resolver<ResolversTypes['User'], ParentType, ContextType>;
+  __isTypeOf?: IsTypeOfResolverFn<ParentType, ContextType>;
+}>;
 
 export type MemberJoinedResolvers<ContextType = AppContext, ParentType extends ResolversParentTypes['MemberJoined'] = ResolversParentTypes['MemberJoined']> = ResolversObject<{
   addedBy?: Resolver<Maybe<ResolversTypes['User']>, ParentType, ContextType>;
@@ -1001,9 +1275,14 @@ export type MutationResolvers<ContextType = AppContext, ParentType extends Resol
   createRoom?: Resolver<ResolversTypes['Room'], ParentType, ContextType, RequireFields<MutationCreateRoomArgs, 'input'>>;
   deleteMessage?: Resolver<ResolversTypes['Message'], ParentType, ContextType, RequireFields<MutationDeleteMessageArgs, 'messageId'>>;
   editMessage?: Resolver<ResolversTypes['Message'], ParentType, ContextType, RequireFields<MutationEditMessageArgs, 'messageId' | 'text'>>;
+  endCall?: Resolver<ResolversTypes['Boolean'], ParentType, ContextType, RequireFields<MutationEndCallArgs, 'roomId'>>;
+  joinCall?: Resolver<ResolversTypes['CallJoin'], ParentType, ContextType, RequireFields<MutationJoinCallArgs, 'roomId'>>;
   joinRoom?: Resolver<ResolversTypes['Room'], ParentType, ContextType, RequireFields<MutationJoinRoomArgs, 'roomId'>>;
+  leaveCall?: Resolver<ResolversTypes['Boolean'], ParentType, ContextType, RequireFields<MutationLeaveCallArgs, 'roomId'>>;
   leaveRoom?: Resolver<ResolversTypes['Boolean'], ParentType, ContextType, RequireFields<MutationLeaveRoomArgs, 'roomId'>>;
   markRead?: Resolver<ResolversTypes['Room'], ParentType, ContextType, RequireFields<MutationMarkReadArgs, 'messageId' | 'private' | 'roomId'>>;
+  publishCallKey?: Resolver<ResolversTypes['CallKey'], ParentType, ContextType, RequireFields<MutationPublishCallKeyArgs, 'input' | 'roomId'>>;
+  registerIdentityKey?: Resolver<ResolversTypes['Boolean'], ParentType, ContextType, RequireFields<MutationRegisterIdentityKeyArgs, 'publicKey'>>;
   removeMember?: Resolver<ResolversTypes['Room'], ParentType, ContextType, RequireFields<MutationRemoveMemberArgs, 'roomId' | 'userId'>>;
   sendMessage?: Resolver<ResolversTypes['Message'], ParentType, ContextType, RequireFields<MutationSendMessageArgs, 'input'>>;
   setPresence?: Resolver<ResolversTypes['Presence'], ParentType, ContextType, RequireFields<MutationSetPresenceArgs, 'status'>>;
@@ -1072,6 +1351,7 @@ export type PresenceChangedResolvers<ContextType = AppContext, ParentType extend
 
 export type QueryResolvers<ContextType = AppContext, ParentType extends ResolversParentTypes['Query'] = ResolversParentTypes['Query']> = ResolversObject<{
   apiVersion?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
+  callKeys?: Resolver<Array<ResolversTypes['CallKey']>, ParentType, ContextType, RequireFields<QueryCallKeysArgs, 'roomId'>>;
   me?: Resolver<ResolversTypes['User'], ParentType, ContextType>;
   messages?: Resolver<ResolversTypes['MessageConnection'], ParentType, ContextType, RequireFields<QueryMessagesArgs, 'roomId'>>;
   poll?: Resolver<Maybe<ResolversTypes['Poll']>, ParentType, ContextType, RequireFields<QueryPollArgs, 'id'>>;
@@ -1089,6 +1369,7 @@ export type ReadReceiptResolvers<ContextType = AppContext, ParentType extends Re
 }>;
 
 export type RoomResolvers<ContextType = AppContext, ParentType extends ResolversParentTypes['Room'] = ResolversParentTypes['Room']> = ResolversObject<{
+  call?: Resolver<Maybe<ResolversTypes['Call']>, ParentType, ContextType>;
   createdAt?: Resolver<ResolversTypes['DateTime'], ParentType, ContextType>;
   id?: Resolver<ResolversTypes['ID'], ParentType, ContextType>;
   lastActivityAt?: Resolver<ResolversTypes['DateTime'], ParentType, ContextType>;
@@ -1119,7 +1400,7 @@ export type RoomEdgeResolvers<ContextType = AppContext, ParentType extends Resol
 }>;
 
 export type RoomEventResolvers<ContextType = AppContext, ParentType extends ResolversParentTypes['RoomEvent'] = ResolversParentTypes['RoomEvent']> = ResolversObject<{
-  __resolveType: TypeResolveFn<'MemberJoined' | 'MemberLeft' | 'MessageAdded' | 'MessageDeleted' | 'MessageEdited' | 'PollUpdated' | 'PresenceChanged' | 'ReadReceipt' | 'TypingChanged', ParentType, ContextType>;
+  __resolveType: TypeResolveFn<'CallKeyPublished' | 'CallUpdated' | 'IdentityKeyChanged' | 'MemberJoined' | 'MemberLeft' | 'MessageAdded' | 'MessageDeleted' | 'MessageEdited' | 'PollUpdated' | 'PresenceChanged' | 'ReadReceipt' | 'TypingChanged', ParentType, ContextType>;
 }>;
 
 export type SubscriptionResolvers<ContextType = AppContext, ParentType extends ResolversParentTypes['Subscription'] = ResolversParentTypes['Subscription']> = ResolversObject<{
@@ -1139,6 +1420,7 @@ export type TypingChangedResolvers<ContextType = AppContext, ParentType extends 
 
 export type UserResolvers<ContextType = AppContext, ParentType extends ResolversParentTypes['User'] = ResolversParentTypes['User']> = ResolversObject<{
   id?: Resolver<ResolversTypes['ID'], ParentType, ContextType>;
+  identityKey?: Resolver<Maybe<ResolversTypes['String']>, ParentType, ContextType>;
   name?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
   presence?: Resolver<ResolversTypes['Presence'], ParentType, ContextType>;
 }>;
@@ -1154,7 +1436,14 @@ export type UserEdgeResolvers<ContextType = AppContext, ParentType extends Resol
 }>;
 
 export type Resolvers<ContextType = AppContext> = ResolversObject<{
+  Call?: CallResolvers<ContextType>;
+  CallJoin?: CallJoinResolvers<ContextType>;
+  CallKey?: CallKeyResolvers<ContextType>;
+  CallKeyPublished?: CallKeyPublishedResolvers<ContextType>;
+  CallParticipant?: CallParticipantResolvers<ContextType>;
+  CallUpdated?: CallUpdatedResolvers<ContextType>;
   DateTime?: GraphQLScalarType;
+  IdentityKeyChanged?: IdentityKeyChangedResolvers<ContextType>;
   MemberJoined?: MemberJoinedResolvers<ContextType>;
   MemberLeft?: MemberLeftResolvers<ContextType>;
   Message?: MessageResolvers<ContextType>;

@@ -55,6 +55,7 @@ describe('loadScripts', () => {
       const scripts = loadScripts(client(), APP_LUA_DIRS);
       expect(scripts.names().sort()).toEqual([
         'addMembers',
+        'applyCall',
         'closePoll',
         'createPoll',
         'deleteMessage',
@@ -62,10 +63,12 @@ describe('loadScripts', () => {
         'joinRoom',
         'leaveRoom',
         'markRead',
+        'publishCallKey',
         'rateLimit',
         'readMessages',
         'reapInstance',
         'registerConnection',
+        'releaseCacheLock',
         'removeMember',
         'roomPresence',
         'sendMessage',
