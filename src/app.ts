@@ -18,7 +18,7 @@ import { createAuthenticator, useAuth } from './infra/auth.js';
 import { systemClock, type Clock } from './infra/clock.js';
 import { startRedisServer, type EmbeddedRedis } from './infra/embedded-redis.js';
 import { createLogger, type Logger } from './infra/logger.js';
-import { waitReady } from './infra/redis.js';
+import { newTrace, redisTrace, waitReady } from './infra/redis.js';
 import { useSharedExecution, type SharedExecutionStats } from './infra/shared-execution.js';
 import { EnvelopArmorPlugin } from '@escape.tech/graphql-armor';
 import { useRateLimits } from './ratelimit/use-rate-limits.js';
@@ -32,6 +32,7 @@ import { usersResolvers } from './users/users.resolvers.js';
 import { presenceResolvers } from './presence/presence.resolvers.js';
 import { typingResolvers } from './typing/typing.resolvers.js';
 import { receiptsResolvers } from './receipts/receipts.resolvers.js';
+import { searchResolvers } from './search/search.resolvers.js';
 import type { Viewer } from './users/users.models.js';
 
 /** A running (or startable) Switchboard instance. */
@@ -76,6 +77,7 @@ export function allResolvers(): Resolvers[] {
     presenceResolvers,
     typingResolvers,
     receiptsResolvers,
+    searchResolvers,
   ];
 }
 
@@ -130,6 +132,30 @@ function useErrorCodes(): Plugin {
     onResultProcess({ result, setResult }) {
       if (Array.isArray(result) || !('errors' in result) || !result.errors) return;
       setResult({ ...result, errors: result.errors.map((e) => withCode(e as GraphQLError)) });
+    },
+  };
+}
+
+/** The request header that asks for an operation's Redis round trips (outside production). */
+export const DEBUG_REDIS_HEADER = 'x-debug-redis';
+
+/**
+ * Outside production, an operation requested with `X-Debug-Redis: 1` runs inside a Redis trace
+ * (AsyncLocalStorage): its result carries `extensions.redis = { roundTrips, commands, cache }`,
+ * every command sent on its behalf counted, a pipeline as one round trip. Other operations never
+ * enter a trace, so they cost one `getStore()` per command; in production this plugin is absent.
+ */
+function useRedisDebug(): Plugin {
+  return {
+    instrumentation: {
+      operation: ({ request }, wrapped) =>
+        request.headers.get(DEBUG_REDIS_HEADER) === '1' ? redisTrace.run(newTrace(), wrapped) : wrapped(),
+    },
+    onExecutionResult({ result, setResult }) {
+      const trace = redisTrace.getStore();
+      if (!trace || !result || Symbol.asyncIterator in result) return;
+      const { roundTrips, commands, cache } = trace;
+      setResult({ ...result, extensions: { ...result.extensions, redis: { roundTrips, commands, cache: { ...cache } } } });
     },
   };
 }
@@ -194,6 +220,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
             }),
           ]),
       useErrorCodes(),
+      ...(config.isProduction ? [] : [useRedisDebug()]),
       useSharedExecution((ctx) => (ctx as AppContext).viewer?.id ?? '', executionStats),
     ],
   });

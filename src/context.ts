@@ -1,5 +1,9 @@
 import DataLoader from 'dataloader';
+import type { GraphQLResolveInfo } from 'graphql';
 import type { YogaInitialContext } from 'graphql-yoga';
+import type { AppError } from './errors.js';
+import type { PipelineBatch } from './infra/pipeline-batch.js';
+import { selectsField } from './infra/selection.js';
 import type { PresenceModel } from './presence/presence.models.js';
 import type { MessageModel } from './messages/messages.models.js';
 import type { UnreadState } from './receipts/receipts.service.js';
@@ -9,13 +13,19 @@ import { createMessageLoader } from './messages/messages.loaders.js';
 import { createIsMemberLoader, createMemberCountLoader, createRoomLoader } from './rooms/rooms.loaders.js';
 import type { Services } from './services.js';
 import { createUserLoader } from './users/users.loaders.js';
-import type { Viewer } from './users/users.models.js';
+import type { UserModel, Viewer } from './users/users.models.js';
+
+/** Cache key of a message: room and seq. */
+const messageKey = (m: { roomId: string; seq: number }) => `${m.roomId}\n${m.seq}`;
 
 /**
  * One operation's DataLoaders, each made on first use: most operations touch one or two, and an
- * idle subscription's context should cost nothing until an event arrives.
+ * idle subscription's context should cost nothing until an event arrives. Every loader dispatches
+ * into one {@link PipelineBatch}: whatever a wave of resolvers asks for (users, rooms, memberships,
+ * messages, watermarks, presence) is one round trip, whatever the page size.
  */
 export class Loaders {
+  #batch?: PipelineBatch;
   #user?: ReturnType<typeof createUserLoader>;
   #room?: ReturnType<typeof createRoomLoader>;
   #memberCount?: ReturnType<typeof createMemberCountLoader>;
@@ -24,43 +34,89 @@ export class Loaders {
   #presence?: DataLoader<string, PresenceModel>;
   #onlineCount?: DataLoader<string, number>;
   #unread = new Map<string, DataLoader<string, UnreadState>>();
+  #onlineMemberIds = new Map<string, DataLoader<string, string[]>>();
+  #typingIds = new Map<string, DataLoader<string, string[]>>();
   #readCount?: DataLoader<MessageModel, number, string>;
+  #readBy?: DataLoader<{ message: MessageModel; first: number }, string[], string>;
   constructor(private readonly services: Services) {}
+  /** The operation's pipeline of the tick, shared by every loader. */
+  get batch() {
+    return (this.#batch ??= this.services.newBatch());
+  }
   get user() {
-    return (this.#user ??= createUserLoader(this.services.users));
+    return (this.#user ??= createUserLoader(this.services.users, this.batch));
+  }
+  /**
+   * A user for a field that returns one (`Message.sender`, `Room.owner`): when the query selects
+   * the user's `presence`, it is loaded in the same tick, so the pair costs one round trip.
+   */
+  userFor(id: string, info: GraphQLResolveInfo): Promise<UserModel> {
+    if (selectsField(info, 'presence')) this.presence.load(id).catch(() => undefined);
+    return this.user.load(id);
+  }
+  /** Users by id, in order; fails if one cannot be loaded. */
+  async users(ids: readonly string[]): Promise<UserModel[]> {
+    return (await this.user.loadMany(ids)).map((u) => {
+      if (u instanceof Error) throw u;
+      return u;
+    });
   }
   get room() {
-    return (this.#room ??= createRoomLoader(this.services.rooms));
+    return (this.#room ??= createRoomLoader(this.services.rooms, this.batch));
   }
   get memberCount() {
-    return (this.#memberCount ??= createMemberCountLoader(this.services.rooms));
+    return (this.#memberCount ??= createMemberCountLoader(this.services.rooms, this.batch));
   }
   get isMember() {
-    return (this.#isMember ??= createIsMemberLoader(this.services.rooms));
+    return (this.#isMember ??= createIsMemberLoader(this.services.rooms, this.batch));
   }
   get message() {
-    return (this.#message ??= createMessageLoader(this.services.messages));
+    return (this.#message ??= createMessageLoader(this.services.messages, this.batch));
   }
   get presence() {
-    return (this.#presence ??= new DataLoader<string, PresenceModel>((ids) => this.services.presence.getMany(ids)));
+    return (this.#presence ??= new DataLoader<string, PresenceModel>((ids) => this.batch.run(this.services.presence.readPresence(ids))));
   }
   /** Unread state of `viewerId` by room id. */
   unread(viewerId: string) {
-    let loader = this.#unread.get(viewerId);
-    if (!loader) {
-      loader = new DataLoader<string, UnreadState>((ids) => this.services.receipts.unread(viewerId, ids));
-      this.#unread.set(viewerId, loader);
-    }
-    return loader;
+    return perViewer(this.#unread, viewerId, (ids) => this.batch.run(this.services.receipts.readUnread(viewerId, ids)));
+  }
+  /** Members present by room id, as `viewerId` may see them (`FORBIDDEN` where not a member). */
+  onlineMemberIds(viewerId: string) {
+    return perViewer(this.#onlineMemberIds, viewerId, (ids) => this.batch.run(this.services.presence.readOnlineMemberIds(viewerId, ids)));
+  }
+  /** Users typing by room id, as `viewerId` may see them (`FORBIDDEN` where not a member). */
+  typingIds(viewerId: string) {
+    return perViewer(this.#typingIds, viewerId, (ids) => this.batch.run(this.services.typing.readUserIds(viewerId, ids)));
   }
   get readCount() {
-    return (this.#readCount ??= new DataLoader<MessageModel, number, string>((ms) => this.services.receipts.readCounts(ms), {
-      cacheKeyFn: (m) => `${m.roomId}\n${m.seq}`,
+    return (this.#readCount ??= new DataLoader<MessageModel, number, string>((ms) => this.batch.run(this.services.receipts.readReadCounts(ms)), {
+      cacheKeyFn: messageKey,
     }));
   }
-  get onlineCount() {
-    return (this.#onlineCount ??= new DataLoader<string, number>((ids) => this.services.presence.onlineCounts(ids)));
+  /** Public readers of a message other than its sender, at most `first`. */
+  get readBy() {
+    return (this.#readBy ??= new DataLoader<{ message: MessageModel; first: number }, string[], string>(
+      (queries) => this.batch.run(this.services.receipts.readReadBy(queries)),
+      { cacheKeyFn: (q) => `${messageKey(q.message)}\n${q.first}` },
+    ));
   }
+  get onlineCount() {
+    return (this.#onlineCount ??= new DataLoader<string, number>((ids) => this.batch.run(this.services.presence.readOnlineCounts(ids))));
+  }
+}
+
+/** The loader of `viewerId` in `loaders`, made on first use. */
+function perViewer<V>(
+  loaders: Map<string, DataLoader<string, V>>,
+  viewerId: string,
+  load: (ids: readonly string[]) => Promise<(V | AppError)[]>,
+): DataLoader<string, V> {
+  let loader = loaders.get(viewerId);
+  if (!loader) {
+    loader = new DataLoader<string, V>(load);
+    loaders.set(viewerId, loader);
+  }
+  return loader;
 }
 
 /** The per-operation context every resolver receives. */

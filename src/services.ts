@@ -1,4 +1,5 @@
 import type { Redis } from 'ioredis';
+import { createCacheService } from './cache/cache.service.js';
 import type { Config } from './config.js';
 import { createEventsService } from './events/events.service.js';
 import type { Clock } from './infra/clock.js';
@@ -6,6 +7,7 @@ import { createHooks } from './infra/hooks.js';
 import type { Logger } from './infra/logger.js';
 import { createPubSub } from './infra/pubsub.js';
 import { createRedisClients, waitReady, type RedisClients } from './infra/redis.js';
+import { PipelineBatch } from './infra/pipeline-batch.js';
 import { loadScripts } from './infra/scripts.js';
 import type { ScriptRegistry } from './infra/scripts.js';
 import { createMessagesService } from './messages/messages.service.js';
@@ -18,6 +20,7 @@ import { createPresenceService } from './presence/presence.service.js';
 import { createTypingService } from './typing/typing.service.js';
 import { createRateLimitService } from './ratelimit/ratelimit.service.js';
 import { createReceiptsService } from './receipts/receipts.service.js';
+import { createSearchService } from './search/search.service.js';
 
 /** How long an open subscription waits for Redis to come back before it ends with UNAVAILABLE. */
 const STORAGE_OUTAGE_MS = 30_000;
@@ -42,7 +45,9 @@ export function createServices(deps: ServiceDeps) {
     messageStored: createHooks<{ message: MessageModel; viewer: Viewer }>(),
     membershipChanged: createHooks<MembershipChange>(),
     messageDeleted: createHooks<{ message: MessageModel }>(),
+    messageEdited: createHooks<{ message: MessageModel }>(),
   };
+  const cache = createCacheService({ redis, scripts, clock, logger, maxValueBytes: config.cacheMaxValueBytes });
   const users = createUsersService({ redis, scripts, clock });
   const rooms = createRoomsService({
     redis,
@@ -51,6 +56,7 @@ export function createServices(deps: ServiceDeps) {
     users,
     clock,
     membershipHooks: hooks.membershipChanged,
+    cache,
   });
   const messages = createMessagesService({
     redis,
@@ -60,6 +66,7 @@ export function createServices(deps: ServiceDeps) {
     clock,
     messageHooks: hooks.messageStored,
     deleteHooks: hooks.messageDeleted,
+    editHooks: hooks.messageEdited,
     retentionMessages: config.historyRetentionMessages,
   });
   const events = createEventsService({
@@ -108,7 +115,35 @@ export function createServices(deps: ServiceDeps) {
   hooks.membershipChanged.add((pipeline, change) =>
     change.joined ? undefined : receipts.leftInPipeline(pipeline, change.roomId, change.userId),
   );
-  return { hooks, pubsub, users, rooms, messages, events, presence, typing, rateLimits, receipts };
+  // Search indexes in the write paths of messages: a viewer's rooms come from their room set, so
+  // membership changes need no hook.
+  const search = createSearchService({
+    redis,
+    scripts,
+    cache,
+    messages,
+    retentionMessages: config.historyRetentionMessages,
+    cacheTtlSeconds: config.searchCacheTtlSeconds,
+  });
+  hooks.messageStored.add((pipeline, { message }) => search.storedInPipeline(pipeline, message));
+  hooks.messageEdited.add((pipeline, { message }) => search.editedInPipeline(pipeline, message));
+  hooks.messageDeleted.add((pipeline, { message }) => search.deletedInPipeline(pipeline, message));
+  return {
+    hooks,
+    pubsub,
+    users,
+    rooms,
+    messages,
+    events,
+    presence,
+    typing,
+    rateLimits,
+    receipts,
+    cache,
+    search,
+    /** A pipeline batch for one operation's loaders (see context.ts). */
+    newBatch: () => new PipelineBatch(redis),
+  };
 }
 
 /** Redis connections, scripts, pub/sub and services: what an instance (or a service test) runs on. */
@@ -128,6 +163,8 @@ export const LUA_DIRS = [
   new URL('./messages/lua/', import.meta.url),
   new URL('./ratelimit/lua/', import.meta.url),
   new URL('./receipts/lua/', import.meta.url),
+  new URL('./cache/lua/', import.meta.url),
+  new URL('./search/lua/', import.meta.url),
 ];
 
 /** Opens the two Redis connections and builds scripts, pub/sub and services on them. */
@@ -138,6 +175,7 @@ export function wireServices(config: Config, opts: { redisUrl: string; logger: L
     keyPrefix: config.redisKeyPrefix,
     commandTimeoutMs: config.redisCommandTimeoutMs,
     logger,
+    traceRoundTrips: !config.isProduction,
   });
   const scripts = loadScripts(redis.command, LUA_DIRS);
   const pubsub = createPubSub<Topics>({

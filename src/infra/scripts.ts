@@ -12,6 +12,8 @@ export type ScriptRunner = (keys: string[], args: (string | number)[]) => Promis
 export interface ScriptRegistry {
   /** Returns the runner of a script, failing if it was never registered. */
   get(name: string): ScriptRunner;
+  /** Like {@link get}, but bulk replies come back as Buffers (binary values). */
+  getBuffer(name: string): ScriptRunner;
   /** Adds a call of a registered script to a pipeline (its reply comes with the pipeline's). */
   queue(pipeline: ChainableCommander, name: string, keys: string[], args: (string | number)[]): void;
   names(): string[];
@@ -39,18 +41,21 @@ export function loadScripts(redis: Redis, dirs: (string | URL)[]): ScriptRegistr
     }
   }
   const callable = redis as unknown as Record<string, (...a: (string | number)[]) => Promise<unknown>>;
+  // defineCommand adds `<name>` (string replies) and `<name>Buffer` (Buffer replies).
+  const runner = (name: string, method: string): ScriptRunner => {
+    const numberOfKeys = numKeysByName.get(name);
+    const fn = callable[method];
+    if (numberOfKeys === undefined || !fn) throw new Error(`Lua script ${name} is not registered`);
+    return (keys, args) => {
+      if (keys.length !== numberOfKeys) {
+        return Promise.reject(new Error(`${name} takes ${numberOfKeys} keys, got ${keys.length}`));
+      }
+      return fn.call(redis, ...keys, ...args);
+    };
+  };
   return {
-    get(name) {
-      const numberOfKeys = numKeysByName.get(name);
-      const fn = callable[name];
-      if (numberOfKeys === undefined || !fn) throw new Error(`Lua script ${name} is not registered`);
-      return (keys, args) => {
-        if (keys.length !== numberOfKeys) {
-          return Promise.reject(new Error(`${name} takes ${numberOfKeys} keys, got ${keys.length}`));
-        }
-        return fn.call(redis, ...keys, ...args);
-      };
-    },
+    get: (name) => runner(name, name),
+    getBuffer: (name) => runner(name, `${name}Buffer`),
     queue(pipeline, name, keys, args) {
       const numberOfKeys = numKeysByName.get(name);
       const fn = (pipeline as unknown as Record<string, (...a: (string | number)[]) => unknown>)[name];

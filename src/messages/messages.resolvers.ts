@@ -22,7 +22,7 @@ export const messagesResolvers: Resolvers = {
   },
   Message: {
     id: (m) => encodeMessageId(m.roomId, m.seq, m.epoch),
-    sender: (m, _, ctx) => ctx.loaders.user.load(m.senderId),
+    sender: (m, _, ctx, info) => ctx.loaders.userFor(m.senderId, info),
     createdAt: (m) => m.createdAt,
     editedAt: (m) => m.editedAt,
   },

@@ -3,7 +3,7 @@ import { badInput, cursorExpired, SCRIPT_STATUS, scriptError } from '../errors.j
 import type { Clock } from '../infra/clock.js';
 import type { HookList } from '../infra/hooks.js';
 import { pageSize, toConnection, type Connection } from '../infra/pagination.js';
-import { execPipeline } from '../infra/redis.js';
+import { execPipeline, runRead, type PipelineRead } from '../infra/redis.js';
 import type { ScriptRegistry } from '../infra/scripts.js';
 import { checkedId, checkedText } from '../infra/text.js';
 import { roomKeys } from '../rooms/rooms.keys.js';
@@ -27,6 +27,8 @@ export interface MessagesServiceDeps {
   retentionMessages: number;
   /** Features' commands to run once a message is deleted (one pipeline for all of them). */
   deleteHooks: HookList<{ message: MessageModel }>;
+  /** Features' commands to run once a message's text is edited (one pipeline for all of them). */
+  editHooks?: HookList<{ message: MessageModel }>;
 }
 
 /** A run of stored messages with the room's position, read atomically. */
@@ -71,9 +73,17 @@ export const parseMessage = (json: string): MessageModel => {
   };
 };
 
+/** Reads messages by (room, seq); null where absent. */
+const readMessages =
+  (keys: readonly { roomId: string; seq: number }[]): PipelineRead<(MessageModel | null)[]> =>
+  (pipeline) => {
+    for (const k of keys) pipeline.hget(messageKeys.messages(k.roomId), String(k.seq));
+    return (jsons) => jsons.map((json) => (typeof json === 'string' ? parseMessage(json) : null));
+  };
+
 /** Creates the messages service: every method that takes `viewer` authorizes first. */
 export function createMessagesService(deps: MessagesServiceDeps) {
-  const { redis, scripts, pubsub, rooms, clock, messageHooks, retentionMessages, deleteHooks } = deps;
+  const { redis, scripts, pubsub, rooms, clock, messageHooks, retentionMessages, deleteHooks, editHooks } = deps;
   const sendScript = scripts.get('sendMessage');
   const readScript = scripts.get('readMessages');
   const editScript = scripts.get('editMessage');
@@ -106,14 +116,10 @@ export function createMessagesService(deps: MessagesServiceDeps) {
     readRun,
 
     /** Messages by (room, seq), in one round trip; null where absent. */
-    async getMany(keys: readonly { roomId: string; seq: number }[]): Promise<(MessageModel | null)[]> {
-      if (keys.length === 0) return [];
-      const pipeline = redis.pipeline();
-      for (const k of keys) pipeline.hget(messageKeys.messages(k.roomId), String(k.seq));
-      return (await execPipeline(pipeline)).map((json) =>
-        typeof json === 'string' ? parseMessage(json) : null,
-      );
-    },
+    getMany: (keys: readonly { roomId: string; seq: number }[]) => runRead(redis, readMessages(keys)),
+
+    /** {@link getMany} as commands for a shared pipeline (the message loader's). */
+    readMany: readMessages,
 
     /** Sends a message; the same (viewer, room, clientId) within 24 h returns the first one. */
     async send(
@@ -154,6 +160,11 @@ export function createMessagesService(deps: MessagesServiceDeps) {
       ])) as [number, string];
       if (status !== SCRIPT_STATUS.OK) throw scriptError(status);
       const message = parseMessage(json);
+      if (editHooks) {
+        const pipeline = redis.pipeline();
+        const settle = editHooks.apply(pipeline, { message });
+        if (pipeline.length > 0) settle(await execPipeline(pipeline));
+      }
       pubsub.publish('room', roomId, { type: 'MessageEdited', message });
       return message;
     },

@@ -1,6 +1,6 @@
 import type { Redis } from 'ioredis';
 import type { Clock } from '../infra/clock.js';
-import { execPipeline } from '../infra/redis.js';
+import { execPipeline, runRead, type PipelineRead } from '../infra/redis.js';
 import type { ScriptRegistry } from '../infra/scripts.js';
 import { userKeys } from './users.keys.js';
 import type { UserModel, Viewer } from './users.models.js';
@@ -15,9 +15,29 @@ export interface UsersServiceDeps {
 /** Users: created from tokens, read in batches. */
 export type UsersService = ReturnType<typeof createUsersService>;
 
+/** How long a touch is remembered: a viewer's requests within it (same name) write nothing. */
+const TOUCH_INTERVAL_MS = 60_000;
+/** Viewers remembered at most (the oldest are forgotten first). */
+const TOUCHED_MAX = 10_000;
+
+/** Reads users (HMGET each); null for ids never seen. */
+const readUsers =
+  (ids: readonly string[]): PipelineRead<(UserModel | null)[]> =>
+  (pipeline) => {
+    for (const id of ids) pipeline.hmget(userKeys.user(id), 'name', 'createdAt');
+    return (results) =>
+      ids.map((id, i) => {
+        const [name, createdAt] = (results[i] as (string | null)[] | undefined) ?? [];
+        if (name == null) return null;
+        return { id, name, createdAt: Number(createdAt ?? 0) };
+      });
+  };
+
 /** Creates the users service. */
 export function createUsersService({ redis, scripts, clock }: UsersServiceDeps) {
   const touchScript = scripts.get('touchUser');
+  /** Viewer id -> the name last written and when, so a client's every request does not rewrite it. */
+  const touched = new Map<string, { name: string; at: number }>();
   return {
     /**
      * Makes sure the viewer exists with the name from their token (the contract's "a user exists
@@ -25,9 +45,16 @@ export function createUsersService({ redis, scripts, clock }: UsersServiceDeps) 
      * callers: the write shares the command connection with everything the request does next, and
      * Redis runs a connection's commands in order, so the request already reads what it wrote, and
      * no request waits a round trip for it. A failure (Redis away) is logged by the caller's catch.
+     * Once written, the same name is not written again for a minute on this instance.
      */
-    touch(viewer: Viewer): Promise<void> {
-      return touchScript([userKeys.user(viewer.id)], [viewer.id, viewer.name, clock.now()]).then(() => undefined);
+    async touch(viewer: Viewer): Promise<void> {
+      const now = clock.now();
+      const last = touched.get(viewer.id);
+      if (last && last.name === viewer.name && now - last.at < TOUCH_INTERVAL_MS) return;
+      await touchScript([userKeys.user(viewer.id)], [viewer.id, viewer.name, now]);
+      touched.delete(viewer.id);
+      touched.set(viewer.id, { name: viewer.name, at: now });
+      if (touched.size > TOUCHED_MAX) touched.delete(touched.keys().next().value as string);
     },
 
     /** Creates users that were never seen (added to a room before signing in), named by their id. */
@@ -43,16 +70,9 @@ export function createUsersService({ redis, scripts, clock }: UsersServiceDeps) 
     },
 
     /** Reads users in one round trip; null for ids never seen. */
-    async getMany(ids: readonly string[]): Promise<(UserModel | null)[]> {
-      if (ids.length === 0) return [];
-      const pipeline = redis.pipeline();
-      for (const id of ids) pipeline.hmget(userKeys.user(id), 'name', 'createdAt');
-      const results = await execPipeline(pipeline);
-      return ids.map((id, i) => {
-        const [name, createdAt] = (results[i] as (string | null)[] | undefined) ?? [];
-        if (name == null) return null;
-        return { id, name, createdAt: Number(createdAt ?? 0) };
-      });
-    },
+    getMany: (ids: readonly string[]) => runRead(redis, readUsers(ids)),
+
+    /** {@link getMany} as commands for a shared pipeline (the user loader's). */
+    readMany: readUsers,
   };
 }
