@@ -162,8 +162,7 @@ export function createCacheService(deps: CacheServiceDeps) {
   /** Waits for another instance's load of a missing entry; null when it never came. */
   async function waitFor<T>(digest: string, lockMs: number): Promise<{ value: T | null } | null> {
     stats.waits++;
-    const deadline = clock.now() + lockMs;
-    while (clock.now() < deadline) {
+    for (let polls = Math.ceil(lockMs / WAIT_POLL_MS); polls > 0; polls--) {
       await new Promise((resolve) => setTimeout(resolve, WAIT_POLL_MS));
       const [entry, lock] = (await redis.pipeline().getBuffer(keys.entry(digest)).exists(keys.lock(digest)).exec()) ?? [];
       if (entry?.[1]) return { value: decodeEntry<T>(entry[1] as Buffer) };

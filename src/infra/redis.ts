@@ -61,7 +61,7 @@ export function createRedisClients(opts: RedisClientOptions): RedisClients {
       opts.logger.warn({ err: err.message, connection: which }, 'redis connection error');
     }
   };
-  if (opts.traceRoundTrips) traceCommands(command);
+  if (opts.traceRoundTrips) traceRoundTrips(command);
   command.on('error', onError('command'));
   subscriber.on('error', onError('subscriber'));
   return {
@@ -125,7 +125,7 @@ export const newTrace = (): RedisTrace => ({ roundTrips: 0, commands: 0, cache: 
  * context that sent it. A pipeline's commands share one stream object: its first command counts the
  * round trip. A script retried after NOSCRIPT counts twice, as it costs.
  */
-function traceCommands(client: Redis): void {
+export function traceRoundTrips(client: Redis): void {
   const send = client.sendCommand.bind(client);
   client.sendCommand = (command, stream) => {
     const trace = redisTrace.getStore();
