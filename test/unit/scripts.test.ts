@@ -55,8 +55,11 @@ describe('loadScripts', () => {
       const scripts = loadScripts(client(), APP_LUA_DIRS);
       expect(scripts.names().sort()).toEqual([
         'addMembers',
+        'cacheRead',
+        'cacheWrite',
         'deleteMessage',
         'editMessage',
+        'indexMessage',
         'joinRoom',
         'leaveRoom',
         'markRead',
@@ -66,6 +69,7 @@ describe('loadScripts', () => {
         'registerConnection',
         'removeMember',
         'roomPresence',
+        'searchRoom',
         'sendMessage',
         'setAway',
         'setTyping',
