@@ -141,8 +141,9 @@ export const DEBUG_REDIS_HEADER = 'x-debug-redis';
 
 /**
  * Outside production, an operation requested with `X-Debug-Redis: 1` runs inside a Redis trace
- * (AsyncLocalStorage): its result carries `extensions.redis = { roundTrips, commands, cache }`,
- * every command sent on its behalf counted, a pipeline as one round trip. Other operations never
+ * (AsyncLocalStorage): its result carries `extensions.redis = { roundTrips, commands, cache,
+ * unawaited }`, every command sent on its behalf counted, a pipeline as one round trip; what it
+ * sends without waiting (the write of the viewer's user) is counted apart. Other operations never
  * enter a trace, so they cost one `getStore()` per command; in production this plugin is absent.
  */
 function useRedisDebug(): Plugin {
@@ -154,8 +155,14 @@ function useRedisDebug(): Plugin {
     onExecutionResult({ result, setResult }) {
       const trace = redisTrace.getStore();
       if (!trace || !result || Symbol.asyncIterator in result) return;
-      const { roundTrips, commands, cache } = trace;
-      setResult({ ...result, extensions: { ...result.extensions, redis: { roundTrips, commands, cache: { ...cache } } } });
+      const { roundTrips, commands, cache, unawaited } = trace;
+      const redis = {
+        roundTrips,
+        commands,
+        cache: { ...cache },
+        unawaited: { roundTrips: unawaited.roundTrips, commands: unawaited.commands },
+      };
+      setResult({ ...result, extensions: { ...result.extensions, redis } });
     },
   };
 }

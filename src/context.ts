@@ -3,6 +3,7 @@ import type { GraphQLResolveInfo } from 'graphql';
 import type { YogaInitialContext } from 'graphql-yoga';
 import type { AppError } from './errors.js';
 import type { PipelineBatch } from './infra/pipeline-batch.js';
+import { unawaited } from './infra/redis.js';
 import { selectsField } from './infra/selection.js';
 import type { PresenceModel } from './presence/presence.models.js';
 import type { MessageModel } from './messages/messages.models.js';
@@ -153,7 +154,10 @@ export function createContextFactory(services: Services, auth: Authenticator) {
         authError = err instanceof Error ? err.message : 'invalid token';
       }
       // A user exists from their first authenticated request; not awaited (see touch()).
-      if (viewer) services.users.touch(viewer).catch(() => undefined);
+      if (viewer) {
+        const v = viewer;
+        unawaited(() => services.users.touch(v)).catch(() => undefined);
+      }
     }
     return { viewer, authError, services, loaders: createLoaders(services) };
   };

@@ -107,6 +107,8 @@ export interface RedisTrace {
   commands: number;
   /** Cache reads of the operation answered from the cache, and those that had to load. */
   cache: { hits: number; misses: number };
+  /** What the operation sent without waiting for it (see {@link unawaited}), counted apart. */
+  unawaited: { roundTrips: number; commands: number; pipelines: WeakSet<object> };
   /** The pipelines already counted (ioredis hands each of their commands the same stream object). */
   pipelines: WeakSet<object>;
 }
@@ -118,7 +120,22 @@ export interface RedisTrace {
 export const redisTrace = new AsyncLocalStorage<RedisTrace>();
 
 /** A fresh, empty trace. */
-export const newTrace = (): RedisTrace => ({ roundTrips: 0, commands: 0, cache: { hits: 0, misses: 0 }, pipelines: new WeakSet() });
+export const newTrace = (): RedisTrace => ({
+  roundTrips: 0,
+  commands: 0,
+  cache: { hits: 0, misses: 0 },
+  unawaited: { roundTrips: 0, commands: 0, pipelines: new WeakSet() },
+  pipelines: new WeakSet(),
+});
+
+/** Marks the traced work that runs inside `fn` as not awaited by the operation. */
+const unawaitedWork = new AsyncLocalStorage<true>();
+
+/**
+ * Runs work the operation sends but does not wait for (the write of the viewer's user): in a
+ * trace, its commands count under `unawaited`, apart from the operation's round trips.
+ */
+export const unawaited = <T>(fn: () => T): T => (redisTrace.getStore() ? unawaitedWork.run(true, fn) : fn());
 
 /**
  * Wraps the connection's `sendCommand` once, attributing each command to the trace of the async
@@ -128,8 +145,9 @@ export const newTrace = (): RedisTrace => ({ roundTrips: 0, commands: 0, cache: 
 export function traceRoundTrips(client: Redis): void {
   const send = client.sendCommand.bind(client);
   client.sendCommand = (command, stream) => {
-    const trace = redisTrace.getStore();
-    if (trace) {
+    const store = redisTrace.getStore();
+    if (store) {
+      const trace = unawaitedWork.getStore() ? store.unawaited : store;
       trace.commands++;
       const pipeline = (stream as { isPipeline?: boolean } | undefined)?.isPipeline ? (stream as object) : null;
       if (!pipeline) trace.roundTrips++;

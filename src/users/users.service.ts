@@ -15,11 +15,6 @@ export interface UsersServiceDeps {
 /** Users: created from tokens, read in batches. */
 export type UsersService = ReturnType<typeof createUsersService>;
 
-/** How long a touch is remembered: a viewer's requests within it (same name) write nothing. */
-const TOUCH_INTERVAL_MS = 60_000;
-/** Viewers remembered at most (the oldest are forgotten first). */
-const TOUCHED_MAX = 10_000;
-
 /** Reads users (HMGET each); null for ids never seen. */
 const readUsers =
   (ids: readonly string[]): PipelineRead<(UserModel | null)[]> =>
@@ -36,8 +31,6 @@ const readUsers =
 /** Creates the users service. */
 export function createUsersService({ redis, scripts, clock }: UsersServiceDeps) {
   const touchScript = scripts.get('touchUser');
-  /** Viewer id -> the name last written and when, so a client's every request does not rewrite it. */
-  const touched = new Map<string, { name: string; at: number }>();
   return {
     /**
      * Makes sure the viewer exists with the name from their token (the contract's "a user exists
@@ -45,16 +38,9 @@ export function createUsersService({ redis, scripts, clock }: UsersServiceDeps) 
      * callers: the write shares the command connection with everything the request does next, and
      * Redis runs a connection's commands in order, so the request already reads what it wrote, and
      * no request waits a round trip for it. A failure (Redis away) is logged by the caller's catch.
-     * Once written, the same name is not written again for a minute on this instance.
      */
-    async touch(viewer: Viewer): Promise<void> {
-      const now = clock.now();
-      const last = touched.get(viewer.id);
-      if (last && last.name === viewer.name && now - last.at < TOUCH_INTERVAL_MS) return;
-      await touchScript([userKeys.user(viewer.id)], [viewer.id, viewer.name, now]);
-      touched.delete(viewer.id);
-      touched.set(viewer.id, { name: viewer.name, at: now });
-      if (touched.size > TOUCHED_MAX) touched.delete(touched.keys().next().value as string);
+    touch(viewer: Viewer): Promise<void> {
+      return touchScript([userKeys.user(viewer.id)], [viewer.id, viewer.name, clock.now()]).then(() => undefined);
     },
 
     /** Creates users that were never seen (added to a room before signing in), named by their id. */

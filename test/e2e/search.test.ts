@@ -1,5 +1,5 @@
 import { Redis } from 'ioredis';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { searchKeys } from '../../src/search/search.keys.js';
 import {
   AddMembersDocument,
@@ -13,8 +13,8 @@ import {
   type SearchMessagesQuery,
   type SearchMessagesQueryVariables,
 } from '../generated/graphql.js';
-import { createRoomAs, expectError, gql, gqlOk } from '../helpers/clients.js';
-import { sharedRedisUrl, startCluster, startInstance, tokenFor, uid, uniquePrefix, type TestInstance } from '../helpers/server.js';
+import { createRoomAs, expectError, gql, gqlOk, gqlTraced } from '../helpers/clients.js';
+import { clusterForFile, sharedRedisUrl, startInstance, tokenFor, uid, uniquePrefix, type TestInstance } from '../helpers/server.js';
 
 /**
  * searchMessages end to end, on two instances of one deployment: folding (case, accents, CJK),
@@ -23,20 +23,11 @@ import { sharedRedisUrl, startCluster, startInstance, tokenFor, uid, uniquePrefi
  */
 
 type Page = SearchMessagesQuery['searchMessages'];
-interface RedisExtension {
-  roundTrips: number;
-  commands: number;
-  cache: { hits: number; misses: number };
-}
 
-let a: TestInstance;
-let b: TestInstance;
-beforeAll(async () => {
-  [a, b] = (await startCluster(2)) as [TestInstance, TestInstance];
-});
-afterAll(async () => {
-  await Promise.all([a?.stop(), b?.stop()]);
-});
+const cluster = clusterForFile(2);
+/** The two instances (started before the tests). */
+const a = () => cluster[0] as TestInstance;
+const b = () => cluster[1] as TestInstance;
 
 /** A user and their token. */
 async function user(label: string) {
@@ -44,31 +35,35 @@ async function user(label: string) {
   return { id, token: await tokenFor(id, { name: label }) };
 }
 
-const send = async (token: string, roomId: string, text: string, on = a) =>
+const send = async (token: string, roomId: string, text: string, on = a()) =>
   (await gqlOk(on.url, SendMessageDocument, { input: { roomId, text } }, token)).sendMessage;
 
-const search = async (token: string, vars: SearchMessagesQueryVariables, on = a): Promise<Page> =>
+const search = async (token: string, vars: SearchMessagesQueryVariables, on = a()): Promise<Page> =>
   (await gqlOk(on.url, SearchMessagesDocument, vars, token)).searchMessages;
 
 /** The texts a search finds (first page of up to 100), newest first. */
-const texts = async (token: string, query: string, roomId?: string, on = a) =>
+const texts = async (token: string, query: string, roomId?: string, on = a()) =>
   (await search(token, { query, first: 100, ...(roomId ? { roomId } : {}) }, on)).edges.map((e) => e.node.text);
 
 /** Runs a search with X-Debug-Redis; returns the page and `extensions.redis`. */
 async function traced(token: string, vars: SearchMessagesQueryVariables) {
-  const r = await gql(a.url, SearchMessagesDocument, vars, { token, headers: { 'X-Debug-Redis': '1' } });
-  expect(r.errors, JSON.stringify(r.errors)).toBeUndefined();
-  const redis = (r.body as { extensions?: { redis?: RedisExtension } }).extensions?.redis as RedisExtension;
-  return { page: (r.data as SearchMessagesQuery).searchMessages, redis };
+  const { data, redis } = await gqlTraced(a().url, SearchMessagesDocument, vars, token);
+  return { page: data.searchMessages, redis };
+}
+
+/** A fresh user's room holding `texts`, sent in order. */
+async function roomWith(label: string, texts: string[]) {
+  const owner = await user(label);
+  const roomId = await createRoomAs(a().url, owner.token, [], { label });
+  for (const text of texts) await send(owner.token, roomId, text);
+  return { owner, roomId };
 }
 
 describe('when words are written differently', () => {
   let owner: { id: string; token: string };
   let roomId: string;
   beforeAll(async () => {
-    owner = await user('folding');
-    roomId = await createRoomAs(a.url, owner.token, [], { label: 'folding' });
-    for (const text of [
+    ({ owner, roomId } = await roomWith('folding', [
       'Meet at the Café Crème',
       'plain cafe downstairs',
       'HELLO World',
@@ -76,9 +71,7 @@ describe('when words are written differently', () => {
       '我爱北京天安门',
       'naïve Straße résumé',
       'Ｆｕｌｌｗｉｄｔｈ letters',
-    ]) {
-      await send(owner.token, roomId, text);
-    }
+    ]));
   });
 
   it('should find accented words without accents, and plain words with them', async () => {
@@ -107,11 +100,7 @@ describe('when a query has several words', () => {
   let owner: { id: string; token: string };
   let roomId: string;
   beforeAll(async () => {
-    owner = await user('words');
-    roomId = await createRoomAs(a.url, owner.token, [], { label: 'words' });
-    for (const text of ['red apple pie', 'green apple', 'red car', 'a wonderful day', 'helpful hint']) {
-      await send(owner.token, roomId, text);
-    }
+    ({ owner, roomId } = await roomWith('words', ['red apple pie', 'green apple', 'red car', 'a wonderful day', 'helpful hint']));
   });
 
   it('should find only messages holding every word, in any order', async () => {
@@ -132,11 +121,11 @@ describe('when a query has several words', () => {
 describe('when results span several rooms and pages', () => {
   it('should page newest first across rooms with no duplicate and no gap', async () => {
     const owner = await user('pages');
-    const rooms = await Promise.all([1, 2, 3].map(() => createRoomAs(a.url, owner.token, [], { label: 'pages' })));
+    const rooms = await Promise.all([1, 2, 3].map(() => createRoomAs(a().url, owner.token, [], { label: 'pages' })));
     const sent: string[] = [];
     for (let i = 0; i < 26; i++) {
       // Alternate rooms and instances; every third message does not match.
-      const on = i % 2 === 0 ? a : b;
+      const on = i % 2 === 0 ? a() : b();
       const text = i % 3 === 2 ? `unrelated ${i}` : `paging needle ${i}`;
       const m = await send(owner.token, rooms[i % 3] as string, text, on);
       if (i % 3 !== 2) sent.push(m.id);
@@ -144,7 +133,7 @@ describe('when results span several rooms and pages', () => {
     const seen: string[] = [];
     let after: string | null = null;
     for (let pages = 0; pages < 10; pages++) {
-      const page: Page = await search(owner.token, { query: 'needle', first: 4, after }, pages % 2 === 0 ? a : b);
+      const page: Page = await search(owner.token, { query: 'needle', first: 4, after }, pages % 2 === 0 ? a() : b());
       seen.push(...page.edges.map((e) => e.node.id));
       expect(page.pageInfo.hasPreviousPage).toBe(after !== null);
       if (!page.pageInfo.hasNextPage) break;
@@ -155,7 +144,7 @@ describe('when results span several rooms and pages', () => {
 
   it('should page one room the same way', async () => {
     const owner = await user('room-pages');
-    const roomId = await createRoomAs(a.url, owner.token, [], { label: 'room-pages' });
+    const roomId = await createRoomAs(a().url, owner.token, [], { label: 'room-pages' });
     const sent: string[] = [];
     for (let i = 0; i < 11; i++) sent.push((await send(owner.token, roomId, `solo needle ${i}`)).id);
     const first = await search(owner.token, { query: 'needle', roomId, first: 5 });
@@ -170,17 +159,17 @@ describe('when a message is edited or deleted', () => {
   it('should find it by its new text at once, and never once deleted, even right after a cached search', async () => {
     const owner = await user('edits');
     const other = await user('edits-other');
-    const roomId = await createRoomAs(a.url, owner.token, [other.id], { label: 'edits' });
+    const roomId = await createRoomAs(a().url, owner.token, [other.id], { label: 'edits' });
     const m = await send(owner.token, roomId, 'bring the banana bread');
     expect(await texts(other.token, 'banana')).toEqual(['bring the banana bread']);
     expect(await texts(other.token, 'banana')).toEqual(['bring the banana bread']); // cached now
 
-    await gqlOk(b.url, EditMessageDocument, { messageId: m.id, text: 'bring the cherry pie' }, owner.token);
+    await gqlOk(b().url, EditMessageDocument, { messageId: m.id, text: 'bring the cherry pie' }, owner.token);
     expect(await texts(other.token, 'banana')).toEqual([]);
     expect(await texts(other.token, 'cherry')).toEqual(['bring the cherry pie']);
     expect(await texts(other.token, 'bread')).toEqual([]);
 
-    await gqlOk(b.url, DeleteMessageDocument, { messageId: m.id }, owner.token);
+    await gqlOk(b().url, DeleteMessageDocument, { messageId: m.id }, owner.token);
     expect(await texts(other.token, 'cherry')).toEqual([]);
     expect(await texts(other.token, 'pie', roomId)).toEqual([]);
   });
@@ -190,38 +179,37 @@ describe('when membership changes', () => {
   it('should search only the rooms the viewer is a member of now', async () => {
     const owner = await user('members-owner');
     const guest = await user('members-guest');
-    const roomId = await createRoomAs(a.url, owner.token, [], { label: 'members' });
+    const roomId = await createRoomAs(a().url, owner.token, [], { label: 'members' });
     await send(owner.token, roomId, 'the secret plan');
     expect(await texts(guest.token, 'secret')).toEqual([]);
-    expectError(await gql(a.url, SearchMessagesDocument, { query: 'secret', roomId }, { token: guest.token }), 'FORBIDDEN');
+    expectError(await gql(a().url, SearchMessagesDocument, { query: 'secret', roomId }, { token: guest.token }), 'FORBIDDEN');
 
-    await gqlOk(a.url, AddMembersDocument, { roomId, userIds: [guest.id] }, owner.token);
+    await gqlOk(a().url, AddMembersDocument, { roomId, userIds: [guest.id] }, owner.token);
     expect(await texts(guest.token, 'secret')).toEqual(['the secret plan']);
     expect(await texts(guest.token, 'secret', roomId)).toEqual(['the secret plan']);
 
     // Leaving: the cached page of a moment ago is not served (the viewer's room set changed).
-    await gqlOk(b.url, LeaveRoomDocument, { roomId }, guest.token);
+    await gqlOk(b().url, LeaveRoomDocument, { roomId }, guest.token);
     expect(await texts(guest.token, 'secret')).toEqual([]);
-    expectError(await gql(a.url, SearchMessagesDocument, { query: 'secret', roomId }, { token: guest.token }), 'FORBIDDEN');
+    expectError(await gql(a().url, SearchMessagesDocument, { query: 'secret', roomId }, { token: guest.token }), 'FORBIDDEN');
 
-    await gqlOk(a.url, AddMembersDocument, { roomId, userIds: [guest.id] }, owner.token);
+    await gqlOk(a().url, AddMembersDocument, { roomId, userIds: [guest.id] }, owner.token);
     expect(await texts(guest.token, 'secret')).toEqual(['the secret plan']);
-    await gqlOk(b.url, RemoveMemberDocument, { roomId, userId: guest.id }, owner.token);
+    await gqlOk(b().url, RemoveMemberDocument, { roomId, userId: guest.id }, owner.token);
     expect(await texts(guest.token, 'secret')).toEqual([]);
   });
 
   it('should answer NOT_FOUND for a room that does not exist', async () => {
     const someone = await user('nowhere');
-    expectError(await gql(a.url, SearchMessagesDocument, { query: 'x', roomId: 'no-such-room' }, { token: someone.token }), 'NOT_FOUND');
+    expectError(await gql(a().url, SearchMessagesDocument, { query: 'x', roomId: 'no-such-room' }, { token: someone.token }), 'NOT_FOUND');
   });
 });
 
 describe('when a search is repeated', () => {
   it('should answer from the cache in one round trip until one of the rooms changes', async () => {
     const owner = await user('cache');
-    const rooms = await Promise.all([1, 2, 3].map(() => createRoomAs(a.url, owner.token, [], { label: 'cache' })));
+    const rooms = await Promise.all([1, 2, 3].map(() => createRoomAs(a().url, owner.token, [], { label: 'cache' })));
     for (const roomId of rooms) await send(owner.token, roomId, `cached words in ${roomId}`);
-    await search(owner.token, { query: 'warm up the viewer' });
 
     const miss = await traced(owner.token, { query: 'cached words' });
     const hit = await traced(owner.token, { query: 'cached words' });
@@ -233,7 +221,7 @@ describe('when a search is repeated', () => {
     console.log(`search of 3 rooms: miss ${JSON.stringify(miss.redis)}, hit ${JSON.stringify(hit.redis)}`);
 
     // A message in any one of the rooms is a miss, and is found.
-    await send(owner.token, rooms[1] as string, 'more cached words', b);
+    await send(owner.token, rooms[1] as string, 'more cached words', b());
     const after = await traced(owner.token, { query: 'cached words' });
     expect(after.redis.cache).toEqual({ hits: 0, misses: 1 });
     expect(after.page.edges.map((e) => e.node.text)[0]).toBe('more cached words');
@@ -242,9 +230,8 @@ describe('when a search is repeated', () => {
   it('should cost the same round trips whatever the number of rooms and the page size', async () => {
     const owner = await user('search-budget');
     const rooms: string[] = [];
-    for (let i = 0; i < 30; i++) rooms.push(await createRoomAs(a.url, owner.token, [], { label: 'search-budget' }));
+    for (let i = 0; i < 30; i++) rooms.push(await createRoomAs(a().url, owner.token, [], { label: 'search-budget' }));
     for (let i = 0; i < 120; i++) await send(owner.token, rooms[i % 30] as string, `budget words ${i}`);
-    await search(owner.token, { query: 'warm up the viewer' });
     const few = await traced(owner.token, { query: 'budget words', roomId: rooms[0] as string, first: 5 });
     const many = await traced(owner.token, { query: 'budget words', first: 100 });
     const small = await traced(owner.token, { query: 'budget wor', first: 20 });
@@ -260,12 +247,9 @@ describe('when a search is repeated', () => {
     expect(few.redis.roundTrips).toBeLessThanOrEqual(many.redis.roundTrips);
 
     // Senders cost one more round trip for the page, not one per message.
-    const withSenders = await gql(a.url, SearchWithSendersDocument, { query: 'budget words', first: 50 }, {
-      token: owner.token,
-      headers: { 'X-Debug-Redis': '1' },
-    });
-    const redis = (withSenders.body as { extensions: { redis: RedisExtension } }).extensions.redis;
-    expect(redis.roundTrips).toBe(many.redis.roundTrips + 1);
+    const withSenders = await gqlTraced(a().url, SearchWithSendersDocument, { query: 'budget words', first: 50 }, owner.token);
+    expect(withSenders.data.searchMessages.edges[0]?.node.sender.name).toBe('search-budget');
+    expect(withSenders.redis.roundTrips).toBe(many.redis.roundTrips + 1);
   });
 });
 
@@ -273,7 +257,7 @@ describe('when the query is not acceptable', () => {
   it('should refuse it with BAD_USER_INPUT naming the argument', async () => {
     const someone = await user('limits');
     const refuse = async (vars: SearchMessagesQueryVariables, field: string) =>
-      expectError(await gql(a.url, SearchMessagesDocument, vars, { token: someone.token }), 'BAD_USER_INPUT', field);
+      expectError(await gql(a().url, SearchMessagesDocument, vars, { token: someone.token }), 'BAD_USER_INPUT', field);
     await refuse({ query: '   ' }, 'query');
     await refuse({ query: '?! …' }, 'query');
     await refuse({ query: 'x'.repeat(201) }, 'query');
