@@ -1,12 +1,14 @@
 import DataLoader from 'dataloader';
 import type { GraphQLResolveInfo } from 'graphql';
 import type { YogaInitialContext } from 'graphql-yoga';
-import type { AppError } from './errors.js';
 import type { PipelineBatch } from './infra/pipeline-batch.js';
 import { unawaited } from './infra/redis.js';
 import { selectsField } from './infra/selection.js';
 import type { PresenceModel } from './presence/presence.models.js';
 import type { MessageModel } from './messages/messages.models.js';
+import type { HistoryArgs } from './messages/messages.service.js';
+import type { Connection } from './infra/pagination.js';
+import type { RoomModel } from './rooms/rooms.models.js';
 import type { UnreadState } from './receipts/receipts.service.js';
 import type { Authenticator, AuthContext } from './infra/auth.js';
 import { unauthenticated } from './errors.js';
@@ -15,6 +17,9 @@ import { createIsMemberLoader, createMemberCountLoader, createRoomLoader } from 
 import type { Services } from './services.js';
 import { createUserLoader } from './users/users.loaders.js';
 import type { UserModel, Viewer } from './users/users.models.js';
+
+/** `first`/`after` of a connection field. */
+type PageArgs = { first?: number | null; after?: string | null };
 
 /** Cache key of a message: room and seq. */
 const messageKey = (m: { roomId: string; seq: number }) => `${m.roomId}\n${m.seq}`;
@@ -34,9 +39,11 @@ export class Loaders {
   #message?: ReturnType<typeof createMessageLoader>;
   #presence?: DataLoader<string, PresenceModel>;
   #onlineCount?: DataLoader<string, number>;
-  #unread = new Map<string, DataLoader<string, UnreadState>>();
-  #onlineMemberIds = new Map<string, DataLoader<string, string[]>>();
-  #typingIds = new Map<string, DataLoader<string, string[]>>();
+  #unread = new Map<string, DataLoader<string, UnreadState, string>>();
+  #onlineMemberIds = new Map<string, DataLoader<string, string[], string>>();
+  #typingIds = new Map<string, DataLoader<string, string[], string>>();
+  #history = new Map<string, DataLoader<{ roomId: string; args: HistoryArgs }, Connection<MessageModel>, string>>();
+  #memberPages = new Map<string, DataLoader<{ room: RoomModel; args: PageArgs }, Connection<string>, string>>();
   #readCount?: DataLoader<MessageModel, number, string>;
   #readBy?: DataLoader<{ message: MessageModel; first: number }, string[], string>;
   constructor(private readonly services: Services) {}
@@ -83,11 +90,29 @@ export class Loaders {
   }
   /** Members present by room id, as `viewerId` may see them (`FORBIDDEN` where not a member). */
   onlineMemberIds(viewerId: string) {
-    return perViewer(this.#onlineMemberIds, viewerId, (ids) => this.batch.run(this.services.presence.readOnlineMemberIds(viewerId, ids)));
+    return perViewer<string, string[]>(this.#onlineMemberIds, viewerId, (ids) => this.batch.run(this.services.presence.readOnlineMemberIds(viewerId, ids)));
   }
   /** Users typing by room id, as `viewerId` may see them (`FORBIDDEN` where not a member). */
   typingIds(viewerId: string) {
-    return perViewer(this.#typingIds, viewerId, (ids) => this.batch.run(this.services.typing.readUserIds(viewerId, ids)));
+    return perViewer<string, string[]>(this.#typingIds, viewerId, (ids) => this.batch.run(this.services.typing.readUserIds(viewerId, ids)));
+  }
+  /** History pages by room as `viewerId` may read them (`Room.messages` of a list: two round trips in all). */
+  history(viewerId: string) {
+    return perViewer(
+      this.#history,
+      viewerId,
+      (queries) => this.services.messages.histories(viewerId, queries, (read) => this.batch.run(read)),
+      ({ roomId, args }) => JSON.stringify([roomId, args.first, args.after, args.last, args.before]),
+    );
+  }
+  /** Pages of member ids by room as `viewerId` may read them (`Room.members` of a list: one round trip). */
+  memberPages(viewerId: string) {
+    return perViewer(
+      this.#memberPages,
+      viewerId,
+      (queries) => this.services.rooms.memberPages(viewerId, queries, (read) => this.batch.run(read)),
+      ({ room, args }) => JSON.stringify([room.id, args.first, args.after]),
+    );
   }
   get readCount() {
     return (this.#readCount ??= new DataLoader<MessageModel, number, string>((ms) => this.batch.run(this.services.receipts.readReadCounts(ms)), {
@@ -107,14 +132,15 @@ export class Loaders {
 }
 
 /** The loader of `viewerId` in `loaders`, made on first use. */
-function perViewer<V>(
-  loaders: Map<string, DataLoader<string, V>>,
+function perViewer<K, V>(
+  loaders: Map<string, DataLoader<K, V, string>>,
   viewerId: string,
-  load: (ids: readonly string[]) => Promise<(V | AppError)[]>,
-): DataLoader<string, V> {
+  load: (keys: readonly K[]) => Promise<(V | Error)[]>,
+  cacheKeyFn?: (key: K) => string,
+): DataLoader<K, V, string> {
   let loader = loaders.get(viewerId);
   if (!loader) {
-    loader = new DataLoader<string, V>(load);
+    loader = new DataLoader<K, V, string>(load, cacheKeyFn ? { cacheKeyFn } : {});
     loaders.set(viewerId, loader);
   }
   return loader;

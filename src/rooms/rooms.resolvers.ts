@@ -27,7 +27,7 @@ export const roomsResolvers: Resolvers = {
     viewerIsMember: (room, _, ctx) =>
       ctx.loaders.isMember.load({ roomId: room.id, userId: requireViewer(ctx).id }),
     members: async (room, args, ctx): Promise<Connection<UserModel>> => {
-      const page = await ctx.services.rooms.memberIds(requireViewer(ctx), room, args);
+      const page = await ctx.loaders.memberPages(requireViewer(ctx).id).load({ room, args });
       const users = await ctx.loaders.users(page.edges.map((e) => e.node));
       return {
         pageInfo: page.pageInfo,

@@ -113,6 +113,19 @@ const readAsMember =
     };
   };
 
+/** Reads rooms a viewer must be a member of: each the room, or `NOT_FOUND` / `FORBIDDEN`. */
+const readMemberRooms =
+  (viewerId: string, roomIds: readonly string[]): PipelineRead<(RoomModel | AppError)[]> =>
+  (pipeline) => {
+    for (const id of roomIds) pipeline.hgetall(roomKeys.room(id)).zscore(roomKeys.members(id), viewerId);
+    return (replies) =>
+      roomIds.map((_, i) => {
+        const room = parseRoom(replies[2 * i] as Record<string, string>);
+        if (!room) return notFound('Room');
+        return replies[2 * i + 1] === null ? forbidden('You are not a member of this room') : room;
+      });
+  };
+
 /** Reads member counts of rooms. */
 const readMemberCounts =
   (roomIds: readonly string[]): PipelineRead<number[]> =>
@@ -165,6 +178,43 @@ export function createRoomsService(deps: RoomsServiceDeps) {
     return { room: parseRoom(hash as Record<string, string>), isMember: score !== null };
   }
 
+  /** Reads pages of member ids; `FORBIDDEN` for a private room the viewer is not in. */
+  const readMemberPages =
+    (viewerId: string, plans: readonly { room: RoomModel; first: number; min: string }[]): PipelineRead<(Connection<string> | AppError)[]> =>
+    (pipeline) => {
+      for (const { room, first, min } of plans) {
+        pipeline.zscore(roomKeys.members(room.id), viewerId).zrangebylex(roomKeys.members(room.id), min, '+', 'LIMIT', 0, first + 1);
+      }
+      return (replies) =>
+        plans.map(({ room, first, min }, i) => {
+          if (room.visibility === 'PRIVATE' && replies[2 * i] === null) return forbidden('This room is private');
+          const ids = first === 0 ? [] : (replies[2 * i + 1] as string[]);
+          return toConnection(ids.slice(0, first), (id) => encodeCursor([id]), min !== '-', ids.length > first);
+        });
+    };
+
+  async function memberPages(
+    viewerId: string,
+    queries: readonly { room: RoomModel; args: { first?: number | null; after?: string | null } }[],
+    run: <T>(read: PipelineRead<T>) => Promise<T>,
+  ): Promise<(Connection<string> | Error)[]> {
+    const plans = queries.map(({ room, args }) => {
+      try {
+        const first = pageSize('first', args.first, 20);
+        if (!args.after) return { room, first, min: '-' };
+        const [id] = decodeCursor('after', args.after);
+        if (typeof id !== 'string') throw badInput('after', 'after is not a valid cursor');
+        return { room, first, min: `(${id}` };
+      } catch (err) {
+        return err as Error;
+      }
+    });
+    const valid = plans.filter((p): p is Exclude<(typeof plans)[number], Error> => !(p instanceof Error));
+    const pages = valid.length > 0 ? await run(readMemberPages(viewerId, valid)) : [];
+    let k = 0;
+    return plans.map((p) => (p instanceof Error ? p : (pages[k++] as Connection<string> | Error)));
+  }
+
   return {
     getMany,
     /** Reads for a shared pipeline (the operation's loaders): rooms, memberships, member counts. */
@@ -183,11 +233,13 @@ export function createRoomsService(deps: RoomsServiceDeps) {
 
     /** The room, if the viewer is a member: `NOT_FOUND` or `FORBIDDEN` otherwise. */
     async requireMember(viewer: Viewer, roomId: string): Promise<RoomModel> {
-      const { room, isMember } = await roomWithMembership(viewer, roomId);
-      if (!room) throw notFound('Room');
-      if (!isMember) throw forbidden('You are not a member of this room');
+      const [room] = await runRead(redis, readMemberRooms(viewer.id, [roomId]));
+      if (!room || room instanceof Error) throw room ?? notFound('Room');
       return room;
     },
+
+    /** {@link requireMember} of many rooms, for a shared pipeline. */
+    readMemberRooms,
 
     areMembers,
 
@@ -430,27 +482,12 @@ export function createRoomsService(deps: RoomsServiceDeps) {
       room: RoomModel,
       args: { first?: number | null; after?: string | null },
     ): Promise<Connection<string>> {
-      const first = pageSize('first', args.first, 20);
-      if (room.visibility === 'PRIVATE') {
-        const [isMember] = await areMembers([{ roomId: room.id, userId: viewer.id }]);
-        if (!isMember) throw forbidden('This room is private');
-      }
-      let min = '-';
-      if (args.after) {
-        const [id] = decodeCursor('after', args.after);
-        if (typeof id !== 'string') throw badInput('after', 'after is not a valid cursor');
-        min = `(${id}`;
-      }
-      const ids =
-        first === 0
-          ? []
-          : await redis.zrangebylex(roomKeys.members(room.id), min, '+', 'LIMIT', 0, first + 1);
-      return toConnection(
-        ids.slice(0, first),
-        (id) => encodeCursor([id]),
-        Boolean(args.after),
-        ids.length > first,
-      );
+      const [page] = await memberPages(viewer.id, [{ room, args }], (read) => runRead(redis, read));
+      if (!page || page instanceof Error) throw page ?? new Error('members not read');
+      return page;
     },
+
+    /** {@link memberIds} of many rooms for one viewer, in one round trip through `run` (a pipeline batch). */
+    memberPages,
   };
 }

@@ -4,6 +4,7 @@ import {
   MeDocument,
   MessagesBudgetDocument,
   RoomsBudgetDocument,
+  RoomsEveryListDocument,
   type MessagesBudgetQuery,
   type RoomsBudgetQuery,
 } from '../generated/graphql.js';
@@ -98,6 +99,20 @@ describe('when the viewer has 100 rooms, each with messages and present members'
     console.log(`messages: last 50 ${JSON.stringify(small.redis)}, last 100 ${JSON.stringify(large.redis)}`);
     expect(small.redis.roundTrips).toBeLessThanOrEqual(4);
     expect(large.redis.roundTrips).toBe(small.redis.roundTrips);
+  });
+
+  it('should keep every list field of a page of rooms at a fixed number of round trips', async () => {
+    const small = await traced(server.url, RoomsEveryListDocument, { first: 20 }, aliceToken);
+    const large = await traced(server.url, RoomsEveryListDocument, { first: 100 }, aliceToken);
+    expect(large.data.rooms.edges).toHaveLength(100);
+    for (const { node } of large.data.rooms.edges) {
+      expect(node.members.edges.map((e) => e.node.name).sort()).toEqual(['Alice', 'Bob']);
+      expect(node.messages.edges.length).toBeGreaterThan(0);
+      expect(node.owner.name).toBe('Alice');
+    }
+    console.log(`rooms with every list: first 20 ${JSON.stringify(small.redis)}, first 100 ${JSON.stringify(large.redis)}`);
+    expect(large.redis.roundTrips).toBe(small.redis.roundTrips);
+    expect(large.redis.roundTrips).toBeLessThanOrEqual(5);
   });
 
   it('should count a pipeline once and every command in it', async () => {
