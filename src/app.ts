@@ -18,7 +18,7 @@ import { createAuthenticator, useAuth } from './infra/auth.js';
 import { systemClock, type Clock } from './infra/clock.js';
 import { startRedisServer, type EmbeddedRedis } from './infra/embedded-redis.js';
 import { createLogger, type Logger } from './infra/logger.js';
-import { newTrace, redisTrace, waitReady } from './infra/redis.js';
+import { redisTrace, traced, waitReady } from './infra/redis.js';
 import { useSharedExecution, type SharedExecutionStats } from './infra/shared-execution.js';
 import { EnvelopArmorPlugin } from '@escape.tech/graphql-armor';
 import { useRateLimits } from './ratelimit/use-rate-limits.js';
@@ -144,13 +144,14 @@ export const DEBUG_REDIS_HEADER = 'x-debug-redis';
  * (AsyncLocalStorage): its result carries `extensions.redis = { roundTrips, commands, cache,
  * unawaited }`, every command sent on its behalf counted, a pipeline as one round trip; what it
  * sends without waiting (the write of the viewer's user) is counted apart. Other operations never
- * enter a trace, so they cost one `getStore()` per command; in production this plugin is absent.
+ * enter a trace: they cost one `getStore()` per command, and the async hooks behind the trace are
+ * off while no traced operation runs. In production this plugin is absent.
  */
 function useRedisDebug(): Plugin {
   return {
     instrumentation: {
       operation: ({ request }, wrapped) =>
-        request.headers.get(DEBUG_REDIS_HEADER) === '1' ? redisTrace.run(newTrace(), wrapped) : wrapped(),
+        request.headers.get(DEBUG_REDIS_HEADER) === '1' ? traced(wrapped) : wrapped(),
     },
     onExecutionResult({ result, setResult }) {
       const trace = redisTrace.getStore();

@@ -128,6 +128,23 @@ export const newTrace = (): RedisTrace => ({
   pipelines: new WeakSet(),
 });
 
+/**
+ * Runs one operation inside a fresh trace. While no traced operation is in flight, the
+ * AsyncLocalStorages are disabled again, so the async hooks they need cost nothing afterwards.
+ */
+let tracedInFlight = 0;
+export async function traced<T>(fn: () => T | Promise<T>): Promise<T> {
+  tracedInFlight++;
+  try {
+    return await redisTrace.run(newTrace(), fn);
+  } finally {
+    if (--tracedInFlight === 0) {
+      redisTrace.disable();
+      unawaitedWork.disable();
+    }
+  }
+}
+
 /** Marks the traced work that runs inside `fn` as not awaited by the operation. */
 const unawaitedWork = new AsyncLocalStorage<true>();
 
