@@ -17,7 +17,7 @@ import { createAuthenticator, useAuth } from './infra/auth.js';
 import { systemClock, type Clock } from './infra/clock.js';
 import { startRedisServer, type EmbeddedRedis } from './infra/embedded-redis.js';
 import { createLogger, type Logger } from './infra/logger.js';
-import { waitReady } from './infra/redis.js';
+import { redisTrace, traced, waitReady } from './infra/redis.js';
 import { useSharedExecution, type SharedExecutionStats } from './infra/shared-execution.js';
 import { EnvelopArmorPlugin } from '@escape.tech/graphql-armor';
 import { useRateLimits } from './ratelimit/use-rate-limits.js';
@@ -34,6 +34,7 @@ import { receiptsResolvers } from './receipts/receipts.resolvers.js';
 import { pollsResolvers } from './polls/polls.resolvers.js';
 import { callsResolvers } from './calls/calls.resolvers.js';
 import { createLiveKitWebhookHandler, LIVEKIT_WEBHOOK_PATH } from './calls/calls.webhook.js';
+import { searchResolvers } from './search/search.resolvers.js';
 import type { Viewer } from './users/users.models.js';
 
 /** A running (or startable) Switchboard instance. */
@@ -80,6 +81,7 @@ export function allResolvers(): Resolvers[] {
     receiptsResolvers,
     pollsResolvers,
     callsResolvers,
+    searchResolvers,
   ];
 }
 
@@ -134,6 +136,38 @@ function useErrorCodes(): Plugin {
     onResultProcess({ result, setResult }) {
       if (Array.isArray(result) || !('errors' in result) || !result.errors) return;
       setResult({ ...result, errors: result.errors.map((e) => withCode(e as GraphQLError)) });
+    },
+  };
+}
+
+/** The request header that asks for an operation's Redis round trips (outside production). */
+export const DEBUG_REDIS_HEADER = 'x-debug-redis';
+
+/**
+ * Outside production, an operation requested with `X-Debug-Redis: 1` runs inside a Redis trace
+ * (AsyncLocalStorage): its result carries `extensions.redis = { roundTrips, commands, cache,
+ * unawaited }`, every command sent on its behalf counted, a pipeline as one round trip; what it
+ * sends without waiting (the write of the viewer's user) is counted apart. Other operations never
+ * enter a trace: they cost one `getStore()` per command, and the async hooks behind the trace are
+ * off while no traced operation runs. In production this plugin is absent.
+ */
+function useRedisDebug(): Plugin {
+  return {
+    instrumentation: {
+      operation: ({ request }, wrapped) =>
+        request.headers.get(DEBUG_REDIS_HEADER) === '1' ? traced(wrapped) : wrapped(),
+    },
+    onExecutionResult({ result, setResult }) {
+      const trace = redisTrace.getStore();
+      if (!trace || !result || Symbol.asyncIterator in result) return;
+      const { roundTrips, commands, cache, unawaited } = trace;
+      const redis = {
+        roundTrips,
+        commands,
+        cache: { ...cache },
+        unawaited: { roundTrips: unawaited.roundTrips, commands: unawaited.commands },
+      };
+      setResult({ ...result, extensions: { ...result.extensions, redis } });
     },
   };
 }
@@ -202,6 +236,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
             }),
           ]),
       useErrorCodes(),
+      ...(config.isProduction ? [] : [useRedisDebug()]),
       useSharedExecution((ctx) => (ctx as AppContext).viewer?.id ?? '', executionStats),
     ],
   });

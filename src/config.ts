@@ -51,6 +51,8 @@ const EnvSchema = z.object({
   MAX_TOKENS: intFrom(1000, 10, 1_000_000),
   MAX_COST: intFrom(5000, 1, 10_000_000),
   MAX_BODY_BYTES: intFrom(1_048_576, 1024, 100 * 1_048_576),
+  CACHE_MAX_VALUE_BYTES: intFrom(262_144, 1024, 64 * 1_048_576),
+  SEARCH_CACHE_TTL_SECONDS: intFrom(30, 0, 3600),
   INSTANCE_ID: z.string().min(1).optional(),
   GRAPHIQL: optionalBool,
   LIVEKIT_URL: z
@@ -138,6 +140,10 @@ export interface Config {
   /** Query hardening (graphql-armor). */
   armor: { maxDepth: number; maxAliases: number; maxDirectives: number; maxTokens: number; maxCost: number };
   maxBodyBytes: number;
+  /** Cached values above this many bytes (after compression) are not stored. */
+  cacheMaxValueBytes: number;
+  /** How long a page of search results is cached (0: not cached). */
+  searchCacheTtlSeconds: number;
   instanceId: string;
   graphiql: boolean;
   /** Null when LIVEKIT_URL, LIVEKIT_API_KEY and LIVEKIT_API_SECRET are unset: voice answers NOT_CONFIGURED. */
@@ -225,6 +231,8 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       maxCost: e.MAX_COST,
     },
     maxBodyBytes: e.MAX_BODY_BYTES,
+    cacheMaxValueBytes: e.CACHE_MAX_VALUE_BYTES,
+    searchCacheTtlSeconds: e.SEARCH_CACHE_TTL_SECONDS,
     instanceId: e.INSTANCE_ID ?? `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`,
     graphiql: e.GRAPHIQL ?? !isProduction,
     livekit:

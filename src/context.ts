@@ -1,7 +1,14 @@
 import DataLoader from 'dataloader';
+import type { GraphQLResolveInfo } from 'graphql';
 import type { YogaInitialContext } from 'graphql-yoga';
+import type { PipelineBatch } from './infra/pipeline-batch.js';
+import { unawaited } from './infra/redis.js';
+import { selectsField } from './infra/selection.js';
 import type { PresenceModel } from './presence/presence.models.js';
 import type { MessageModel } from './messages/messages.models.js';
+import type { HistoryArgs } from './messages/messages.service.js';
+import type { Connection } from './infra/pagination.js';
+import type { RoomModel } from './rooms/rooms.models.js';
 import type { UnreadState } from './receipts/receipts.service.js';
 import type { PollModel } from './polls/polls.models.js';
 import type { Authenticator, AuthContext } from './infra/auth.js';
@@ -10,13 +17,22 @@ import { createMessageLoader } from './messages/messages.loaders.js';
 import { createIsMemberLoader, createMemberCountLoader, createRoomLoader } from './rooms/rooms.loaders.js';
 import type { Services } from './services.js';
 import { createUserLoader } from './users/users.loaders.js';
-import type { Viewer } from './users/users.models.js';
+import type { UserModel, Viewer } from './users/users.models.js';
+
+/** `first`/`after` of a connection field. */
+type PageArgs = { first?: number | null; after?: string | null };
+
+/** Cache key of a message: room and seq. */
+const messageKey = (m: { roomId: string; seq: number }) => `${m.roomId}\n${m.seq}`;
 
 /**
  * One operation's DataLoaders, each made on first use: most operations touch one or two, and an
- * idle subscription's context should cost nothing until an event arrives.
+ * idle subscription's context should cost nothing until an event arrives. Every loader dispatches
+ * into one {@link PipelineBatch}: whatever a wave of resolvers asks for (users, rooms, memberships,
+ * messages, watermarks, presence) is one round trip, whatever the page size.
  */
 export class Loaders {
+  #batch?: PipelineBatch;
   #user?: ReturnType<typeof createUserLoader>;
   #room?: ReturnType<typeof createRoomLoader>;
   #memberCount?: ReturnType<typeof createMemberCountLoader>;
@@ -24,13 +40,37 @@ export class Loaders {
   #message?: ReturnType<typeof createMessageLoader>;
   #presence?: DataLoader<string, PresenceModel>;
   #onlineCount?: DataLoader<string, number>;
-  #unread = new Map<string, DataLoader<string, UnreadState>>();
+  #unread = new Map<string, DataLoader<string, UnreadState, string>>();
+  #onlineMemberIds = new Map<string, DataLoader<string, string[], string>>();
+  #typingIds = new Map<string, DataLoader<string, string[], string>>();
+  #history = new Map<string, DataLoader<{ roomId: string; args: HistoryArgs }, Connection<MessageModel>, string>>();
+  #memberPages = new Map<string, DataLoader<{ room: RoomModel; args: PageArgs }, Connection<string>, string>>();
   #readCount?: DataLoader<MessageModel, number, string>;
   #pollVotes = new Map<string, DataLoader<PollModel, number[], string>>();
   #pollVoters?: DataLoader<PollVotersKey, string[], string>;
+  #readBy?: DataLoader<{ message: MessageModel; first: number }, string[], string>;
   constructor(private readonly services: Services) {}
+  /** The operation's pipeline of the tick, shared by every loader. */
+  get batch() {
+    return (this.#batch ??= this.services.newBatch());
+  }
   get user() {
-    return (this.#user ??= createUserLoader(this.services.users));
+    return (this.#user ??= createUserLoader(this.services.users, this.batch));
+  }
+  /**
+   * A user for a field that returns one (`Message.sender`, `Room.owner`): when the query selects
+   * the user's `presence`, it is loaded in the same tick, so the pair costs one round trip.
+   */
+  userFor(id: string, info: GraphQLResolveInfo): Promise<UserModel> {
+    if (selectsField(info, 'presence')) this.presence.load(id).catch(() => undefined);
+    return this.user.load(id);
+  }
+  /** Users by id, in order; fails if one cannot be loaded. */
+  async users(ids: readonly string[]): Promise<UserModel[]> {
+    return (await this.user.loadMany(ids)).map((u) => {
+      if (u instanceof Error) throw u;
+      return u;
+    });
   }
   /** Makes `user` answer for a user whose name is known fresh (no Redis read for them). */
   knowUser(id: string, name: string): this {
@@ -38,32 +78,53 @@ export class Loaders {
     return this;
   }
   get room() {
-    return (this.#room ??= createRoomLoader(this.services.rooms));
+    return (this.#room ??= createRoomLoader(this.services.rooms, this.batch));
   }
   get memberCount() {
-    return (this.#memberCount ??= createMemberCountLoader(this.services.rooms));
+    return (this.#memberCount ??= createMemberCountLoader(this.services.rooms, this.batch));
   }
   get isMember() {
-    return (this.#isMember ??= createIsMemberLoader(this.services.rooms));
+    return (this.#isMember ??= createIsMemberLoader(this.services.rooms, this.batch));
   }
   get message() {
-    return (this.#message ??= createMessageLoader(this.services.messages));
+    return (this.#message ??= createMessageLoader(this.services.messages, this.batch));
   }
   get presence() {
-    return (this.#presence ??= new DataLoader<string, PresenceModel>((ids) => this.services.presence.getMany(ids)));
+    return (this.#presence ??= new DataLoader<string, PresenceModel>((ids) => this.batch.run(this.services.presence.readPresence(ids))));
   }
   /** Unread state of `viewerId` by room id. */
   unread(viewerId: string) {
-    let loader = this.#unread.get(viewerId);
-    if (!loader) {
-      loader = new DataLoader<string, UnreadState>((ids) => this.services.receipts.unread(viewerId, ids));
-      this.#unread.set(viewerId, loader);
-    }
-    return loader;
+    return perViewer(this.#unread, viewerId, (ids) => this.batch.run(this.services.receipts.readUnread(viewerId, ids)));
+  }
+  /** Members present by room id, as `viewerId` may see them (`FORBIDDEN` where not a member). */
+  onlineMemberIds(viewerId: string) {
+    return perViewer<string, string[]>(this.#onlineMemberIds, viewerId, (ids) => this.batch.run(this.services.presence.readOnlineMemberIds(viewerId, ids)));
+  }
+  /** Users typing by room id, as `viewerId` may see them (`FORBIDDEN` where not a member). */
+  typingIds(viewerId: string) {
+    return perViewer<string, string[]>(this.#typingIds, viewerId, (ids) => this.batch.run(this.services.typing.readUserIds(viewerId, ids)));
+  }
+  /** History pages by room as `viewerId` may read them (`Room.messages` of a list: two round trips in all). */
+  history(viewerId: string) {
+    return perViewer(
+      this.#history,
+      viewerId,
+      (queries) => this.services.messages.histories(viewerId, queries, (read) => this.batch.run(read)),
+      ({ roomId, args }) => JSON.stringify([roomId, args.first, args.after, args.last, args.before]),
+    );
+  }
+  /** Pages of member ids by room as `viewerId` may read them (`Room.members` of a list: one round trip). */
+  memberPages(viewerId: string) {
+    return perViewer(
+      this.#memberPages,
+      viewerId,
+      (queries) => this.services.rooms.memberPages(viewerId, queries, (read) => this.batch.run(read)),
+      ({ room, args }) => JSON.stringify([room.id, args.first, args.after]),
+    );
   }
   get readCount() {
-    return (this.#readCount ??= new DataLoader<MessageModel, number, string>((ms) => this.services.receipts.readCounts(ms), {
-      cacheKeyFn: (m) => `${m.roomId}\n${m.seq}`,
+    return (this.#readCount ??= new DataLoader<MessageModel, number, string>((ms) => this.batch.run(this.services.receipts.readReadCounts(ms)), {
+      cacheKeyFn: messageKey,
     }));
   }
   /** The vote of `viewerId` (option indexes) by poll. */
@@ -83,9 +144,31 @@ export class Loaders {
       cacheKeyFn: (k) => `${k.poll.id}\n${k.index}\n${k.first}`,
     }));
   }
-  get onlineCount() {
-    return (this.#onlineCount ??= new DataLoader<string, number>((ids) => this.services.presence.onlineCounts(ids)));
+  /** Public readers of a message other than its sender, at most `first`. */
+  get readBy() {
+    return (this.#readBy ??= new DataLoader<{ message: MessageModel; first: number }, string[], string>(
+      (queries) => this.batch.run(this.services.receipts.readReadBy(queries)),
+      { cacheKeyFn: (q) => `${messageKey(q.message)}\n${q.first}` },
+    ));
   }
+  get onlineCount() {
+    return (this.#onlineCount ??= new DataLoader<string, number>((ids) => this.batch.run(this.services.presence.readOnlineCounts(ids))));
+  }
+}
+
+/** The loader of `viewerId` in `loaders`, made on first use. */
+function perViewer<K, V>(
+  loaders: Map<string, DataLoader<K, V, string>>,
+  viewerId: string,
+  load: (keys: readonly K[]) => Promise<(V | Error)[]>,
+  cacheKeyFn?: (key: K) => string,
+): DataLoader<K, V, string> {
+  let loader = loaders.get(viewerId);
+  if (!loader) {
+    loader = new DataLoader<K, V, string>(load, cacheKeyFn ? { cacheKeyFn } : {});
+    loaders.set(viewerId, loader);
+  }
+  return loader;
 }
 
 /** An option of a poll and how many of its voters to list. */
@@ -129,7 +212,10 @@ export function createContextFactory(services: Services, auth: Authenticator) {
         authError = err instanceof Error ? err.message : 'invalid token';
       }
       // A user exists from their first authenticated request; not awaited (see touch()).
-      if (viewer) services.users.touch(viewer).catch(() => undefined);
+      if (viewer) {
+        const v = viewer;
+        unawaited(() => services.users.touch(v)).catch(() => undefined);
+      }
     }
     // The viewer's name is the one their token carries, which this request has just stored.
     const loaders = createLoaders(services);

@@ -1,4 +1,5 @@
 import type { Redis } from 'ioredis';
+import { createCacheService } from './cache/cache.service.js';
 import type { Config } from './config.js';
 import { createEventsService } from './events/events.service.js';
 import type { Clock } from './infra/clock.js';
@@ -6,6 +7,7 @@ import { createHooks } from './infra/hooks.js';
 import type { Logger } from './infra/logger.js';
 import { createPubSub } from './infra/pubsub.js';
 import { createRedisClients, waitReady, type RedisClients } from './infra/redis.js';
+import { PipelineBatch } from './infra/pipeline-batch.js';
 import { loadScripts } from './infra/scripts.js';
 import type { ScriptRegistry } from './infra/scripts.js';
 import { createMessagesService } from './messages/messages.service.js';
@@ -21,8 +23,9 @@ import { createReceiptsService } from './receipts/receipts.service.js';
 import { createPollsService } from './polls/polls.service.js';
 import { createCallsService } from './calls/calls.service.js';
 import { createCallKeysService } from './calls/call-keys.service.js';
-import { createSharedCache } from './calls/calls.cache.js';
+import { participantsCache } from './calls/calls.cache.js';
 import { createLiveKit } from './calls/calls.livekit.js';
+import { createSearchService } from './search/search.service.js';
 
 /** How long an open subscription waits for Redis to come back before it ends with UNAVAILABLE. */
 const STORAGE_OUTAGE_MS = 30_000;
@@ -47,7 +50,9 @@ export function createServices(deps: ServiceDeps) {
     messageStored: createHooks<{ message: MessageModel; viewer: Viewer }>(),
     membershipChanged: createHooks<MembershipChange>(),
     messageDeleted: createHooks<{ message: MessageModel }>(),
+    messageEdited: createHooks<{ message: MessageModel }>(),
   };
+  const cache = createCacheService({ redis, scripts, clock, logger, maxValueBytes: config.cacheMaxValueBytes });
   const users = createUsersService({ redis, scripts, clock });
   const rooms = createRoomsService({
     redis,
@@ -56,6 +61,7 @@ export function createServices(deps: ServiceDeps) {
     users,
     clock,
     membershipHooks: hooks.membershipChanged,
+    cache,
   });
   const messages = createMessagesService({
     redis,
@@ -65,6 +71,7 @@ export function createServices(deps: ServiceDeps) {
     clock,
     messageHooks: hooks.messageStored,
     deleteHooks: hooks.messageDeleted,
+    editHooks: hooks.messageEdited,
     retentionMessages: config.historyRetentionMessages,
   });
   const events = createEventsService({
@@ -127,13 +134,6 @@ export function createServices(deps: ServiceDeps) {
     tickMs: config.presenceTickMs,
   });
   const livekit = config.livekit ? createLiveKit(config.livekit) : null;
-  // The participant-list cache is the calls domain's own until the general cache service lands.
-  const cache = createSharedCache({
-    redis,
-    scripts,
-    lockMs: config.livekit?.requestTimeoutMs ?? 1000,
-    waitMs: (config.livekit?.requestTimeoutMs ?? 1000) + 500,
-  });
   const calls = createCallsService({
     redis,
     scripts,
@@ -142,7 +142,7 @@ export function createServices(deps: ServiceDeps) {
     clock,
     logger,
     livekit,
-    cache,
+    cache: participantsCache(cache, config.livekit?.requestTimeoutMs ?? 1000),
     settings: config.calls,
     tickMs: config.presenceTickMs,
   });
@@ -153,7 +153,38 @@ export function createServices(deps: ServiceDeps) {
       change.joined ? undefined : calls.leftInPipeline(pipeline, change.roomId, change.userId),
     );
   }
-  return { hooks, pubsub, users, rooms, messages, events, presence, typing, rateLimits, receipts, polls, calls, callKeys };
+  // Search indexes in the write paths of messages: a viewer's rooms come from their room set, so
+  // membership changes need no hook.
+  const search = createSearchService({
+    redis,
+    scripts,
+    cache,
+    messages,
+    retentionMessages: config.historyRetentionMessages,
+    cacheTtlSeconds: config.searchCacheTtlSeconds,
+  });
+  hooks.messageStored.add((pipeline, { message }) => search.storedInPipeline(pipeline, message));
+  hooks.messageEdited.add((pipeline, { message }) => search.editedInPipeline(pipeline, message));
+  hooks.messageDeleted.add((pipeline, { message }) => search.deletedInPipeline(pipeline, message));
+  return {
+    hooks,
+    pubsub,
+    users,
+    rooms,
+    messages,
+    events,
+    presence,
+    typing,
+    rateLimits,
+    receipts,
+    polls,
+    calls,
+    callKeys,
+    cache,
+    search,
+    /** A pipeline batch for one operation's loaders (see context.ts). */
+    newBatch: () => new PipelineBatch(redis),
+  };
 }
 
 /** Redis connections, scripts, pub/sub and services: what an instance (or a service test) runs on. */
@@ -175,6 +206,8 @@ export const LUA_DIRS = [
   new URL('./receipts/lua/', import.meta.url),
   new URL('./polls/lua/', import.meta.url),
   new URL('./calls/lua/', import.meta.url),
+  new URL('./cache/lua/', import.meta.url),
+  new URL('./search/lua/', import.meta.url),
 ];
 
 /** Opens the two Redis connections and builds scripts, pub/sub and services on them. */
@@ -185,6 +218,7 @@ export function wireServices(config: Config, opts: { redisUrl: string; logger: L
     keyPrefix: config.redisKeyPrefix,
     commandTimeoutMs: config.redisCommandTimeoutMs,
     logger,
+    traceRoundTrips: !config.isProduction,
   });
   const scripts = loadScripts(redis.command, LUA_DIRS);
   const pubsub = createPubSub<Topics>({

@@ -17,7 +17,7 @@ export const callKeys = {
   ended: (roomId: string) => `room:{${roomId}}:call:ended`,
   /** String, expiring: a LiveKit webhook event of this room was applied. */
   webhookEvent: (roomId: string, eventId: string) => `room:{${roomId}}:call:event:${eventId}`,
-  /** String, expiring: the room's LiveKit participant list, shared by every instance (calls.cache.ts). */
+  /** String, expiring: the room's LiveKit participant list, shared by every instance (through the cache service). */
   participantList: (roomId: string) => `room:{${roomId}}:call:lk-participants`,
   /** Sorted set: roomId -> when its call next has something due (a rotation, a departure timeout). */
   timers: () => 'calls:timers',

@@ -225,10 +225,10 @@ export type MessageAdded = {
   message: Message;
 };
 
-/** A page of messages, oldest first. */
+/** A page of messages: oldest first in history, newest first in search results. */
 export type MessageConnection = {
   __typename?: 'MessageConnection';
-  /** The messages of this page, oldest first. */
+  /** The messages of this page: oldest first in history, newest first in search results. */
   edges: Array<MessageEdge>;
   /** Where this page sits. */
   pageInfo: PageInfo;
@@ -643,6 +643,17 @@ export type Query = {
   room?: Maybe<Room>;
   /** The viewer's rooms, latest activity first. `first` is 1..100. */
   rooms: RoomConnection;
+  /**
+   * Messages that contain every word of `query`, in any order, newest first. Words are compared
+   * without case or accents (`cafe` finds `Café`), split as `Intl.Segmenter` splits them (Chinese and
+   * Japanese text too); the last word may be the start of a word (`hel` finds `hello`). Searches the
+   * rooms the viewer is a member of now, or only `roomId` (members only: `FORBIDDEN` otherwise).
+   * Deleted messages are never found; an edit is found by its new text at once. `query` is
+   * 1..200 characters with 1..8 words; `first` is 0..100 (default 20); `after` is an `endCursor`
+   * of a previous page of the same search. A page may hold fewer than `first` results while
+   * `hasNextPage` is true: the search stopped at a bounded amount of work, `endCursor` goes on.
+   */
+  searchMessages: MessageConnection;
   /** Any user by id, or null if no such user exists. */
   user?: Maybe<User>;
 };
@@ -706,6 +717,18 @@ export type QueryRoomArgs = {
 export type QueryRoomsArgs = {
   after?: InputMaybe<Scalars['String']['input']>;
   first?: InputMaybe<Scalars['Int']['input']>;
+};
+
+
+/**
+ * Queries: reads of rooms, messages and users. Every field needs a valid Bearer token except
+ * introspection and `__typename`.
+ */
+export type QuerySearchMessagesArgs = {
+  after?: InputMaybe<Scalars['String']['input']>;
+  first?: InputMaybe<Scalars['Int']['input']>;
+  query: Scalars['String']['input'];
+  roomId?: InputMaybe<Scalars['ID']['input']>;
 };
 
 
@@ -1358,6 +1381,7 @@ export type QueryResolvers<ContextType = AppContext, ParentType extends Resolver
   publicRooms?: Resolver<ResolversTypes['RoomConnection'], ParentType, ContextType, RequireFields<QueryPublicRoomsArgs, 'first'>>;
   room?: Resolver<Maybe<ResolversTypes['Room']>, ParentType, ContextType, RequireFields<QueryRoomArgs, 'id'>>;
   rooms?: Resolver<ResolversTypes['RoomConnection'], ParentType, ContextType, RequireFields<QueryRoomsArgs, 'first'>>;
+  searchMessages?: Resolver<ResolversTypes['MessageConnection'], ParentType, ContextType, RequireFields<QuerySearchMessagesArgs, 'first' | 'query'>>;
   user?: Resolver<Maybe<ResolversTypes['User']>, ParentType, ContextType, RequireFields<QueryUserArgs, 'id'>>;
 }>;
 

@@ -1,3 +1,4 @@
+import { AsyncLocalStorage } from 'node:async_hooks';
 import { Redis, type ChainableCommander, type RedisOptions } from 'ioredis';
 import type { Logger } from './logger.js';
 
@@ -17,6 +18,8 @@ export interface RedisClientOptions {
   keyPrefix: string;
   commandTimeoutMs: number;
   logger: Logger;
+  /** Count the commands of traced operations (see {@link redisTrace}); off in production. */
+  traceRoundTrips?: boolean;
 }
 
 const retryStrategy = (times: number) => Math.min(50 * 2 ** Math.min(times, 5), 1000);
@@ -58,6 +61,7 @@ export function createRedisClients(opts: RedisClientOptions): RedisClients {
       opts.logger.warn({ err: err.message, connection: which }, 'redis connection error');
     }
   };
+  if (opts.traceRoundTrips) traceRoundTrips(command);
   command.on('error', onError('command'));
   subscriber.on('error', onError('subscriber'));
   return {
@@ -95,4 +99,93 @@ export async function execPipeline(pipeline: ChainableCommander): Promise<unknow
     if (err) throw err;
     return value;
   });
+}
+
+/** What one traced operation sent to Redis: a pipeline (or MULTI) is one round trip. */
+export interface RedisTrace {
+  roundTrips: number;
+  commands: number;
+  /** Cache reads of the operation answered from the cache, and those that had to load. */
+  cache: { hits: number; misses: number };
+  /** What the operation sent without waiting for it (see {@link unawaited}), counted apart. */
+  unawaited: { roundTrips: number; commands: number; pipelines: WeakSet<object> };
+  /** The pipelines already counted (ioredis hands each of their commands the same stream object). */
+  pipelines: WeakSet<object>;
+}
+
+/**
+ * The operation a Redis command is sent for. Only debugged operations run inside it
+ * (`X-Debug-Redis: 1`, never in production), so everything else pays one `getStore()` per command.
+ */
+export const redisTrace = new AsyncLocalStorage<RedisTrace>();
+
+/** A fresh, empty trace. */
+export const newTrace = (): RedisTrace => ({
+  roundTrips: 0,
+  commands: 0,
+  cache: { hits: 0, misses: 0 },
+  unawaited: { roundTrips: 0, commands: 0, pipelines: new WeakSet() },
+  pipelines: new WeakSet(),
+});
+
+/**
+ * Runs one operation inside a fresh trace. While no traced operation is in flight, the
+ * AsyncLocalStorages are disabled again, so the async hooks they need cost nothing afterwards.
+ */
+let tracedInFlight = 0;
+export async function traced<T>(fn: () => T | Promise<T>): Promise<T> {
+  tracedInFlight++;
+  try {
+    return await redisTrace.run(newTrace(), fn);
+  } finally {
+    if (--tracedInFlight === 0) {
+      redisTrace.disable();
+      unawaitedWork.disable();
+    }
+  }
+}
+
+/** Marks the traced work that runs inside `fn` as not awaited by the operation. */
+const unawaitedWork = new AsyncLocalStorage<true>();
+
+/**
+ * Runs work the operation sends but does not wait for (the write of the viewer's user): in a
+ * trace, its commands count under `unawaited`, apart from the operation's round trips.
+ */
+export const unawaited = <T>(fn: () => T): T => (redisTrace.getStore() ? unawaitedWork.run(true, fn) : fn());
+
+/**
+ * Wraps the connection's `sendCommand` once, attributing each command to the trace of the async
+ * context that sent it. A pipeline's commands share one stream object: its first command counts the
+ * round trip. A script retried after NOSCRIPT counts twice, as it costs.
+ */
+export function traceRoundTrips(client: Redis): void {
+  const send = client.sendCommand.bind(client);
+  client.sendCommand = (command, stream) => {
+    const store = redisTrace.getStore();
+    if (store) {
+      const trace = unawaitedWork.getStore() ? store.unawaited : store;
+      trace.commands++;
+      const pipeline = (stream as { isPipeline?: boolean } | undefined)?.isPipeline ? (stream as object) : null;
+      if (!pipeline) trace.roundTrips++;
+      else if (!trace.pipelines.has(pipeline)) {
+        trace.pipelines.add(pipeline);
+        trace.roundTrips++;
+      }
+    }
+    return send(command, stream);
+  };
+}
+
+/**
+ * Commands added to a pipeline, and how to read their replies: services offer their batch reads in
+ * this shape so that one operation's loaders can share one pipeline per tick (see `PipelineBatch`).
+ */
+export type PipelineRead<T> = (pipeline: ChainableCommander) => (replies: unknown[]) => T;
+
+/** Runs a read on a pipeline of its own: one round trip. */
+export async function runRead<T>(redis: Redis, read: PipelineRead<T>): Promise<T> {
+  const pipeline = redis.pipeline();
+  const parse = read(pipeline);
+  return parse(pipeline.length > 0 ? await execPipeline(pipeline) : []);
 }

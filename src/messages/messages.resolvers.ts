@@ -16,13 +16,13 @@ export const messagesResolvers: Resolvers = {
       ctx.services.messages.delete(requireViewer(ctx), messageId),
   },
   Room: {
-    messages: (room, args, ctx) => ctx.services.messages.history(requireViewer(ctx), room.id, args),
+    messages: (room, args, ctx) => ctx.loaders.history(requireViewer(ctx).id).load({ roomId: room.id, args }),
     lastMessage: (room, _, ctx) =>
       room.lastSeq > 0 ? ctx.loaders.message.load({ roomId: room.id, seq: room.lastSeq }) : null,
   },
   Message: {
     id: (m) => encodeMessageId(m.roomId, m.seq, m.epoch),
-    sender: (m, _, ctx) => ctx.loaders.user.load(m.senderId),
+    sender: (m, _, ctx, info) => ctx.loaders.userFor(m.senderId, info),
     createdAt: (m) => m.createdAt,
     editedAt: (m) => m.editedAt,
   },

@@ -3,10 +3,11 @@ import { badInput, cursorExpired, SCRIPT_STATUS, scriptError } from '../errors.j
 import type { Clock } from '../infra/clock.js';
 import type { HookList } from '../infra/hooks.js';
 import { pageSize, toConnection, type Connection } from '../infra/pagination.js';
-import { execPipeline } from '../infra/redis.js';
+import { execPipeline, runRead, type PipelineRead } from '../infra/redis.js';
 import type { ScriptRegistry } from '../infra/scripts.js';
 import { checkedId, checkedText } from '../infra/text.js';
 import { roomKeys } from '../rooms/rooms.keys.js';
+import type { RoomModel } from '../rooms/rooms.models.js';
 import type { RoomsService } from '../rooms/rooms.service.js';
 import type { AppPubSub } from '../topics.js';
 import type { Viewer } from '../users/users.models.js';
@@ -27,6 +28,8 @@ export interface MessagesServiceDeps {
   retentionMessages: number;
   /** Features' commands to run once a message is deleted (one pipeline for all of them). */
   deleteHooks: HookList<{ message: MessageModel }>;
+  /** Features' commands to run once a message's text is edited (one pipeline for all of them). */
+  editHooks?: HookList<{ message: MessageModel }>;
 }
 
 /** A run of stored messages with the room's position, read atomically. */
@@ -71,9 +74,24 @@ export const parseMessage = (json: string): MessageModel => {
   };
 };
 
+/** Parses a readMessages-2 reply; null when the room does not exist. */
+function parseRun(reply: unknown): MessageRun | null {
+  const [status, epoch, firstSeq, lastSeq, ...jsons] = reply as [number, string, number, number, ...string[]];
+  if (status !== SCRIPT_STATUS.OK) return null;
+  return { epoch, firstSeq, lastSeq, messages: jsons.map(parseMessage) };
+}
+
+/** Reads messages by (room, seq); null where absent. */
+const readMessages =
+  (keys: readonly { roomId: string; seq: number }[]): PipelineRead<(MessageModel | null)[]> =>
+  (pipeline) => {
+    for (const k of keys) pipeline.hget(messageKeys.messages(k.roomId), String(k.seq));
+    return (jsons) => jsons.map((json) => (typeof json === 'string' ? parseMessage(json) : null));
+  };
+
 /** Creates the messages service: every method that takes `viewer` authorizes first. */
 export function createMessagesService(deps: MessagesServiceDeps) {
-  const { redis, scripts, pubsub, rooms, clock, messageHooks, retentionMessages, deleteHooks } = deps;
+  const { redis, scripts, pubsub, rooms, clock, messageHooks, retentionMessages, deleteHooks, editHooks } = deps;
   const sendScript = scripts.get('sendMessage');
   const readScript = scripts.get('readMessages');
   const editScript = scripts.get('editMessage');
@@ -90,30 +108,97 @@ export function createMessagesService(deps: MessagesServiceDeps) {
    * room does not exist. Nothing is returned when `from` was trimmed by retention.
    */
   async function readRun(roomId: string, from: number, to: number): Promise<MessageRun | null> {
-    const reply = (await readScript([roomKeys.room(roomId), messageKeys.messages(roomId)], [from, to])) as [
-      number,
-      string,
-      number,
-      number,
-      ...string[],
-    ];
-    if (reply[0] !== SCRIPT_STATUS.OK) return null;
-    const [, epoch, firstSeq, lastSeq, ...jsons] = reply;
-    return { epoch, firstSeq, lastSeq, messages: jsons.map(parseMessage) };
+    return parseRun(await readScript([roomKeys.room(roomId), messageKeys.messages(roomId)], [from, to]));
+  }
+
+  /** A history page's arguments, checked (no Redis yet). */
+  function planHistory(roomId: string, args: HistoryArgs) {
+    checkedId('roomId', roomId);
+    if (args.first != null && args.last != null) {
+      throw badInput('last', 'pass either first or last, not both');
+    }
+    const first = args.first != null ? pageSize('first', args.first, 0) : null;
+    const last = first === null ? pageSize('last', args.last, DEFAULT_LAST) : 0;
+    const cursor = (field: 'after' | 'before', id: string | null | undefined) => {
+      if (id == null) return null;
+      const ref = decodeMessageId(field, id);
+      if (ref.roomId !== roomId) throw badInput(field, `${field} is a message of another room`);
+      return ref;
+    };
+    return { roomId, first, last, after: cursor('after', args.after), before: cursor('before', args.before) };
+  }
+  type HistoryPlan = ReturnType<typeof planHistory>;
+
+  /** The seqs a page covers in `room`: `CURSOR_EXPIRED` for a cursor of a history that was reset. */
+  function historyWindow(room: RoomModel, { first, last, after, before }: HistoryPlan) {
+    for (const ref of [after, before]) {
+      if (ref && (ref.epoch !== room.epoch || ref.seq > room.lastSeq)) {
+        throw cursorExpired('The cursor belongs to a history that was reset: reload the history');
+      }
+    }
+    // The window the cursors leave (within retention), then `first` from its start or `last` from its end.
+    const lo = Math.max(room.firstSeq, (after?.seq ?? 0) + 1);
+    const hi = Math.min(room.lastSeq, (before?.seq ?? room.lastSeq + 1) - 1);
+    const from = first !== null ? lo : Math.max(lo, hi - last + 1);
+    const to = first !== null ? Math.min(hi, lo + first - 1) : hi;
+    return { from, to };
+  }
+
+  /** Reads runs of messages (readMessages-2 each); null where the room is gone. */
+  const readRuns =
+    (ranges: readonly { roomId: string; from: number; to: number }[]): PipelineRead<(MessageRun | null)[]> =>
+    (pipeline) => {
+      for (const { roomId, from, to } of ranges) {
+        scripts.queue(pipeline, 'readMessages', [roomKeys.room(roomId), messageKeys.messages(roomId)], [from, to]);
+      }
+      return (replies) => replies.map(parseRun);
+    };
+
+  async function histories(
+    viewerId: string,
+    queries: readonly { roomId: string; args: HistoryArgs }[],
+    run: <T>(read: PipelineRead<T>) => Promise<T>,
+  ): Promise<(Connection<MessageModel> | Error)[]> {
+    const pages: (Connection<MessageModel> | Error)[] = [];
+    const planned: { i: number; plan: HistoryPlan }[] = [];
+    queries.forEach((q, i) => {
+      try {
+        planned.push({ i, plan: planHistory(q.roomId, q.args) });
+      } catch (err) {
+        pages[i] = err as Error;
+      }
+    });
+    const found = planned.length > 0 ? await run(rooms.readMemberRooms(viewerId, planned.map((p) => p.plan.roomId))) : [];
+    const windows: { i: number; room: RoomModel; from: number; to: number; run?: MessageRun | null }[] = [];
+    planned.forEach(({ i, plan }, j) => {
+      const room = found[j] as RoomModel | Error;
+      try {
+        if (room instanceof Error) throw room;
+        windows.push({ i, room, ...historyWindow(room, plan) });
+      } catch (err) {
+        pages[i] = err as Error;
+      }
+    });
+    const toRead = windows.filter((w) => w.to >= w.from);
+    const runs = toRead.length > 0 ? await run(readRuns(toRead.map((w) => ({ roomId: w.room.id, from: w.from, to: w.to })))) : [];
+    toRead.forEach((w, k) => (w.run = runs[k]));
+    for (const { i, room, from, run: read } of windows) {
+      const page = read?.messages ?? [];
+      const start = page[0]?.seq ?? from;
+      const end = page[page.length - 1]?.seq ?? from - 1;
+      pages[i] = toConnection(page, (m) => encodeMessageId(m.roomId, m.seq, m.epoch), start > room.firstSeq, end < room.lastSeq);
+    }
+    return pages;
   }
 
   return {
     readRun,
 
     /** Messages by (room, seq), in one round trip; null where absent. */
-    async getMany(keys: readonly { roomId: string; seq: number }[]): Promise<(MessageModel | null)[]> {
-      if (keys.length === 0) return [];
-      const pipeline = redis.pipeline();
-      for (const k of keys) pipeline.hget(messageKeys.messages(k.roomId), String(k.seq));
-      return (await execPipeline(pipeline)).map((json) =>
-        typeof json === 'string' ? parseMessage(json) : null,
-      );
-    },
+    getMany: (keys: readonly { roomId: string; seq: number }[]) => runRead(redis, readMessages(keys)),
+
+    /** {@link getMany} as commands for a shared pipeline (the message loader's). */
+    readMany: readMessages,
 
     /** Sends a message; the same (viewer, room, clientId) within 24 h returns the first one. */
     async send(
@@ -154,6 +239,11 @@ export function createMessagesService(deps: MessagesServiceDeps) {
       ])) as [number, string];
       if (status !== SCRIPT_STATUS.OK) throw scriptError(status);
       const message = parseMessage(json);
+      if (editHooks) {
+        const pipeline = redis.pipeline();
+        const settle = editHooks.apply(pipeline, { message });
+        if (pipeline.length > 0) settle(await execPipeline(pipeline));
+      }
       pubsub.publish('room', roomId, { type: 'MessageEdited', message, senderName: viewer.name });
       return message;
     },
@@ -184,41 +274,16 @@ export function createMessagesService(deps: MessagesServiceDeps) {
      * another history epoch (history reset) is `CURSOR_EXPIRED`.
      */
     async history(viewer: Viewer, roomId: string, args: HistoryArgs): Promise<Connection<MessageModel>> {
-      checkedId('roomId', roomId);
-      if (args.first != null && args.last != null) {
-        throw badInput('last', 'pass either first or last, not both');
-      }
-      const first = args.first != null ? pageSize('first', args.first, 0) : null;
-      const last = first === null ? pageSize('last', args.last, DEFAULT_LAST) : 0;
-      const cursor = (field: 'after' | 'before', id: string | null | undefined) => {
-        if (id == null) return null;
-        const ref = decodeMessageId(field, id);
-        if (ref.roomId !== roomId) throw badInput(field, `${field} is a message of another room`);
-        return ref;
-      };
-      const after = cursor('after', args.after);
-      const before = cursor('before', args.before);
-      const room = await rooms.requireMember(viewer, roomId);
-      for (const ref of [after, before]) {
-        if (ref && (ref.epoch !== room.epoch || ref.seq > room.lastSeq)) {
-          throw cursorExpired('The cursor belongs to a history that was reset: reload the history');
-        }
-      }
-      // The window the cursors leave (within retention), then `first` from its start or `last` from its end.
-      const lo = Math.max(room.firstSeq, (after?.seq ?? 0) + 1);
-      const hi = Math.min(room.lastSeq, (before?.seq ?? room.lastSeq + 1) - 1);
-      const from = first !== null ? lo : Math.max(lo, hi - last + 1);
-      const to = first !== null ? Math.min(hi, lo + first - 1) : hi;
-      const run = to >= from ? await readRun(roomId, from, to) : null;
-      const page = run?.messages ?? [];
-      const start = page[0]?.seq ?? from;
-      const end = page[page.length - 1]?.seq ?? from - 1;
-      return toConnection(
-        page,
-        (m) => encodeMessageId(m.roomId, m.seq, m.epoch),
-        start > room.firstSeq,
-        end < room.lastSeq,
-      );
+      const [page] = await histories(viewer.id, [{ roomId, args }], (read) => runRead(redis, read));
+      if (!page || page instanceof Error) throw page ?? new Error('history not read');
+      return page;
     },
+
+    /**
+     * {@link history} of many rooms for one viewer in two round trips in all (rooms with the
+     * viewer's membership, then every run), through `run` (an operation's pipeline batch). Each
+     * page is a connection, or the error that page alone failed with.
+     */
+    histories,
   };
 }

@@ -14,15 +14,8 @@ export const presenceResolvers: Resolvers = {
     presence: (user, _, ctx) => user.presence ?? ctx.loaders.presence.load(user.id),
   },
   Room: {
-    onlineMembers: async (room, _, ctx) => {
-      const ids = await ctx.services.presence.onlineMemberIds(requireViewer(ctx), room.id);
-      return ctx.loaders.user.loadMany(ids).then((users) =>
-        users.map((u) => {
-          if (u instanceof Error) throw u;
-          return u;
-        }),
-      );
-    },
+    onlineMembers: async (room, _, ctx) =>
+      ctx.loaders.users(await ctx.loaders.onlineMemberIds(requireViewer(ctx).id).load(room.id)),
     onlineCount: async (room, _, ctx) => {
       const member = await ctx.loaders.isMember.load({ roomId: room.id, userId: requireViewer(ctx).id });
       if (!member) throw forbidden('Room presence is for members only');

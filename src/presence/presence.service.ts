@@ -1,9 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
-import { badInput, forbidden } from '../errors.js';
+import { badInput, type AppError } from '../errors.js';
 import type { Clock } from '../infra/clock.js';
 import type { Logger } from '../infra/logger.js';
-import { execPipeline } from '../infra/redis.js';
+import { runRead, type PipelineRead } from '../infra/redis.js';
 import { releasable } from '../infra/releasable.js';
 import type { ScriptRegistry } from '../infra/scripts.js';
 import type { RoomsService } from '../rooms/rooms.service.js';
@@ -40,6 +40,28 @@ function toPresence(state: string | null, away: string | null, lastSeenAt: strin
   return { status: 'OFFLINE', lastSeenAt: lastSeenAt ? Number(lastSeenAt) : null, connections };
 }
 
+/** Reads users' presence. */
+const readPresence =
+  (userIds: readonly string[]): PipelineRead<PresenceModel[]> =>
+  (pipeline) => {
+    for (const id of userIds) {
+      pipeline.hmget(keys.presence(id), 'state', 'away', 'lastSeenAt').scard(keys.connections(id));
+    }
+    return (replies) =>
+      userIds.map((_, i) => {
+        const [state, away, lastSeenAt] = replies[2 * i] as (string | null)[];
+        return toPresence(state ?? null, away ?? null, lastSeenAt ?? null, Number(replies[2 * i + 1] ?? 0));
+      });
+  };
+
+/** Reads how many members are present in rooms (one O(1) command each). */
+const readOnlineCounts =
+  (roomIds: readonly string[]): PipelineRead<number[]> =>
+  (pipeline) => {
+    for (const id of roomIds) pipeline.hlen(keys.roomPresent(id));
+    return (counts) => counts.map(Number);
+  };
+
 /**
  * Creates the presence service. Transitions are decided in Lua, so with any number of instances
  * each real transition is announced once: a second tab announces nothing, closing the last one
@@ -72,18 +94,20 @@ export function createPresenceService(deps: PresenceServiceDeps) {
     if (presence) pubsub.publish('user', userId, { userId, presence });
   }
 
-  async function getMany(userIds: readonly string[]): Promise<PresenceModel[]> {
-    if (userIds.length === 0) return [];
-    const pipeline = redis.pipeline();
-    for (const id of userIds) {
-      pipeline.hmget(keys.presence(id), 'state', 'away', 'lastSeenAt').scard(keys.connections(id));
-    }
-    const replies = await execPipeline(pipeline);
-    return userIds.map((_, i) => {
-      const [state, away, lastSeenAt] = replies[2 * i] as (string | null)[];
-      return toPresence(state ?? null, away ?? null, lastSeenAt ?? null, Number(replies[2 * i + 1] ?? 0));
-    });
-  }
+  const getMany = (userIds: readonly string[]) => runRead(redis, readPresence(userIds));
+
+  /** Reads the members present in rooms, ordered by id; `FORBIDDEN` for a room the viewer is not in. */
+  const readOnlineMemberIds =
+    (viewerId: string, roomIds: readonly string[]): PipelineRead<(string[] | AppError)[]> =>
+    rooms.readAsMember(
+      viewerId,
+      roomIds,
+      (pipeline) => {
+        for (const id of roomIds) pipeline.hkeys(keys.roomPresent(id));
+        return (replies) => replies.map((ids) => (ids as string[]).sort());
+      },
+      'Room presence is for members only',
+    );
 
   async function disconnectOne(connectionId: string, userId: string, grace: number): Promise<void> {
     const [transition] = (await disconnectScript(
@@ -272,20 +296,20 @@ export function createPresenceService(deps: PresenceServiceDeps) {
       return presence as PresenceModel;
     },
 
-    /** Members present in a room (members only). */
+    /** Members present in a room (members only), in one round trip. */
     async onlineMemberIds(viewer: Viewer, roomId: string): Promise<string[]> {
-      const [isMember] = await rooms.areMembers([{ roomId, userId: viewer.id }]);
-      if (!isMember) throw forbidden('Room presence is for members only');
-      return (await redis.hkeys(keys.roomPresent(roomId))).sort();
+      const [ids] = await runRead(redis, readOnlineMemberIds(viewer.id, [roomId]));
+      if (!Array.isArray(ids)) throw ids;
+      return ids;
     },
 
     /** How many members are present, in one O(1) command per room (batched). */
-    async onlineCounts(roomIds: readonly string[]): Promise<number[]> {
-      if (roomIds.length === 0) return [];
-      const pipeline = redis.pipeline();
-      for (const id of roomIds) pipeline.hlen(keys.roomPresent(id));
-      return (await execPipeline(pipeline)).map(Number);
-    },
+    onlineCounts: (roomIds: readonly string[]) => runRead(redis, readOnlineCounts(roomIds)),
+
+    /** Reads for a shared pipeline (the operation's loaders). */
+    readPresence,
+    readOnlineCounts,
+    readOnlineMemberIds,
   };
 }
 

@@ -14,13 +14,8 @@ export const receiptsResolvers: Resolvers = {
   },
   Message: {
     readCount: (m, _, ctx) => ctx.loaders.readCount.load(m),
-    readBy: async (m, { first }, ctx) => {
-      const ids = await ctx.services.receipts.readBy(m, pageSize('first', first, 20));
-      return (await ctx.loaders.user.loadMany(ids)).map((u) => {
-        if (u instanceof Error) throw u;
-        return u;
-      });
-    },
+    readBy: async (m, { first }, ctx) =>
+      ctx.loaders.users(await ctx.loaders.readBy.load({ message: m, first: pageSize('first', first, 20) })),
   },
   ReadReceipt: {
     user: (ev, _, ctx) => ctx.loaders.user.load(ev.userId),

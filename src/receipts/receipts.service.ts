@@ -1,7 +1,7 @@
 import type { ChainableCommander, Redis } from 'ioredis';
 import { badInput, SCRIPT_STATUS, scriptError } from '../errors.js';
 import { createCoalescingWindows } from '../infra/coalescing.js';
-import { execPipeline } from '../infra/redis.js';
+import { runRead, type PipelineRead } from '../infra/redis.js';
 import type { ScriptRegistry } from '../infra/scripts.js';
 import { checkedId } from '../infra/text.js';
 import { decodeMessageId } from '../messages/message-id.js';
@@ -43,6 +43,54 @@ export function createReceiptsService(deps: ReceiptsServiceDeps) {
   // Coalescing, cluster-wide (see coalescing.ts): 50 marks in a second make two events, and the
   // last one is always the latest watermark.
   const windows = createCoalescingWindows(coalesceMs);
+  /** Reads the unread state of one viewer in many rooms. */
+  const readUnread =
+    (viewerId: string, roomIds: readonly string[]): PipelineRead<UnreadState[]> =>
+    (pipeline) => {
+      for (const id of roomIds) {
+        scripts.queue(pipeline, 'unreadCount', [roomKeys.room(id), keys.ownMarks(id), keys.deleted(id), roomKeys.members(id)], [
+          viewerId,
+        ]);
+      }
+      return (replies) =>
+        replies.map((r) => {
+          const [unread, ownSeq] = r as [number, number];
+          return { unread, ownSeq };
+        });
+    };
+
+  /** Reads how many members other than the sender have publicly read each message. */
+  const readReadCounts =
+    (messages: readonly MessageModel[]): PipelineRead<number[]> =>
+    (pipeline) => {
+      for (const m of messages) {
+        pipeline.zcount(keys.publicMarks(m.roomId), m.seq, '+inf').zscore(keys.publicMarks(m.roomId), m.senderId);
+      }
+      return (replies) =>
+        messages.map((m, i) => {
+          const count = Number(replies[2 * i]);
+          const sender = replies[2 * i + 1];
+          return count - (sender !== null && Number(sender) >= m.seq ? 1 : 0);
+        });
+    };
+
+  /** Reads who (other than the sender) has publicly read each message, at most `first` each. */
+  const readReadBy =
+    (queries: readonly { message: MessageModel; first: number }[]): PipelineRead<string[][]> =>
+    (pipeline) => {
+      for (const { message, first } of queries) {
+        pipeline.zrangebyscore(keys.publicMarks(message.roomId), message.seq, '+inf', 'LIMIT', 0, Math.min(first, 100) + 1);
+      }
+      return (replies) =>
+        queries.map(({ message, first }, i) =>
+          first <= 0 ? [] : (replies[i] as string[]).filter((id) => id !== message.senderId).slice(0, first),
+        );
+    };
+
+  // Coalescing, cluster-wide: the markRead that opens a (room, user) window in Redis sends its
+  // receipt at once, and when the window ends that same instance sends the watermark as it is then
+  // (whichever instance moved it meanwhile), if it moved: 50 marks in a second make two events,
+  // and the last one is always the latest watermark.
   const send = (roomId: string, userId: string, seq: number, epoch: string, isPrivate: boolean) =>
     pubsub.publish('room', roomId, { type: 'ReadReceipt', roomId, userId, seq, epoch, private: isPrivate });
   function closeWindowLater(roomId: string, userId: string, sentSeq: number, epoch: string, isPrivate: boolean) {
@@ -81,41 +129,19 @@ export function createReceiptsService(deps: ReceiptsServiceDeps) {
     },
 
     /** Unread state of one viewer in many rooms, in one round trip. */
-    async unread(viewerId: string, roomIds: readonly string[]): Promise<UnreadState[]> {
-      if (roomIds.length === 0) return [];
-      const pipeline = redis.pipeline();
-      for (const id of roomIds) {
-        scripts.queue(pipeline, 'unreadCount', [roomKeys.room(id), keys.ownMarks(id), keys.deleted(id), roomKeys.members(id)], [
-          viewerId,
-        ]);
-      }
-      return (await execPipeline(pipeline)).map((r) => {
-        const [unread, ownSeq] = r as [number, number];
-        return { unread, ownSeq };
-      });
-    },
+    unread: (viewerId: string, roomIds: readonly string[]) => runRead(redis, readUnread(viewerId, roomIds)),
 
     /** How many members other than the sender have publicly read each message: O(log n) each, one round trip. */
-    async readCounts(messages: readonly MessageModel[]): Promise<number[]> {
-      if (messages.length === 0) return [];
-      const pipeline = redis.pipeline();
-      for (const m of messages) {
-        pipeline.zcount(keys.publicMarks(m.roomId), m.seq, '+inf').zscore(keys.publicMarks(m.roomId), m.senderId);
-      }
-      const replies = await execPipeline(pipeline);
-      return messages.map((m, i) => {
-        const count = Number(replies[2 * i]);
-        const sender = replies[2 * i + 1];
-        return count - (sender !== null && Number(sender) >= m.seq ? 1 : 0);
-      });
-    },
+    readCounts: (messages: readonly MessageModel[]) => runRead(redis, readReadCounts(messages)),
 
     /** Who (other than the sender) has publicly read a message, at most `first`. */
-    async readBy(message: MessageModel, first: number): Promise<string[]> {
-      if (first <= 0) return [];
-      const ids = await redis.zrangebyscore(keys.publicMarks(message.roomId), message.seq, '+inf', 'LIMIT', 0, Math.min(first, 100) + 1);
-      return ids.filter((id) => id !== message.senderId).slice(0, first);
-    },
+    readBy: async (message: MessageModel, first: number): Promise<string[]> =>
+      (await runRead(redis, readReadBy([{ message, first }])))[0] ?? [],
+
+    /** Reads for a shared pipeline (the operation's loaders). */
+    readUnread,
+    readReadCounts,
+    readReadBy,
 
     /** Hook: sending a message marks it read for its sender (publicly). */
     sentInPipeline(pipeline: ChainableCommander, message: MessageModel) {

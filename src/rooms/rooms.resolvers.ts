@@ -22,20 +22,16 @@ export const roomsResolvers: Resolvers = {
   Room: {
     createdAt: (room) => room.createdAt,
     lastActivityAt: (room) => room.lastActivityAt,
-    owner: (room, _, ctx) => ctx.loaders.user.load(room.ownerId),
+    owner: (room, _, ctx, info) => ctx.loaders.userFor(room.ownerId, info),
     memberCount: (room, _, ctx) => ctx.loaders.memberCount.load(room.id),
     viewerIsMember: (room, _, ctx) =>
       ctx.loaders.isMember.load({ roomId: room.id, userId: requireViewer(ctx).id }),
     members: async (room, args, ctx): Promise<Connection<UserModel>> => {
-      const page = await ctx.services.rooms.memberIds(requireViewer(ctx), room, args);
-      const users = await ctx.loaders.user.loadMany(page.edges.map((e) => e.node));
+      const page = await ctx.loaders.memberPages(requireViewer(ctx).id).load({ room, args });
+      const users = await ctx.loaders.users(page.edges.map((e) => e.node));
       return {
         pageInfo: page.pageInfo,
-        edges: page.edges.map((e, i) => {
-          const user = users[i];
-          if (!user || user instanceof Error) throw user ?? new Error('user not loaded');
-          return { cursor: e.cursor, node: user };
-        }),
+        edges: page.edges.map((e, i) => ({ cursor: e.cursor, node: users[i] as UserModel })),
       };
     },
   },

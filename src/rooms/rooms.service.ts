@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import type { ChainableCommander, Redis } from 'ioredis';
-import { badInput, forbidden, notFound, SCRIPT_STATUS, scriptError } from '../errors.js';
+import { badInput, forbidden, notFound, SCRIPT_STATUS, scriptError, type AppError } from '../errors.js';
 import type { Clock } from '../infra/clock.js';
 import { settleAll, type HookList, type Settle } from '../infra/hooks.js';
 import {
@@ -10,9 +10,10 @@ import {
   toConnection,
   type Connection,
 } from '../infra/pagination.js';
-import { execPipeline } from '../infra/redis.js';
+import { execPipeline, runRead, type PipelineRead } from '../infra/redis.js';
 import type { ScriptRegistry } from '../infra/scripts.js';
 import { checkedId, checkedText } from '../infra/text.js';
+import type { CacheService } from '../cache/cache.service.js';
 import type { AppPubSub } from '../topics.js';
 import { userKeys } from '../users/users.keys.js';
 import type { Viewer } from '../users/users.models.js';
@@ -35,6 +36,8 @@ export interface RoomsServiceDeps {
   users: UsersService;
   clock: Clock;
   membershipHooks: HookList<MembershipChange>;
+  /** Caches pages of the public directory (invalidated when a public room is created). */
+  cache: CacheService;
 }
 
 /** Rooms and their members. */
@@ -48,6 +51,10 @@ export interface CreateRoomInput {
 }
 
 const MAX_MEMBERS_PER_CALL = 100;
+/** The cache namespace of the public directory: bumped when a public room is created. */
+const PUBLIC_DIRECTORY_NAMESPACE = 'publicRooms';
+/** How long a page of the directory is cached (it is invalidated on change anyway). */
+const PUBLIC_DIRECTORY_TTL_SECONDS = 60;
 const IS_OWNER = 8;
 
 /** A fresh room id: 16 url-safe characters. */
@@ -74,9 +81,62 @@ export function parseRoom(hash: Record<string, string> | null | undefined): Room
 const directoryEntry = (name: string, roomId: string) => `${normalizeName(name)}\u0000${roomId}`;
 const normalizeName = (name: string) => name.normalize('NFKC').toLowerCase();
 
+/** Reads rooms (HGETALL each); null where absent. */
+const readRooms =
+  (ids: readonly string[]): PipelineRead<(RoomModel | null)[]> =>
+  (pipeline) => {
+    for (const id of ids) pipeline.hgetall(roomKeys.room(id));
+    return (hashes) => hashes.map((h) => parseRoom(h as Record<string, string>));
+  };
+
+/** Reads the membership of (room, user) pairs. */
+const readAreMembers =
+  (pairs: readonly { roomId: string; userId: string }[]): PipelineRead<boolean[]> =>
+  (pipeline) => {
+    for (const p of pairs) pipeline.zscore(roomKeys.members(p.roomId), p.userId);
+    return (scores) => scores.map((s) => s !== null);
+  };
+
+/**
+ * Reads something of each room for a viewer, with their membership in the same pipeline: the
+ * room's value, or `FORBIDDEN` (with `message`) where they are not a member.
+ */
+const readAsMember =
+  <T>(viewerId: string, roomIds: readonly string[], read: PipelineRead<T[]>, message: string): PipelineRead<(T | AppError)[]> =>
+  (pipeline) => {
+    const membership = readAreMembers(roomIds.map((roomId) => ({ roomId, userId: viewerId })))(pipeline);
+    const values = read(pipeline);
+    return (replies) => {
+      const isMember = membership(replies.slice(0, roomIds.length));
+      const value = values(replies.slice(roomIds.length));
+      return roomIds.map((_, i) => (isMember[i] ? (value[i] as T) : forbidden(message)));
+    };
+  };
+
+/** Reads rooms a viewer must be a member of: each the room, or `NOT_FOUND` / `FORBIDDEN`. */
+const readMemberRooms =
+  (viewerId: string, roomIds: readonly string[]): PipelineRead<(RoomModel | AppError)[]> =>
+  (pipeline) => {
+    for (const id of roomIds) pipeline.hgetall(roomKeys.room(id)).zscore(roomKeys.members(id), viewerId);
+    return (replies) =>
+      roomIds.map((_, i) => {
+        const room = parseRoom(replies[2 * i] as Record<string, string>);
+        if (!room) return notFound('Room');
+        return replies[2 * i + 1] === null ? forbidden('You are not a member of this room') : room;
+      });
+  };
+
+/** Reads member counts of rooms. */
+const readMemberCounts =
+  (roomIds: readonly string[]): PipelineRead<number[]> =>
+  (pipeline) => {
+    for (const id of roomIds) pipeline.zcard(roomKeys.members(id));
+    return (counts) => counts.map(Number);
+  };
+
 /** Creates the rooms service: every method that takes `viewer` authorizes first. */
 export function createRoomsService(deps: RoomsServiceDeps) {
-  const { redis, scripts, pubsub, users, clock, membershipHooks } = deps;
+  const { redis, scripts, pubsub, users, clock, membershipHooks, cache } = deps;
   const joinScript = scripts.get('joinRoom');
   const addScript = scripts.get('addMembers');
   const removeScript = scripts.get('removeMember');
@@ -96,21 +156,10 @@ export function createRoomsService(deps: RoomsServiceDeps) {
     return settleAll(settles);
   }
 
-  async function getMany(ids: readonly string[]): Promise<(RoomModel | null)[]> {
-    if (ids.length === 0) return [];
-    const pipeline = redis.pipeline();
-    for (const id of ids) pipeline.hgetall(roomKeys.room(id));
-    const hashes = await execPipeline(pipeline);
-    return hashes.map((h) => parseRoom(h as Record<string, string>));
-  }
+  const getMany = (ids: readonly string[]) => runRead(redis, readRooms(ids));
 
   /** Membership of (room, user) pairs, in one round trip. */
-  async function areMembers(pairs: readonly { roomId: string; userId: string }[]): Promise<boolean[]> {
-    if (pairs.length === 0) return [];
-    const pipeline = redis.pipeline();
-    for (const p of pairs) pipeline.zscore(roomKeys.members(p.roomId), p.userId);
-    return (await execPipeline(pipeline)).map((s) => s !== null);
-  }
+  const areMembers = (pairs: readonly { roomId: string; userId: string }[]) => runRead(redis, readAreMembers(pairs));
 
   async function requireRoom(roomId: string): Promise<RoomModel> {
     const [room] = await getMany([roomId]);
@@ -129,8 +178,50 @@ export function createRoomsService(deps: RoomsServiceDeps) {
     return { room: parseRoom(hash as Record<string, string>), isMember: score !== null };
   }
 
+  /** Reads pages of member ids; `FORBIDDEN` for a private room the viewer is not in. */
+  const readMemberPages =
+    (viewerId: string, plans: readonly { room: RoomModel; first: number; min: string }[]): PipelineRead<(Connection<string> | AppError)[]> =>
+    (pipeline) => {
+      for (const { room, first, min } of plans) {
+        pipeline.zscore(roomKeys.members(room.id), viewerId).zrangebylex(roomKeys.members(room.id), min, '+', 'LIMIT', 0, first + 1);
+      }
+      return (replies) =>
+        plans.map(({ room, first, min }, i) => {
+          if (room.visibility === 'PRIVATE' && replies[2 * i] === null) return forbidden('This room is private');
+          const ids = first === 0 ? [] : (replies[2 * i + 1] as string[]);
+          return toConnection(ids.slice(0, first), (id) => encodeCursor([id]), min !== '-', ids.length > first);
+        });
+    };
+
+  async function memberPages(
+    viewerId: string,
+    queries: readonly { room: RoomModel; args: { first?: number | null; after?: string | null } }[],
+    run: <T>(read: PipelineRead<T>) => Promise<T>,
+  ): Promise<(Connection<string> | Error)[]> {
+    const plans = queries.map(({ room, args }) => {
+      try {
+        const first = pageSize('first', args.first, 20);
+        if (!args.after) return { room, first, min: '-' };
+        const [id] = decodeCursor('after', args.after);
+        if (typeof id !== 'string') throw badInput('after', 'after is not a valid cursor');
+        return { room, first, min: `(${id}` };
+      } catch (err) {
+        return err as Error;
+      }
+    });
+    const valid = plans.filter((p): p is Exclude<(typeof plans)[number], Error> => !(p instanceof Error));
+    const pages = valid.length > 0 ? await run(readMemberPages(viewerId, valid)) : [];
+    let k = 0;
+    return plans.map((p) => (p instanceof Error ? p : (pages[k++] as Connection<string> | Error)));
+  }
+
   return {
     getMany,
+    /** Reads for a shared pipeline (the operation's loaders): rooms, memberships, member counts. */
+    readRooms,
+    readAreMembers,
+    readMemberCounts,
+    readAsMember,
 
     /** A room the viewer may see: null if absent, `FORBIDDEN` for a private room they are not in. */
     async get(viewer: Viewer, roomId: string): Promise<RoomModel | null> {
@@ -142,11 +233,13 @@ export function createRoomsService(deps: RoomsServiceDeps) {
 
     /** The room, if the viewer is a member: `NOT_FOUND` or `FORBIDDEN` otherwise. */
     async requireMember(viewer: Viewer, roomId: string): Promise<RoomModel> {
-      const { room, isMember } = await roomWithMembership(viewer, roomId);
-      if (!room) throw notFound('Room');
-      if (!isMember) throw forbidden('You are not a member of this room');
+      const [room] = await runRead(redis, readMemberRooms(viewer.id, [roomId]));
+      if (!room || room instanceof Error) throw room ?? notFound('Room');
       return room;
     },
+
+    /** {@link requireMember} of many rooms, for a shared pipeline. */
+    readMemberRooms,
 
     areMembers,
 
@@ -162,12 +255,7 @@ export function createRoomsService(deps: RoomsServiceDeps) {
     },
 
     /** Member counts of rooms, in one round trip. */
-    async memberCounts(roomIds: readonly string[]): Promise<number[]> {
-      if (roomIds.length === 0) return [];
-      const pipeline = redis.pipeline();
-      for (const id of roomIds) pipeline.zcard(roomKeys.members(id));
-      return (await execPipeline(pipeline)).map(Number);
-    },
+    memberCounts: (roomIds: readonly string[]) => runRead(redis, readMemberCounts(roomIds)),
 
     /** Creates a room owned by the viewer, with the given members. */
     async create(viewer: Viewer, input: CreateRoomInput): Promise<RoomModel> {
@@ -205,7 +293,10 @@ export function createRoomsService(deps: RoomsServiceDeps) {
         epoch: room.epoch,
       });
       tx.zadd(roomKeys.members(id), ...all.flatMap((u) => [0, u]));
-      if (visibility === 'PUBLIC') tx.zadd(roomKeys.publicDirectory(), 0, directoryEntry(name, id));
+      if (visibility === 'PUBLIC') {
+        tx.zadd(roomKeys.publicDirectory(), 0, directoryEntry(name, id));
+        cache.bumpInPipeline(tx, PUBLIC_DIRECTORY_NAMESPACE);
+      }
       const settle = applyMembership(
         tx,
         all.map((userId) => ({ roomId: id, userId, joined: true })),
@@ -357,10 +448,16 @@ export function createRoomsService(deps: RoomsServiceDeps) {
       const max: string | Buffer = prefix
         ? Buffer.concat([Buffer.from(`[${prefix}`), Buffer.from([0xff])])
         : '+';
+      // The page of directory entries is cached; the rooms themselves are read fresh.
       const entries =
         first === 0
           ? []
-          : await redis.zrangebylex(roomKeys.publicDirectory(), min, max, 'LIMIT', 0, first + 1);
+          : ((await cache.getOrLoad(
+              JSON.stringify(['publicRooms', min, prefix, first]),
+              PUBLIC_DIRECTORY_TTL_SECONDS,
+              () => redis.zrangebylex(roomKeys.publicDirectory(), min, max, 'LIMIT', 0, first + 1),
+              { namespaces: [PUBLIC_DIRECTORY_NAMESPACE] },
+            )) ?? []);
       const page = entries.slice(0, first);
       const rooms = await getMany(page.map((e) => e.slice(e.lastIndexOf('\u0000') + 1)));
       const found = page.flatMap((entry, i) => {
@@ -385,27 +482,12 @@ export function createRoomsService(deps: RoomsServiceDeps) {
       room: RoomModel,
       args: { first?: number | null; after?: string | null },
     ): Promise<Connection<string>> {
-      const first = pageSize('first', args.first, 20);
-      if (room.visibility === 'PRIVATE') {
-        const [isMember] = await areMembers([{ roomId: room.id, userId: viewer.id }]);
-        if (!isMember) throw forbidden('This room is private');
-      }
-      let min = '-';
-      if (args.after) {
-        const [id] = decodeCursor('after', args.after);
-        if (typeof id !== 'string') throw badInput('after', 'after is not a valid cursor');
-        min = `(${id}`;
-      }
-      const ids =
-        first === 0
-          ? []
-          : await redis.zrangebylex(roomKeys.members(room.id), min, '+', 'LIMIT', 0, first + 1);
-      return toConnection(
-        ids.slice(0, first),
-        (id) => encodeCursor([id]),
-        Boolean(args.after),
-        ids.length > first,
-      );
+      const [page] = await memberPages(viewer.id, [{ room, args }], (read) => runRead(redis, read));
+      if (!page || page instanceof Error) throw page ?? new Error('members not read');
+      return page;
     },
+
+    /** {@link memberIds} of many rooms for one viewer, in one round trip through `run` (a pipeline batch). */
+    memberPages,
   };
 }

@@ -5,21 +5,10 @@ import type { Resolvers } from '../generated/resolvers-types.js';
 /** Thin resolvers of typing. */
 export const typingResolvers: Resolvers = {
   Room: {
-    typing: async (room, _, ctx) => {
-      const ids = await ctx.services.typing.userIds(requireViewer(ctx), room.id);
-      const users = await ctx.loaders.user.loadMany(ids);
-      return users.map((u) => {
-        if (u instanceof Error) throw u;
-        return u;
-      });
-    },
+    typing: async (room, _, ctx) => ctx.loaders.users(await ctx.loaders.typingIds(requireViewer(ctx).id).load(room.id)),
   },
   TypingChanged: {
-    users: async (ev, _, ctx) =>
-      (await ctx.loaders.user.loadMany(ev.userIds)).map((u) => {
-        if (u instanceof Error) throw u;
-        return u;
-      }),
+    users: (ev, _, ctx) => ctx.loaders.users(ev.userIds),
   },
   Mutation: {
     setTyping: (_, { roomId, typing }, ctx) => ctx.services.typing.set(requireViewer(ctx), roomId, typing),

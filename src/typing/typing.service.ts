@@ -2,6 +2,8 @@ import type { ChainableCommander, Redis } from 'ioredis';
 import type { Clock } from '../infra/clock.js';
 import type { Logger } from '../infra/logger.js';
 import { createTicker } from '../infra/ticker.js';
+import type { AppError } from '../errors.js';
+import type { PipelineRead } from '../infra/redis.js';
 import type { ScriptRegistry } from '../infra/scripts.js';
 import { checkedId } from '../infra/text.js';
 import type { RoomsService } from '../rooms/rooms.service.js';
@@ -72,6 +74,20 @@ export function createTypingService(deps: TypingServiceDeps) {
       await rooms.requireMember(viewer, roomId);
       return (await redis.zrangebyscore(keys.typing(roomId), `(${clock.now()}`, '+inf')).sort();
     },
+
+    /** {@link userIds} of many rooms for a shared pipeline (the typing loader's): `FORBIDDEN` for non-members. */
+    readUserIds:
+      (viewerId: string, roomIds: readonly string[]): PipelineRead<(string[] | AppError)[]> =>
+      rooms.readAsMember(
+        viewerId,
+        roomIds,
+        (pipeline) => {
+          const now = clock.now();
+          for (const id of roomIds) pipeline.zrangebyscore(keys.typing(id), `(${now}`, '+inf');
+          return (replies) => replies.map((ids) => (ids as string[]).sort());
+        },
+        'You are not a member of this room',
+      ),
 
     /**
      * A pipeline hook: the user stopped typing (they sent a message, or left the room). Rides in the

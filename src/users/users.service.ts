@@ -1,6 +1,6 @@
 import type { Redis } from 'ioredis';
 import type { Clock } from '../infra/clock.js';
-import { execPipeline } from '../infra/redis.js';
+import { execPipeline, runRead, type PipelineRead } from '../infra/redis.js';
 import type { ScriptRegistry } from '../infra/scripts.js';
 import { userKeys } from './users.keys.js';
 import type { UserModel, Viewer } from './users.models.js';
@@ -14,6 +14,19 @@ export interface UsersServiceDeps {
 
 /** Users: created from tokens, read in batches. */
 export type UsersService = ReturnType<typeof createUsersService>;
+
+/** Reads users (HMGET each); null for ids never seen. */
+const readUsers =
+  (ids: readonly string[]): PipelineRead<(UserModel | null)[]> =>
+  (pipeline) => {
+    for (const id of ids) pipeline.hmget(userKeys.user(id), 'name', 'createdAt');
+    return (results) =>
+      ids.map((id, i) => {
+        const [name, createdAt] = (results[i] as (string | null)[] | undefined) ?? [];
+        if (name == null) return null;
+        return { id, name, createdAt: Number(createdAt ?? 0) };
+      });
+  };
 
 /** Creates the users service. */
 export function createUsersService({ redis, scripts, clock }: UsersServiceDeps) {
@@ -43,16 +56,9 @@ export function createUsersService({ redis, scripts, clock }: UsersServiceDeps) 
     },
 
     /** Reads users in one round trip; null for ids never seen. */
-    async getMany(ids: readonly string[]): Promise<(UserModel | null)[]> {
-      if (ids.length === 0) return [];
-      const pipeline = redis.pipeline();
-      for (const id of ids) pipeline.hmget(userKeys.user(id), 'name', 'createdAt');
-      const results = await execPipeline(pipeline);
-      return ids.map((id, i) => {
-        const [name, createdAt] = (results[i] as (string | null)[] | undefined) ?? [];
-        if (name == null) return null;
-        return { id, name, createdAt: Number(createdAt ?? 0) };
-      });
-    },
+    getMany: (ids: readonly string[]) => runRead(redis, readUsers(ids)),
+
+    /** {@link getMany} as commands for a shared pipeline (the user loader's). */
+    readMany: readUsers,
   };
 }

@@ -62,6 +62,29 @@ export async function gqlOk<T = Record<string, unknown>, V = Record<string, unkn
   return r.data;
 }
 
+/** What `extensions.redis` reports for an operation sent with `X-Debug-Redis: 1`. */
+export interface RedisExtension {
+  roundTrips: number;
+  commands: number;
+  cache: { hits: number; misses: number };
+  /** Sent without being waited for (the write of the viewer's user), not counted above. */
+  unawaited: { roundTrips: number; commands: number };
+}
+
+/** Runs an operation with `X-Debug-Redis: 1`, failing the test on any error; returns its data and `extensions.redis`. */
+export async function gqlTraced<T = Record<string, unknown>, V = Record<string, unknown>>(
+  url: string,
+  doc: Doc<T, V>,
+  variables: V,
+  token: string,
+): Promise<{ data: T; redis: RedisExtension }> {
+  const r = await gql(url, doc, variables, { token, headers: { 'X-Debug-Redis': '1' } });
+  if (r.errors?.length || !r.data) throw new Error(`GraphQL error (HTTP ${r.status}): ${JSON.stringify(r.errors ?? r.body)}`);
+  const redis = (r.body as { extensions?: { redis?: RedisExtension } }).extensions?.redis;
+  if (!redis) throw new Error(`no extensions.redis in ${JSON.stringify(r.body).slice(0, 300)}`);
+  return { data: r.data, redis };
+}
+
 /** The `extensions.code` of each error. */
 export const codes = (errors: readonly GraphQLFormattedError[] | undefined) =>
   (errors ?? []).map((e) => e.extensions?.code);

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { inject } from 'vitest';
+import { afterAll, beforeAll, inject } from 'vitest';
 import { buildApp, type App } from '../../src/app.js';
 import { loadConfig } from '../../src/config.js';
 import { signToken } from '../../src/infra/auth.js';
@@ -62,6 +62,21 @@ export async function startInstance(env: Record<string, string | undefined> = {}
 export async function startCluster(n: number, env: Record<string, string | undefined> = {}) {
   const prefix = env.REDIS_KEY_PREFIX ?? uniquePrefix('cluster');
   return Promise.all(Array.from({ length: n }, () => startInstance({ ...env, REDIS_KEY_PREFIX: prefix })));
+}
+
+/**
+ * Starts `n` instances of one deployment before the file's tests and stops them after; the array
+ * fills once they run (read it inside tests and hooks).
+ */
+export function clusterForFile(n: number, env: Record<string, string | undefined> = {}): TestInstance[] {
+  const instances: TestInstance[] = [];
+  beforeAll(async () => {
+    instances.push(...(await startCluster(n, env)));
+  });
+  afterAll(async () => {
+    await Promise.all(instances.map((i) => i.stop()));
+  });
+  return instances;
 }
 
 /** Signs a token for `sub` with the test secret. */

@@ -1,0 +1,65 @@
+import { badInput } from '../errors.js';
+import { charLength } from '../infra/text.js';
+
+/**
+ * Words as search sees them, for indexing and for queries alike: `Intl.Segmenter` word
+ * segmentation (dictionary-based for Chinese, Japanese, Thai…, so CJK text splits into words), each
+ * word folded: lowercased, Unicode NFKD with combining marks stripped (`Café` → `cafe`, `ﬁ` → `fi`,
+ * full-width `Ａ` → `a`), recomposed (NFC, so Hangul stays syllables), `ß` → `ss`, `ς` → `σ`.
+ */
+
+const segmenter = new Intl.Segmenter(undefined, { granularity: 'word' });
+
+/** A longer word is cut to this many characters (indexed and queried alike). */
+export const MAX_TERM_CHARS = 64;
+/** Distinct terms indexed per message at most (a 4,000-character message rarely has 700). */
+export const MAX_TERMS_PER_MESSAGE = 1000;
+/** A query: at most this many characters and words. */
+export const MAX_QUERY_CHARS = 200;
+export const MAX_QUERY_WORDS = 8;
+
+/** Folds one word; a compatibility decomposition with spaces (`ﷺ`) gives several terms. */
+export function foldWord(word: string): string[] {
+  const folded = word
+    .toLowerCase()
+    .normalize('NFKD')
+    .replace(/\p{M}+/gu, '')
+    .normalize('NFC')
+    .replace(/ß/g, 'ss')
+    .replace(/ς/g, 'σ');
+  return folded
+    .split(/\s+/u)
+    .filter((t) => t.length > 0)
+    .map((t) => (charLength(t) > MAX_TERM_CHARS ? [...t].slice(0, MAX_TERM_CHARS).join('') : t));
+}
+
+/** The folded words of `text`, in order, repeats included. */
+export function words(text: string): string[] {
+  const out: string[] = [];
+  for (const s of segmenter.segment(text)) if (s.isWordLike) out.push(...foldWord(s.segment));
+  return out;
+}
+
+/** The distinct terms a message is indexed under. */
+export const indexTerms = (text: string): string[] => [...new Set(words(text))].slice(0, MAX_TERMS_PER_MESSAGE);
+
+/** A parsed query: every word must match; the last one may be a prefix of a word. */
+export interface SearchQuery {
+  /** Whole words, distinct. */
+  exact: string[];
+  /** The last word, matched as a prefix. */
+  prefix: string;
+}
+
+/** Parses `searchMessages(query:)`; `BAD_USER_INPUT` on `query` when empty, too long or without words. */
+export function parseQuery(query: string): SearchQuery {
+  const text = query.trim();
+  const length = charLength(text);
+  if (length < 1 || length > MAX_QUERY_CHARS) {
+    throw badInput('query', `query must be 1..${MAX_QUERY_CHARS} characters after trimming (got ${length})`);
+  }
+  const all = words(text);
+  if (all.length === 0) throw badInput('query', 'query must contain at least one word');
+  if (all.length > MAX_QUERY_WORDS) throw badInput('query', `query may hold at most ${MAX_QUERY_WORDS} words`);
+  return { exact: [...new Set(all.slice(0, -1))], prefix: all.at(-1) as string };
+}

@@ -1,0 +1,73 @@
+import { describe, expect, it } from 'vitest';
+import { AppError } from '../../src/errors.js';
+import { foldWord, indexTerms, MAX_TERM_CHARS, parseQuery, words } from '../../src/search/search.tokens.js';
+
+/** The tokenizer: segmentation, folding, index terms and query parsing (pure logic). */
+
+/** The error `fn` throws, which must be an AppError. */
+function thrown(fn: () => unknown): AppError {
+  try {
+    fn();
+  } catch (err) {
+    expect(err).toBeInstanceOf(AppError);
+    return err as AppError;
+  }
+  throw new Error('nothing was thrown');
+}
+
+describe('folding a word', () => {
+  it('should lowercase and strip accents', () => {
+    expect(foldWord('Café')).toEqual(['cafe']);
+    expect(foldWord('RÉSUMÉ')).toEqual(['resume']);
+    expect(foldWord('naïve')).toEqual(['naive']);
+    expect(foldWord('Ångström')).toEqual(['angstrom']);
+  });
+
+  it('should fold compatibility forms, sharp s, final sigma and dotted capital I', () => {
+    expect(foldWord('ﬁle')).toEqual(['file']);
+    expect(foldWord('ＡＢＣ')).toEqual(['abc']);
+    expect(foldWord('Straße')).toEqual(['strasse']);
+    expect(foldWord('ΟΔΟΣ')).toEqual(foldWord('οδοσ'));
+    expect(foldWord('İstanbul')).toEqual(['istanbul']);
+  });
+
+  it('should keep Hangul syllables and split a decomposition that holds spaces', () => {
+    expect(foldWord('한국어')).toEqual(['한국어']);
+    expect(foldWord('ﷺ').length).toBeGreaterThan(1);
+  });
+
+  it('should cut a very long word', () => {
+    expect(foldWord('a'.repeat(500))).toEqual(['a'.repeat(MAX_TERM_CHARS)]);
+  });
+});
+
+describe('splitting text into words', () => {
+  it('should keep word-like segments only', () => {
+    expect(words("Hello, world! Don't panic: 3.14 😀")).toEqual(['hello', 'world', "don't", 'panic', '3.14']);
+  });
+
+  it('should segment Chinese and Japanese text without spaces', () => {
+    expect(words('我爱北京天安门')).toEqual(['我', '爱', '北京', '天安门']);
+    expect(words('東京都に住んでいます')).toContain('東京');
+  });
+
+  it('should index each distinct term once', () => {
+    expect(indexTerms('the cat and THE hat')).toEqual(['the', 'cat', 'and', 'hat']);
+  });
+});
+
+describe('parsing a query', () => {
+  it('should make the last word the prefix and the others exact', () => {
+    expect(parseQuery('  Red APPle  pi ')).toEqual({ exact: ['red', 'apple'], prefix: 'pi' });
+    expect(parseQuery('go go')).toEqual({ exact: ['go'], prefix: 'go' });
+    expect(parseQuery('café')).toEqual({ exact: [], prefix: 'cafe' });
+  });
+
+  it('should refuse empty, wordless, too long and too wordy queries', () => {
+    for (const q of ['', '   ', '?!', 'x'.repeat(201), 'a b c d e f g h i']) {
+      const e = thrown(() => parseQuery(q));
+      expect(e.extensions).toMatchObject({ code: 'BAD_USER_INPUT', field: 'query' });
+    }
+    expect(parseQuery('x'.repeat(200)).prefix).toHaveLength(MAX_TERM_CHARS);
+  });
+});
