@@ -32,6 +32,7 @@ import { usersResolvers } from './users/users.resolvers.js';
 import { presenceResolvers } from './presence/presence.resolvers.js';
 import { typingResolvers } from './typing/typing.resolvers.js';
 import { receiptsResolvers } from './receipts/receipts.resolvers.js';
+import { pushResolvers } from './push/push.resolvers.js';
 import type { Viewer } from './users/users.models.js';
 
 /** A running (or startable) Switchboard instance. */
@@ -76,6 +77,7 @@ export function allResolvers(): Resolvers[] {
     presenceResolvers,
     typingResolvers,
     receiptsResolvers,
+    pushResolvers,
   ];
 }
 
@@ -357,6 +359,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
         );
         await services.presence.start();
         services.typing.start();
+        await services.push.start();
         await new Promise<void>((resolve, reject) => {
           httpServer.once('error', reject);
           httpServer.listen(config.port, config.host, () => resolve());
@@ -374,6 +377,8 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
         logger.info('shutting down');
         // Stop accepting, then end subscriptions so SSE responses finish and sockets can close.
         const closed = new Promise<void>((resolve) => httpServer.close(() => resolve()));
+        // Push workers drain meanwhile: no new job is taken, those in flight get a few seconds.
+        const pushStopped = services.push.stop().catch((err: Error) => logger.warn({ err: err.message }, 'push shutdown failed'));
         services.events.closeAll();
         await wsServer.dispose(); // closes every socket with 1001 Going Away
         services.typing.stop();
@@ -385,6 +390,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
         if (httpServer.listening || started) await closed;
         clearTimeout(timer);
         await yoga.dispose();
+        await pushStopped;
         await redis.close();
         await embedded?.stop();
         logger.info('stopped');

@@ -5,7 +5,7 @@ import type { Clock } from './infra/clock.js';
 import { createHooks } from './infra/hooks.js';
 import type { Logger } from './infra/logger.js';
 import { createPubSub } from './infra/pubsub.js';
-import { createRedisClients, waitReady, type RedisClients } from './infra/redis.js';
+import { createRedisClients, createWaitingConnection, waitReady, type RedisClients } from './infra/redis.js';
 import { loadScripts } from './infra/scripts.js';
 import type { ScriptRegistry } from './infra/scripts.js';
 import { createMessagesService } from './messages/messages.service.js';
@@ -18,6 +18,7 @@ import { createPresenceService } from './presence/presence.service.js';
 import { createTypingService } from './typing/typing.service.js';
 import { createRateLimitService } from './ratelimit/ratelimit.service.js';
 import { createReceiptsService } from './receipts/receipts.service.js';
+import { createPushService } from './push/push.service.js';
 
 /** How long an open subscription waits for Redis to come back before it ends with UNAVAILABLE. */
 const STORAGE_OUTAGE_MS = 30_000;
@@ -30,6 +31,8 @@ export interface ServiceDeps {
   clock: Clock;
   config: Config;
   logger: Logger;
+  /** Where `redis` points, for the connections push opens for bullmq. */
+  redisUrl: string;
 }
 
 /** Every service, built once per instance. */
@@ -37,7 +40,7 @@ export type Services = ReturnType<typeof createServices>;
 
 /** Builds the services and the hooks through which features join the core's write paths. */
 export function createServices(deps: ServiceDeps) {
-  const { redis, scripts, pubsub, clock, config, logger } = deps;
+  const { redis, scripts, pubsub, clock, config, logger, redisUrl } = deps;
   const hooks = {
     messageStored: createHooks<{ message: MessageModel; viewer: Viewer }>(),
     membershipChanged: createHooks<MembershipChange>(),
@@ -108,7 +111,29 @@ export function createServices(deps: ServiceDeps) {
   hooks.membershipChanged.add((pipeline, change) =>
     change.joined ? undefined : receipts.leftInPipeline(pipeline, change.roomId, change.userId),
   );
-  return { hooks, pubsub, users, rooms, messages, events, presence, typing, rateLimits, receipts };
+  const push = createPushService({
+    redis,
+    scripts,
+    config: config.push,
+    redisKeyPrefix: config.redisKeyPrefix,
+    openConnection: (name, opts) =>
+      createWaitingConnection({ url: redisUrl, name, logger, ...(opts?.keyPrefix ? { keyPrefix: config.redisKeyPrefix } : {}) }),
+    users,
+    unread: receipts.unread,
+    clock,
+    logger,
+    instanceId: config.instanceId,
+    requestTimeoutMs: config.redisCommandTimeoutMs,
+    drainMs: Math.min(config.shutdownTimeoutMs, 5000),
+  });
+  // Push joins only when configured: otherwise sending costs not one command more.
+  if (push.configured) {
+    hooks.messageStored.add((pipeline, { message }) => push.sentInPipeline(pipeline, message));
+    hooks.membershipChanged.add((pipeline, change) =>
+      change.joined ? undefined : push.leftInPipeline(pipeline, change.roomId, change.userId),
+    );
+  }
+  return { hooks, pubsub, users, rooms, messages, events, presence, typing, rateLimits, receipts, push };
 }
 
 /** Redis connections, scripts, pub/sub and services: what an instance (or a service test) runs on. */
@@ -128,6 +153,7 @@ export const LUA_DIRS = [
   new URL('./messages/lua/', import.meta.url),
   new URL('./ratelimit/lua/', import.meta.url),
   new URL('./receipts/lua/', import.meta.url),
+  new URL('./push/lua/', import.meta.url),
 ];
 
 /** Opens the two Redis connections and builds scripts, pub/sub and services on them. */
@@ -146,6 +172,6 @@ export function wireServices(config: Config, opts: { redisUrl: string; logger: L
     channelPrefix: config.redisKeyPrefix,
     logger,
   });
-  const services = createServices({ redis: redis.command, scripts, pubsub, clock, config, logger });
+  const services = createServices({ redis: redis.command, scripts, pubsub, clock, config, logger, redisUrl: opts.redisUrl });
   return { redis, scripts, pubsub, services };
 }
