@@ -1,3 +1,8 @@
+import { messageKeys } from '../messages/messages.keys.js';
+import { presenceKeys } from '../presence/presence.keys.js';
+import { receiptKeys } from '../receipts/receipts.keys.js';
+import { roomKeys } from '../rooms/rooms.keys.js';
+
 /** Redis keys of push deliveries (ioredis adds the global prefix; bullmq's keys live under `<prefix>bull:`). */
 export const pushKeys = {
   /**
@@ -26,3 +31,15 @@ export const queuePrefix = (redisKeyPrefix: string) => `${redisKeyPrefix}bull`;
  */
 export const deliveryId = (messageId: string, recipientId: string) =>
   `${messageId}.${Buffer.from(recipientId).toString('base64url')}`;
+
+/** The KEYS of claimPush-2, in order (the recipient's hash tag). */
+export const claimPushKeys = (userId: string) => [presenceKeys.connections(userId), pushKeys.state(userId)];
+
+/** The KEYS of pushSummary-5, in order (the room's hash tag). */
+export const pushSummaryKeys = (roomId: string) => [
+  roomKeys.room(roomId),
+  roomKeys.members(roomId),
+  messageKeys.messages(roomId),
+  receiptKeys.deleted(roomId),
+  receiptKeys.ownMarks(roomId),
+];

@@ -13,11 +13,10 @@ import { presenceKeys } from '../presence/presence.keys.js';
 import { receiptKeys } from '../receipts/receipts.keys.js';
 import type { UnreadState } from '../receipts/receipts.service.js';
 import { roomKeys } from '../rooms/rooms.keys.js';
-import { messageKeys } from '../messages/messages.keys.js';
 import { userKeys } from '../users/users.keys.js';
 import type { Viewer } from '../users/users.models.js';
 import type { UsersService } from '../users/users.service.js';
-import { DEAD_QUEUE, deliveryId, PUSH_QUEUE, pushKeys, queuePrefix } from './push.keys.js';
+import { claimPushKeys, DEAD_QUEUE, deliveryId, PUSH_QUEUE, pushKeys, pushSummaryKeys, queuePrefix } from './push.keys.js';
 import type {
   DeadDeliveryData,
   DeadDeliveryModel,
@@ -175,7 +174,7 @@ export function createPushService(deps: PushServiceDeps) {
     if (lastSeq == null || epoch !== decodeMessageId('messageId', job.data.messageId).epoch) return skipped('gone');
     if (member === null) return skipped('left');
     const [status, from, to] = (await claimScript(
-      [presenceKeys.connections(recipientId), pushKeys.state(recipientId)],
+      claimPushKeys(recipientId),
       [roomId, job.id as string, seq, epoch, Number(lastSeq), Number(read ?? 0)],
     )) as [number, number, number];
     const skip = CLAIM_SKIPS[status];
@@ -201,7 +200,7 @@ export function createPushService(deps: PushServiceDeps) {
       await job.updateData({ ...job.data, claim: range });
     }
     const pipeline = redis.pipeline();
-    scripts.queue(pipeline, 'pushSummary', summaryKeys(ref.roomId), [recipientId, range.from, range.to, range.epoch]);
+    scripts.queue(pipeline, 'pushSummary', pushSummaryKeys(ref.roomId), [recipientId, range.from, range.to, range.epoch]);
     pipeline.smembers(userKeys.rooms(recipientId)).scard(presenceKeys.connections(recipientId));
     const [summary, roomIds, connections] = await execPipeline(pipeline);
     const [status, messageCount, latestJson, roomName] = summary as [number, number, string, string];
@@ -417,15 +416,6 @@ export function createPushService(deps: PushServiceDeps) {
     },
   };
 }
-
-/** The KEYS of pushSummary-5, in order. */
-const summaryKeys = (roomId: string) => [
-  roomKeys.room(roomId),
-  roomKeys.members(roomId),
-  messageKeys.messages(roomId),
-  receiptKeys.deleted(roomId),
-  receiptKeys.ownMarks(roomId),
-];
 
 /** Every delivery job's options: attempts and the backoff strategy, how long finished jobs stay. */
 function jobOptions(push: PushConfig): JobsOptions {
