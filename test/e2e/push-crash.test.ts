@@ -1,4 +1,8 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { startRedisServer } from '../../src/infra/embedded-redis.js';
 import { deliveryId } from '../../src/push/push.keys.js';
 import { CreateRoomDocument, SendMessageDocument } from '../generated/graphql.js';
 import { gqlOk, withTimeout } from '../helpers/clients.js';
@@ -10,7 +14,8 @@ import { sharedRedisUrl, startInstance, TEST_JWT_SECRET, tokenFor, uniquePrefix,
 /**
  * Crash safety of push deliveries: an instance SIGKILLed while its worker is in the middle of a
  * delivery (the webhook request sent, no answer yet) loses nothing: bullmq's stalled-job recovery
- * hands the job to a worker elsewhere, which delivers it with the same Idempotency-Key.
+ * hands the job to a worker elsewhere, which delivers it with the same Idempotency-Key. And a
+ * Redis SIGKILLed and restarted (AOF on, as the README asks) keeps the jobs it acknowledged.
  */
 
 let receiver: Receiver;
@@ -60,5 +65,42 @@ describe('when the instance running a delivery is killed (SIGKILL) mid-request',
     const done = await queues.finished(id);
     expect(done.returnvalue).toEqual({ status: 'delivered', messageCount: 1 });
     expect(receiver.of('bob')).toHaveLength(2);
+  });
+});
+
+describe('when Redis is SIGKILLed and restarted (appendonly yes) while a delivery waits', () => {
+  it('should keep the job, and the instance should deliver it once Redis is back', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'switchboard-push-aof-'));
+    let redis = await startRedisServer({ dir: join(dir, 'redis'), appendOnly: true });
+    stops.push(async () => {
+      await redis.stop();
+      rmSync(dir, { recursive: true, force: true });
+    });
+    const prefix = uniquePrefix('push-aof');
+    // The collapse window holds the delivery for a minute: it is in Redis, not in flight.
+    const env = { REDIS_URL: redis.url, REDIS_KEY_PREFIX: prefix, ...pushEnv(receiver.url, { PUSH_COLLAPSE_WINDOW_MS: '60000' }) };
+    const app = await startInstance(env);
+    stops.unshift(() => app.stop());
+    const alice = await tokenFor('alice');
+    const { createRoom } = await gqlOk(app.url, CreateRoomDocument, { input: { name: 'aof', memberIds: ['erin'] } }, alice);
+    const { sendMessage } = await gqlOk(app.url, SendMessageDocument, { input: { roomId: createRoom.id, text: 'kept on disk' } }, alice);
+    const id = deliveryId(sendMessage.id, 'erin');
+    const before = pushQueues(prefix, redis.url);
+    expect(await (await before.job(id)).getState()).toBe('delayed');
+    await before.close();
+
+    const port = Number(new URL(redis.url).port);
+    process.kill(redis.pid, 'SIGKILL');
+    await redis.stop();
+    redis = await startRedisServer({ dir: join(dir, 'redis'), appendOnly: true, port });
+
+    const after = pushQueues(prefix, redis.url);
+    stops.unshift(() => after.close());
+    const job = await after.job(id);
+    expect(await job.getState()).toBe('delayed');
+    await job.promote();
+    const [push] = await receiver.waitFor('erin', 1, 20_000);
+    expect(push?.body).toMatchObject({ id, messageId: sendMessage.id, preview: 'kept on disk' });
+    expect((await after.finished(id)).returnvalue).toEqual({ status: 'delivered', messageCount: 1 });
   });
 });

@@ -27,8 +27,9 @@ export const pushEnv = (url: string, overrides: Record<string, string> = {}): Re
 });
 
 /** The push queue and dead letters of the deployment with key prefix `prefix`, read as an operator's bullmq tool would. */
-export function pushQueues(prefix: string) {
-  const connection = new Redis(sharedRedisUrl(), { maxRetriesPerRequest: null });
+export function pushQueues(prefix: string, redisUrl = sharedRedisUrl()) {
+  const connection = new Redis(redisUrl, { maxRetriesPerRequest: null });
+  connection.on('error', () => undefined);
   const queue = new Queue<DeliveryData, DeliveryResult>(PUSH_QUEUE, { connection, prefix: queuePrefix(prefix) });
   const dead = new Queue<DeadDeliveryData>(DEAD_QUEUE, { connection, prefix: queuePrefix(prefix) });
   return {
