@@ -3,11 +3,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { startRedisServer } from '../../src/infra/embedded-redis.js';
-import { deliveryId } from '../../src/push/push.keys.js';
+import { deliveryId, pushKeys } from '../../src/push/push.keys.js';
 import { CreateRoomDocument, SendMessageDocument } from '../generated/graphql.js';
 import { gqlOk, withTimeout } from '../helpers/clients.js';
 import { deletePrefixed } from '../helpers/lua.js';
-import { killAllChildren, startServer } from '../helpers/process.js';
+import { killAllChildren, runToExit, spawnChild, startServer } from '../helpers/process.js';
 import { pushEnv, pushQueues, startReceiver, type Receiver } from '../helpers/push.js';
 import { sharedRedisUrl, startInstance, TEST_JWT_SECRET, tokenFor, uniquePrefix, type TestInstance } from '../helpers/server.js';
 
@@ -16,6 +16,7 @@ import { sharedRedisUrl, startInstance, TEST_JWT_SECRET, tokenFor, uniquePrefix,
  * delivery (the webhook request sent, no answer yet) loses nothing: bullmq's stalled-job recovery
  * hands the job to a worker elsewhere, which delivers it with the same Idempotency-Key. And a
  * Redis SIGKILLed and restarted (AOF on, as the README asks) keeps the jobs it acknowledged.
+ * Deliveries can also be left to a separate `npm run worker` process.
  */
 
 let receiver: Receiver;
@@ -102,5 +103,40 @@ describe('when Redis is SIGKILLed and restarted (appendonly yes) while a deliver
     const [push] = await receiver.waitFor('erin', 1, 20_000);
     expect(push?.body).toMatchObject({ id, messageId: sendMessage.id, preview: 'kept on disk' });
     expect((await after.finished(id)).returnvalue).toEqual({ status: 'delivered', messageCount: 1 });
+  });
+});
+
+describe('when instances leave deliveries to a separate worker process (PUSH_CONCURRENCY=0, npm run worker)', () => {
+  it('should deliver what the instances enqueued once the worker runs, and stop on SIGTERM with exit 0', async () => {
+    const prefix = uniquePrefix('push-worker');
+    const env = { REDIS_URL: sharedRedisUrl(), REDIS_KEY_PREFIX: prefix, ...pushEnv(receiver.url) };
+    stops.push(() => deletePrefixed(prefix));
+    const app = await startInstance({ ...env, PUSH_CONCURRENCY: '0' });
+    stops.unshift(() => app.stop());
+    const alice = await tokenFor('alice');
+    const { createRoom } = await gqlOk(app.url, CreateRoomDocument, { input: { name: 'offload', memberIds: ['frank'] } }, alice);
+    const { sendMessage } = await gqlOk(app.url, SendMessageDocument, { input: { roomId: createRoom.id, text: 'for the worker' } }, alice);
+    // The instance only enqueued: the entry waits in the outbox, no job exists.
+    const queues = pushQueues(prefix);
+    stops.unshift(() => queues.close());
+    expect(await queues.redis.xlen(`${prefix}${pushKeys.outbox()}`)).toBe(1);
+    expect(await queues.queue.getJob(deliveryId(sendMessage.id, 'frank'))).toBeUndefined();
+
+    const worker = spawnChild(process.execPath, ['--import', 'tsx', 'src/worker.ts'], { NODE_ENV: 'test', LOG_LEVEL: 'info', ...env });
+    await worker.waitForLine(/push worker started/);
+    const [push] = await receiver.waitFor('frank', 1);
+    expect(push?.body).toMatchObject({ id: deliveryId(sendMessage.id, 'frank'), preview: 'for the worker' });
+
+    worker.kill('SIGTERM');
+    expect(await withTimeout(worker.exited, 10_000, 'the worker to exit')).toEqual({ code: 0, signal: null });
+  });
+
+  it('should refuse to start without push settings or REDIS_URL, one stderr line each', async () => {
+    const r = await runToExit(process.execPath, ['--import', 'tsx', 'src/worker.ts'], { NODE_ENV: 'test' });
+    expect(r.code).toBe(1);
+    expect(r.stderr.trim().split('\n')).toEqual([
+      'switchboard-worker: PUSH_WEBHOOK_URL: not set, so there is nothing to deliver',
+      "switchboard-worker: REDIS_URL: required (the worker serves the instances' Redis; it starts none)",
+    ]);
   });
 });

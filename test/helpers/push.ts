@@ -35,6 +35,8 @@ export function pushQueues(prefix: string, redisUrl = sharedRedisUrl()) {
   return {
     queue,
     dead,
+    /** The connection under both (no key prefix). */
+    redis: connection,
     /** The job once it exists (any state), within `ms`. */
     job: (id: string, ms = 10_000) =>
       waitFor(() => queue.getJob(id), ms, `job ${id} to exist`) as Promise<Job<DeliveryData, DeliveryResult>>,
