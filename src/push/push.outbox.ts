@@ -22,7 +22,7 @@ export interface OutboxConsumerDeps {
   /** This process's consumer name in the group. */
   consumer: string;
   /** Turns entries into delivery jobs; idempotent (job ids are deterministic), so an entry may be handled twice. */
-  handle(entries: OutboxEntry[]): Promise<void>;
+  handle(entries: OutboxEntry[]): Promise<unknown>;
   /** An entry read but not acknowledged for this long (its reader died) is taken over. */
   reclaimIdleMs: number;
   logger: Logger;

@@ -6,7 +6,7 @@ import type { Clock } from '../infra/clock.js';
 import type { Logger } from '../infra/logger.js';
 import { execPipeline } from '../infra/redis.js';
 import type { ScriptRegistry } from '../infra/scripts.js';
-import { decodeMessageId, encodeMessageId } from '../messages/message-id.js';
+import { decodeMessageId, encodeMessageId, type MessageRef } from '../messages/message-id.js';
 import { parseMessage } from '../messages/messages.service.js';
 import type { MessageModel } from '../messages/messages.models.js';
 import { presenceKeys } from '../presence/presence.keys.js';
@@ -147,7 +147,7 @@ export function createPushService(deps: PushServiceDeps) {
         .map((recipientId) => ({
           name: 'deliver',
           data: { messageId: m.messageId, recipientId },
-          opts: { ...jobOptions(push), jobId: deliveryId(m.messageId, recipientId), delay: push.collapseWindowMs },
+          opts: { jobId: deliveryId(m.messageId, recipientId), delay: push.collapseWindowMs },
         })),
     );
     const { queue } = getQueues();
@@ -161,31 +161,34 @@ export function createPushService(deps: PushServiceDeps) {
   const skipped = (reason: Extract<DeliveryResult, { status: 'skipped' }>['reason']): DeliveryResult => ({ status: 'skipped', reason });
 
   /** Claims the messages this job pushes (claimPush-2.lua), or says why it pushes nothing. */
-  async function claim(job: Job<DeliveryData>, roomId: string, seq: number): Promise<DeliveryData['claim'] | DeliveryResult> {
+  async function claim(job: Job<DeliveryData>, ref: MessageRef): Promise<NonNullable<DeliveryData['claim']> | DeliveryResult> {
     const { recipientId } = job.data;
     const [room, member, read] = await execPipeline(
       redis
         .pipeline()
-        .hmget(roomKeys.room(roomId), 'epoch', 'seq')
-        .zscore(roomKeys.members(roomId), recipientId)
-        .hget(receiptKeys.ownMarks(roomId), recipientId),
+        .hmget(roomKeys.room(ref.roomId), 'epoch', 'seq')
+        .zscore(roomKeys.members(ref.roomId), recipientId)
+        .hget(receiptKeys.ownMarks(ref.roomId), recipientId),
     );
     const [epoch, lastSeq] = room as (string | null)[];
-    if (lastSeq == null || epoch !== decodeMessageId('messageId', job.data.messageId).epoch) return skipped('gone');
+    if (lastSeq == null || (epoch ?? '') !== ref.epoch) return skipped('gone');
     if (member === null) return skipped('left');
-    const [status, from, to] = (await claimScript(
-      claimPushKeys(recipientId),
-      [roomId, job.id as string, seq, epoch, Number(lastSeq), Number(read ?? 0)],
-    )) as [number, number, number];
+    const [status, from, to] = (await claimScript(claimPushKeys(recipientId), [
+      ref.roomId,
+      job.id as string,
+      ref.seq,
+      ref.epoch,
+      Number(lastSeq),
+      Number(read ?? 0),
+    ])) as [number, number, number];
     const skip = CLAIM_SKIPS[status];
-    if (skip) return skipped(skip);
-    return { from, to, epoch };
+    return skip ? skipped(skip) : { from, to, epoch: ref.epoch };
   }
 
   async function deliver(job: Job<DeliveryData>, signal: AbortSignal): Promise<DeliveryResult> {
     if (!push) throw new UnrecoverableError('push is not configured');
     const { messageId, recipientId } = job.data;
-    let ref;
+    let ref: MessageRef;
     try {
       ref = decodeMessageId('messageId', messageId);
     } catch {
@@ -193,9 +196,9 @@ export function createPushService(deps: PushServiceDeps) {
     }
     let range = job.data.claim;
     if (!range) {
-      const claimed = await claim(job, ref.roomId, ref.seq);
-      if (claimed && 'status' in claimed) return claimed;
-      range = claimed as NonNullable<DeliveryData['claim']>;
+      const claimed = await claim(job, ref);
+      if ('status' in claimed) return claimed;
+      range = claimed;
       // Saved with the job: a retry (or a retry from the dead letters) sends this same push.
       await job.updateData({ ...job.data, claim: range });
     }
@@ -301,7 +304,7 @@ export function createPushService(deps: PushServiceDeps) {
         reader: deps.openConnection('push-outbox', { keyPrefix: true }),
         keyPrefix: deps.redisKeyPrefix,
         consumer: instanceId,
-        handle: async (entries) => void (await fanOut(entries)),
+        handle: fanOut,
         reclaimIdleMs: push.stalledTimeoutMs,
         logger,
       });
@@ -408,7 +411,7 @@ export function createPushService(deps: PushServiceDeps) {
         const { messageId, recipientId, claim: range } = job.data;
         // A leftover of the failed job (its process died while moving it) would swallow the add.
         await queue.remove(job.id as string);
-        await queue.add('deliver', { messageId, recipientId, ...(range ? { claim: range } : {}) }, { ...jobOptions(push as PushConfig), jobId: job.id as string });
+        await queue.add('deliver', { messageId, recipientId, ...(range ? { claim: range } : {}) }, { jobId: job.id as string });
         await dead.remove(job.id as string);
       };
       await withDeadline(Promise.all(jobs.map(requeue)), requestTimeoutMs);
@@ -417,7 +420,7 @@ export function createPushService(deps: PushServiceDeps) {
   };
 }
 
-/** Every delivery job's options: attempts and the backoff strategy, how long finished jobs stay. */
+/** Every delivery job's options (the queue's defaults): attempts, the backoff strategy, how long finished jobs stay. */
 function jobOptions(push: PushConfig): JobsOptions {
   return {
     attempts: push.attempts,
