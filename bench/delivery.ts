@@ -41,6 +41,7 @@ import {
   DIST_INDEX,
   ServerIssues,
   benchSecret,
+  cliOptions,
   commandStats,
   fmt,
   gitCommit,
@@ -53,6 +54,7 @@ import {
   serverEnv,
   spawnServer,
   terminateChild,
+  usageError,
   waitServerReady,
   type ServerChild,
 } from './lib.js';
@@ -84,20 +86,11 @@ function parseOptions(argv: string[]): Options {
     concurrency: ['concurrency', 1, 1000],
     'worker-concurrency': ['workerConcurrency', 1, 1000],
   };
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i] as string;
-    if (arg === '--help' || arg === '-h') {
-      console.log(USAGE);
-      process.exit(0);
-    }
-    const m = /^--([a-z-]+)(?:=(.*))?$/.exec(arg);
-    const limit = m ? limits[m[1] as string] : undefined;
-    const raw = m?.[2] ?? argv[++i];
+  for (const [name, raw] of cliOptions('delivery', argv, USAGE)) {
+    const limit = limits[name];
     const value = Number(raw);
-    if (!m || !limit || !Number.isInteger(value) || value < limit[1] || value > limit[2]) {
-      console.error(`bench:delivery: bad argument ${arg}${limit ? ` (an integer ${limit[1]}..${limit[2]})` : ''}\n${USAGE}`);
-      process.exit(2);
-    }
+    if (!limit) usageError('delivery', USAGE, `unknown argument --${name}`);
+    if (!Number.isInteger(value) || value < limit[1] || value > limit[2]) usageError('delivery', USAGE, `--${name} needs an integer ${limit[1]}..${limit[2]}`);
     opts[limit[0]] = value;
   }
   return opts;

@@ -79,6 +79,36 @@ export function gitCommit(paths: string[] = ['src', 'schema']): string | null {
 export const loadAverage = () => readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
 
 // ---------------------------------------------------------------------------------------------
+// Command line
+
+/** Prints `bench:<bench>: <message>` and the usage to stderr, and exits 2. */
+export function usageError(bench: string, usage: string, message: string): never {
+  console.error(`bench:${bench}: ${message}\n${usage}`);
+  process.exit(2);
+}
+
+/**
+ * The `--name value` and `--name=value` options of a bench's command line, in order, each with a
+ * value. `--help` (or `-h`) prints the usage and exits 0; anything else exits 2 with the usage.
+ */
+export function cliOptions(bench: string, argv: string[], usage: string): [name: string, value: string][] {
+  const out: [string, string][] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i] as string;
+    if (arg === '--help' || arg === '-h') {
+      console.log(usage);
+      process.exit(0);
+    }
+    const m = /^--([a-z-]+)(?:=(.*))?$/.exec(arg);
+    if (!m) usageError(bench, usage, `unknown argument ${arg}`);
+    const raw = m[2] ?? argv[++i];
+    if (raw === undefined || raw === '') usageError(bench, usage, `--${m[1]} needs a value`);
+    out.push([m[1] as string, raw]);
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
 // /proc readers
 
 /** Clock ticks per second (getconf CLK_TCK, 100 when unknown). */
