@@ -5,6 +5,7 @@ import { badInput, forbidden, notConfigured, unavailable } from '../errors.js';
 import type { Clock } from '../infra/clock.js';
 import type { Logger } from '../infra/logger.js';
 import { execPipeline } from '../infra/redis.js';
+import { repeatUnlessBusy } from '../infra/repeat.js';
 import type { ScriptRegistry } from '../infra/scripts.js';
 import { decodeMessageId, encodeMessageId, type MessageRef } from '../messages/message-id.js';
 import { parseMessage } from '../messages/messages.service.js';
@@ -329,15 +330,7 @@ export function createPushService(deps: PushServiceDeps) {
       });
       await outbox.start();
       const every = Math.max(250, Math.min(60_000, Math.floor(push.stalledTimeoutMs / 2)));
-      let busy = false;
-      sweeper = setInterval(() => {
-        if (busy) return;
-        busy = true;
-        sweep()
-          .catch((err: Error) => logger.debug({ err: err.message }, 'push sweep failed'))
-          .finally(() => (busy = false));
-      }, every);
-      sweeper.unref();
+      sweeper = repeatUnlessBusy(every, sweep, (err) => logger.debug({ err: err.message }, 'push sweep failed'));
     },
 
     /** Stops reading, lets deliveries in flight finish for `drainMs` (then aborts them: retried later), closes the queues. */

@@ -1,6 +1,7 @@
 import type { ChainableCommander, Redis } from 'ioredis';
 import type { Clock } from '../infra/clock.js';
 import type { Logger } from '../infra/logger.js';
+import { repeatUnlessBusy } from '../infra/repeat.js';
 import type { ScriptRegistry } from '../infra/scripts.js';
 import { checkedId } from '../infra/text.js';
 import type { RoomsService } from '../rooms/rooms.service.js';
@@ -45,21 +46,13 @@ export function createTypingService(deps: TypingServiceDeps) {
   }
 
   let timer: NodeJS.Timeout | null = null;
-  let busy = false;
 
   return {
     expire,
 
     /** Starts looking for expiries. */
     start() {
-      timer = setInterval(() => {
-        if (busy) return;
-        busy = true;
-        expire()
-          .catch((err: Error) => logger.debug({ err: err.message }, 'typing expiry failed'))
-          .finally(() => (busy = false));
-      }, tickMs);
-      timer.unref();
+      timer = repeatUnlessBusy(tickMs, expire, (err) => logger.debug({ err: err.message }, 'typing expiry failed'));
     },
 
     /** Stops the timer. */
