@@ -13,7 +13,7 @@ import {
 } from '../generated/graphql.js';
 import { clientPool, expectError, gql, gqlOk, waitFor, withTimeout } from '../helpers/clients.js';
 import { deletePrefixed } from '../helpers/lua.js';
-import { pushEnv, pushQueues, startReceiver, TEST_PUSH_SECRET, verifiedTimestamp, type Receiver } from '../helpers/push.js';
+import { pushEnv, pushQueues, startReceiver, TEST_PUSH_SECRET, verifiedTimestamp, type Answer, type Receiver } from '../helpers/push.js';
 import { sharedRedisUrl, startCluster, testUsers, tokenFor, uniquePrefix, type TestInstance } from '../helpers/server.js';
 
 /**
@@ -80,6 +80,18 @@ async function roomWith(url: string, label: string, memberLabels: string[]) {
 const send = async (url: string, token: string, roomId: string, text: string, clientId?: string) =>
   (await gqlOk(url, SendMessageDocument, { input: { roomId, text, ...(clientId ? { clientId } : {}) } }, token)).sendMessage;
 
+/**
+ * A fresh room with one offline member, `bob`, whose pushes the receiver answers with `answers`
+ * (200 when none); sends `text` into it and returns the message and bob's delivery id.
+ */
+async function sendToOneOffline(url: string, label: string, text: string, ...answers: Answer[]) {
+  const { roomId, name, sender, members } = await roomWith(url, label, ['bob']);
+  const bob = members[0] as string;
+  if (answers.length > 0) receiver.answer(bob, ...answers);
+  const message = await send(url, users.token(sender), roomId, text);
+  return { roomId, name, sender, bob, message, id: deliveryId(message.id, bob) };
+}
+
 describe('when a message is sent in a room with offline members', () => {
   const d = deployment(2);
 
@@ -139,12 +151,8 @@ describe('when the receiver fails', () => {
   const d = deployment(1, { PUSH_ATTEMPTS: '4' });
 
   it('should retry after 500s with the same Idempotency-Key and body, then succeed', async () => {
-    const { roomId, sender, members } = await roomWith(d.a.url, 'flaky', ['bob']);
-    const bob = members[0] as string;
-    receiver.answer(bob, 500, 500, 200);
-    const message = await send(d.a.url, users.token(sender), roomId, 'try again');
+    const { bob, id } = await sendToOneOffline(d.a.url, 'flaky', 'try again', 500, 500, 200);
     const pushes = await receiver.waitFor(bob, 3);
-    const id = deliveryId(message.id, bob);
     expect(pushes.map((p) => p.headers['idempotency-key'])).toEqual([id, id, id]);
     expect(new Set(pushes.map((p) => p.body.id))).toEqual(new Set([id]));
     expect(pushes.every((p) => verifiedTimestamp(p) !== null)).toBe(true);
@@ -154,33 +162,23 @@ describe('when the receiver fails', () => {
   });
 
   it('should retry a 408 like a 500', async () => {
-    const { roomId, sender, members } = await roomWith(d.a.url, 'timeout', ['bob']);
-    const bob = members[0] as string;
-    receiver.answer(bob, 408, 200);
-    const message = await send(d.a.url, users.token(sender), roomId, 'slow');
+    const { bob, id } = await sendToOneOffline(d.a.url, 'timeout', 'slow', 408, 200);
     await receiver.waitFor(bob, 2);
-    expect((await d.queues.finished(deliveryId(message.id, bob))).returnvalue).toMatchObject({ status: 'delivered' });
+    expect((await d.queues.finished(id)).returnvalue).toMatchObject({ status: 'delivered' });
   });
 
   it('should wait as long as a 429’s Retry-After asks, not the (much shorter) backoff', async () => {
-    const { roomId, sender, members } = await roomWith(d.a.url, 'limited', ['bob']);
-    const bob = members[0] as string;
-    receiver.answer(bob, { status: 429, headers: { 'retry-after': '1' } }, 200);
-    await send(d.a.url, users.token(sender), roomId, 'slow down');
+    const { bob } = await sendToOneOffline(d.a.url, 'limited', 'slow down', { status: 429, headers: { 'retry-after': '1' } }, 200);
     const [first, second] = await receiver.waitFor(bob, 2);
     // The backoff here is 50..200 ms: only Retry-After explains a second or more.
     expect(second!.at - first!.at).toBeGreaterThanOrEqual(950);
   });
 
   it('should dead-letter a delivery whose every attempt failed, with the last error', async () => {
-    const { roomId, sender, members } = await roomWith(d.a.url, 'down', ['dave']);
-    const dave = members[0] as string;
-    receiver.answer(dave, { status: 503, body: 'maintenance' });
-    const message = await send(d.a.url, users.token(sender), roomId, 'anyone?');
-    const id = deliveryId(message.id, dave);
+    const { bob, message, id } = await sendToOneOffline(d.a.url, 'down', 'anyone?', { status: 503, body: 'maintenance' });
     const dead = await waitFor(() => d.queues.dead.getJob(id), 10_000, 'the dead letter');
-    expect(receiver.of(dave)).toHaveLength(4);
-    expect(dead.data).toMatchObject({ messageId: message.id, recipientId: dave, attempts: 4 });
+    expect(receiver.of(bob)).toHaveLength(4);
+    expect(dead.data).toMatchObject({ messageId: message.id, recipientId: bob, attempts: 4 });
     expect(dead.data.error).toBe('webhook answered HTTP 503: maintenance');
     expect(await d.queues.queue.getJob(id)).toBeUndefined();
   });
@@ -190,11 +188,7 @@ describe('when the receiver refuses a push for good (4xx)', () => {
   const d = deployment(2);
 
   it('should not retry it, keep it in the dead letters with the error, and requeue it on retryDeadDeliveries (admin only)', async () => {
-    const { roomId, sender, members } = await roomWith(d.a.url, 'refused', ['bob']);
-    const bob = members[0] as string;
-    receiver.answer(bob, { status: 400, body: 'unknown device' });
-    const message = await send(d.a.url, users.token(sender), roomId, 'are you there');
-    const id = deliveryId(message.id, bob);
+    const { roomId, bob, message, id } = await sendToOneOffline(d.a.url, 'refused', 'are you there', { status: 400, body: 'unknown device' });
     await waitFor(() => d.queues.dead.getJob(id), 10_000, 'the dead letter');
     expect(receiver.of(bob)).toHaveLength(1);
 
@@ -267,10 +261,7 @@ describe('when the collapse window holds deliveries back', () => {
   }
 
   it('should skip a recipient who connected before the delivery ran', async () => {
-    const { roomId, sender, members } = await roomWith(d.a.url, 'back', ['bob']);
-    const bob = members[0] as string;
-    const message = await send(d.a.url, users.token(sender), roomId, 'you there?');
-    const id = deliveryId(message.id, bob);
+    const { bob, id } = await sendToOneOffline(d.a.url, 'back', 'you there?');
     expect(await (await d.queues.job(id)).getState()).toBe('delayed');
     const ws = pool.open(d.a.wsUrl, users.token(bob));
     await withTimeout(new Promise<void>((resolve) => ws.on('connected', () => resolve())), 5000, 'bob to connect');
@@ -280,10 +271,7 @@ describe('when the collapse window holds deliveries back', () => {
   });
 
   it('should skip a recipient who read the room before the delivery ran', async () => {
-    const { roomId, sender, members } = await roomWith(d.a.url, 'read', ['bob']);
-    const bob = members[0] as string;
-    const message = await send(d.a.url, users.token(sender), roomId, 'read me');
-    const id = deliveryId(message.id, bob);
+    const { roomId, bob, message, id } = await sendToOneOffline(d.a.url, 'read', 'read me');
     await d.queues.job(id);
     await gqlOk(d.a.url, MarkReadDocument, { roomId, messageId: message.id }, users.token(bob));
     const [job] = await endWindow([id]);
