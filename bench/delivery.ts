@@ -43,6 +43,7 @@ import {
   benchSecret,
   cliOptions,
   commandStats,
+  countRoundTrips,
   fmt,
   gitCommit,
   hasExited,
@@ -217,25 +218,19 @@ async function sendPathCost(redisUrl: string, webhookUrl: string, withPush: bool
   const room = await wiring.services.rooms.create(alice, { name: 'rt', memberIds: ['r-1', 'r-2', 'r-3'] });
   // Warm-up: EVALSHA falls back to EVAL once per script.
   for (let i = 0; i < 5; i++) await wiring.services.messages.send(alice, { roomId: room.id, text: 'warm-up' });
-  const stream = (wiring.redis.command as unknown as { stream: { write: (...a: unknown[]) => boolean } }).stream;
-  const write = stream.write;
-  let writes = 0;
-  stream.write = (...a: unknown[]) => {
-    writes++;
-    return write.apply(stream, a);
-  };
+  const trips = countRoundTrips(wiring.redis.command);
   const statsClient = connections[0] as Redis;
   await statsClient.config('RESETSTAT');
   const n = 100;
   for (let i = 0; i < n; i++) await wiring.services.messages.send(alice, { roomId: room.id, text: `m${i}` });
-  stream.write = write;
+  trips.restore();
   const byCommand = [...(await commandStats(statsClient)).entries()]
     .filter(([name]) => !BENCH_COMMANDS.has(name))
     .map(([name, s]) => [name, round(s.calls / n, 2)] as const);
   wirings.splice(wirings.indexOf(wiring), 1);
   await wiring.services.push.stop();
   await wiring.redis.close();
-  return { writesPerSend: writes / n, commandsPerSend: byCommand.reduce((sum, [, c]) => sum + (c ?? 0), 0), byCommand: Object.fromEntries(byCommand) };
+  return { writesPerSend: trips.count / n, commandsPerSend: byCommand.reduce((sum, [, c]) => sum + (c ?? 0), 0), byCommand: Object.fromEntries(byCommand) };
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -162,6 +162,26 @@ export interface CommandStat {
   failed: number;
 }
 
+/**
+ * Counts the writes to an ioredis client's socket from now until `restore()`: one per round trip
+ * (a command, or a whole pipeline, is one write). Used by bench/delivery and the push service test.
+ */
+export function countRoundTrips(client: Redis): { readonly count: number; restore(): void } {
+  const stream = (client as unknown as { stream: { write: (...args: unknown[]) => boolean } }).stream;
+  const write = stream.write;
+  let count = 0;
+  stream.write = (...args: unknown[]) => {
+    count++;
+    return write.apply(stream, args);
+  };
+  return {
+    get count() {
+      return count;
+    },
+    restore: () => void (stream.write = write),
+  };
+}
+
 /** INFO commandstats, by command name (Redis 7 names subcommands `config|resetstat`). */
 export async function commandStats(client: Redis): Promise<Map<string, CommandStat>> {
   const out = new Map<string, CommandStat>();

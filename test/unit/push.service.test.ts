@@ -1,9 +1,10 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { encodeMessageId as encode } from '../../src/messages/message-id.js';
 import { deliveryId, OUTBOX_GROUP, pushKeys } from '../../src/push/push.keys.js';
+import { countRoundTrips } from '../../bench/lib.js';
 import { waitFor } from '../helpers/clients.js';
 import { pushEnv, pushQueues, startReceiver, type Receiver } from '../helpers/push.js';
-import { viewer, wire, type TestWiring } from '../helpers/wiring.js';
+import { viewer, wire } from '../helpers/wiring.js';
 
 /**
  * The push service on real Redis, wired as an instance wires it: what it adds to the send path
@@ -22,23 +23,6 @@ afterAll(async () => {
   await receiver.close();
 });
 
-/** Counts the writes to the command connection's socket: one per round trip (a pipeline is one write). */
-function countRoundTrips(w: TestWiring) {
-  const stream = (w.redis.command as unknown as { stream: { write: (...args: unknown[]) => boolean } }).stream;
-  const write = stream.write;
-  let count = 0;
-  stream.write = (...args: unknown[]) => {
-    count++;
-    return write.apply(stream, args);
-  };
-  return {
-    get count() {
-      return count;
-    },
-    restore: () => void (stream.write = write),
-  };
-}
-
 describe('when a message is sent', () => {
   it.each([
     ['without push', {}],
@@ -48,7 +32,7 @@ describe('when a message is sent', () => {
     const room = await w.services.rooms.create(alice, { name: `rt-${label}`, memberIds: ['bob', 'carol'] });
     // Warm-up: the first EVALSHA of each script may need its EVAL fallback.
     await w.services.messages.send(alice, { roomId: room.id, text: 'warm-up' });
-    const trips = countRoundTrips(w);
+    const trips = countRoundTrips(w.redis.command);
     await w.services.messages.send(alice, { roomId: room.id, text: 'counted' });
     trips.restore();
     expect(trips.count).toBe(3);
