@@ -55,11 +55,13 @@ describe('loadScripts', () => {
       const scripts = loadScripts(client(), APP_LUA_DIRS);
       expect(scripts.names().sort()).toEqual([
         'addMembers',
+        'claimPush',
         'deleteMessage',
         'editMessage',
         'joinRoom',
         'leaveRoom',
         'markRead',
+        'pushSummary',
         'rateLimit',
         'readMessages',
         'reapInstance',
