@@ -11,13 +11,15 @@
  *      no delivery competing for the CPU), sends alternated between them one at a time, over HTTP;
  *      p50 / p99 of each.
  *   3. Deliveries end to end: one built server with push on (its workers, collapse window 0),
- *      `--rooms` rooms of one sender and `--recipients` members who never connect (offline), one
- *      message per room, `--concurrency` sends in flight; from the first send to the last webhook
+ *      `--rooms` rooms of one sender and `--recipients` members who never connect (offline), each of
+ *      them a member of `--rooms-per-recipient` of the rooms (their badge counts unread messages in
+ *      every room they are in: one script per room and push), one message per room, `--concurrency`
+ *      sends in flight; from the first send to the last webhook
  *      received: deliveries per second, and per delivery the time from its send to its webhook
  *      (p50 / p95 / p99 / max), lost and duplicated deliveries.
  *
  *   npm run build && npm run bench:delivery [-- --sends 300] [--rooms 200] [--recipients 10]
- *     [--concurrency 8] [--worker-concurrency 16]
+ *     [--rooms-per-recipient 1] [--concurrency 8] [--worker-concurrency 16]
  *
  * Prints the figures and a one-line JSON summary; exits 1 when a delivery was lost or duplicated
  * or a server crashed, 0 otherwise (figures are printed, never asserted against a clock).
@@ -67,23 +69,26 @@ interface Options {
   sends: number;
   rooms: number;
   recipients: number;
+  roomsPerRecipient: number;
   concurrency: number;
   workerConcurrency: number;
 }
 
-const USAGE = `usage: npm run bench:delivery [-- --sends N=300] [--rooms R=200] [--recipients K=10] [--concurrency C=8] [--worker-concurrency W=16]
+const USAGE = `usage: npm run bench:delivery [-- --sends N=300] [--rooms R=200] [--recipients K=10] [--rooms-per-recipient M=1] [--concurrency C=8] [--worker-concurrency W=16]
   --sends               sendMessage calls timed per server in part 2 (push off / push on)
   --rooms               rooms in part 3, one message each
   --recipients          offline members per room in part 3 (deliveries = rooms x recipients)
+  --rooms-per-recipient how many of the part 3 rooms each recipient is a member of (the badge's cost)
   --concurrency         sends in flight in part 3
   --worker-concurrency  PUSH_CONCURRENCY of the part 3 server`;
 
 function parseOptions(argv: string[]): Options {
-  const opts: Options = { sends: 300, rooms: 200, recipients: 10, concurrency: 8, workerConcurrency: 16 };
+  const opts: Options = { sends: 300, rooms: 200, recipients: 10, roomsPerRecipient: 1, concurrency: 8, workerConcurrency: 16 };
   const limits: Record<string, [keyof Options, number, number]> = {
     sends: ['sends', 10, 100_000],
     rooms: ['rooms', 1, 100_000],
     recipients: ['recipients', 1, 99],
+    'rooms-per-recipient': ['roomsPerRecipient', 1, 100_000],
     concurrency: ['concurrency', 1, 1000],
     'worker-concurrency': ['workerConcurrency', 1, 1000],
   };
@@ -293,10 +298,16 @@ async function main() {
     PUSH_COLLAPSE_WINDOW_MS: '0',
     PUSH_CONCURRENCY: String(opts.workerConcurrency),
   });
-  const recipients = Array.from({ length: opts.recipients }, (_, i) => `r-${i}`);
+  // Rooms i..i+M-1 (M = --rooms-per-recipient) share their recipients.
+  const recipientsOf = (room: number) =>
+    Array.from({ length: opts.recipients }, (_, j) => `r-${Math.floor(room / opts.roomsPerRecipient)}-${j}`);
   const roomIds: string[] = [];
   for (let i = 0; i < opts.rooms; i += 20) {
-    roomIds.push(...(await Promise.all(Array.from({ length: Math.min(20, opts.rooms - i) }, (_, k) => createRoom(e2e.url, sender, `e2e-${i + k}`, recipients)))));
+    roomIds.push(
+      ...(await Promise.all(
+        Array.from({ length: Math.min(20, opts.rooms - i) }, (_, k) => createRoom(e2e.url, sender, `e2e-${i + k}`, recipientsOf(i + k))),
+      )),
+    );
   }
   const expected = opts.rooms * opts.recipients;
   const sentAt = new Map<string, number>();
@@ -319,7 +330,7 @@ async function main() {
   const s = stat(latencies);
   const lost = expected - received.size;
   console.log(
-    `end to end: ${received.size} of ${expected} deliveries (${opts.rooms} messages x ${opts.recipients} offline recipients) in ${fmt(windowSec, 2)} s from the first send to the last webhook: ${fmt(received.size / windowSec, 0)} deliveries/s (sends took ${fmt((sendsDone - t0) / 1000, 2)} s)`,
+    `end to end: ${received.size} of ${expected} deliveries (${opts.rooms} messages x ${opts.recipients} offline recipients, each in ${Math.min(opts.roomsPerRecipient, opts.rooms)} of the rooms) in ${fmt(windowSec, 2)} s from the first send to the last webhook: ${fmt(received.size / windowSec, 0)} deliveries/s (sends took ${fmt((sendsDone - t0) / 1000, 2)} s)`,
   );
   console.log(`end to end, send to webhook per delivery: p50 ${fmt(s.p50, 1)} ms, p95 ${fmt(s.p95, 1)} ms, p99 ${fmt(s.p99, 1)} ms, max ${fmt(s.max, 1)} ms; lost ${lost}, duplicated ${duplicates}${complete ? '' : ' (timed out after 120 s)'}`);
   await stopServer(e2e.child);
