@@ -65,7 +65,7 @@ export function createOutboxConsumer(deps: OutboxConsumerDeps) {
   }
 
   /** Hands entries to `handle`, then acknowledges and deletes them in one round trip. */
-  async function process(entries: OutboxEntry[]): Promise<void> {
+  async function handleBatch(entries: OutboxEntry[]): Promise<void> {
     if (entries.length === 0) return;
     await handle(entries.filter((e) => e.messageId !== ''));
     const ids = entries.map((e) => e.id);
@@ -83,7 +83,7 @@ export function createOutboxConsumer(deps: OutboxConsumerDeps) {
           'GROUP', OUTBOX_GROUP, consumer, 'COUNT', BATCH, 'BLOCK', BLOCK_MS, 'STREAMS', key, backlog ? '0' : '>',
         )) as StreamReply;
         const entries = toEntries(reply?.[0]?.[1] ?? []);
-        await process(entries);
+        await handleBatch(entries);
         if (backlog && entries.length === 0) backlog = false;
         failures = 0;
       } catch (err) {
@@ -130,7 +130,7 @@ export function createOutboxConsumer(deps: OutboxConsumerDeps) {
           string[]?,
         ];
         const entries = toEntries(raw);
-        await process(entries);
+        await handleBatch(entries);
         // Entries deleted while pending (trimmed) only need their acknowledgement.
         if (deleted && deleted.length > 0) await redis.xack(key, OUTBOX_GROUP, ...deleted);
         handled += entries.length;
