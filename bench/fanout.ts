@@ -25,6 +25,7 @@ import {
   DIST_INDEX,
   ServerIssues,
   benchSecret,
+  cliOptions,
   commandStats,
   connectClient,
   cpuTicks,
@@ -43,6 +44,7 @@ import {
   sleep,
   startBenchServer,
   terminateChild,
+  usageError,
   waitReady,
   withTimeout,
   type ServerProc,
@@ -84,20 +86,13 @@ function parseOptions(argv: string[]): Options {
     'idle-connections': 'idleConnections',
     rate: 'rate',
   };
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i] as string;
-    if (arg === '--help' || arg === '-h') {
-      console.log(USAGE);
-      process.exit(0);
-    }
-    const m = /^--([a-z-]+)(?:=(.*))?$/.exec(arg);
-    const key = m ? names[m[1] as string] : undefined;
-    if (!m || !key) fatalUsage(`unknown argument ${arg}`);
-    const raw = m[2] ?? argv[++i];
+  for (const [name, raw] of cliOptions('fanout', argv, USAGE)) {
+    const key = names[name];
+    if (!key) fatalUsage(`unknown argument --${name}`);
     const value = Number(raw);
-    if (raw === undefined || raw === '' || !Number.isFinite(value) || value < 0) fatalUsage(`--${m[1]} needs a number >= 0`);
+    if (!Number.isFinite(value) || value < 0) fatalUsage(`--${name} needs a number >= 0`);
     const integer = key !== 'warmup' && key !== 'duration' && key !== 'rate';
-    if (integer && !Number.isInteger(value)) fatalUsage(`--${m[1]} needs an integer`);
+    if (integer && !Number.isInteger(value)) fatalUsage(`--${name} needs an integer`);
     (opts as unknown as Record<string, number>)[key] = value;
   }
   if (opts.subscribers < 1 || opts.rooms < 1 || opts.inflight < 1) fatalUsage('--subscribers, --rooms and --inflight must be >= 1');
@@ -107,8 +102,7 @@ function parseOptions(argv: string[]): Options {
 }
 
 function fatalUsage(message: string): never {
-  console.error(`bench:fanout: ${message}\n${USAGE}`);
-  process.exit(2);
+  return usageError('fanout', USAGE, message);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -79,6 +79,36 @@ export function gitCommit(paths: string[] = ['src', 'schema']): string | null {
 export const loadAverage = () => readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
 
 // ---------------------------------------------------------------------------------------------
+// Command line
+
+/** Prints `bench:<bench>: <message>` and the usage to stderr, and exits 2. */
+export function usageError(bench: string, usage: string, message: string): never {
+  console.error(`bench:${bench}: ${message}\n${usage}`);
+  process.exit(2);
+}
+
+/**
+ * The `--name value` and `--name=value` options of a bench's command line, in order, each with a
+ * value. `--help` (or `-h`) prints the usage and exits 0; anything else exits 2 with the usage.
+ */
+export function cliOptions(bench: string, argv: string[], usage: string): [name: string, value: string][] {
+  const out: [string, string][] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i] as string;
+    if (arg === '--help' || arg === '-h') {
+      console.log(usage);
+      process.exit(0);
+    }
+    const m = /^--([a-z-]+)(?:=(.*))?$/.exec(arg);
+    if (!m) usageError(bench, usage, `unknown argument ${arg}`);
+    const raw = m[2] ?? argv[++i];
+    if (raw === undefined || raw === '') usageError(bench, usage, `--${m[1]} needs a value`);
+    out.push([m[1] as string, raw]);
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
 // /proc readers
 
 /** Clock ticks per second (getconf CLK_TCK, 100 when unknown). */
@@ -130,6 +160,26 @@ export interface CommandStat {
   usec: number;
   usecPerCall: number;
   failed: number;
+}
+
+/**
+ * Counts the writes to an ioredis client's socket from now until `restore()`: one per round trip
+ * (a command, or a whole pipeline, is one write). Used by bench/delivery and the push service test.
+ */
+export function countRoundTrips(client: Redis): { readonly count: number; restore(): void } {
+  const stream = (client as unknown as { stream: { write: (...args: unknown[]) => boolean } }).stream;
+  const write = stream.write;
+  let count = 0;
+  stream.write = (...args: unknown[]) => {
+    count++;
+    return write.apply(stream, args);
+  };
+  return {
+    get count() {
+      return count;
+    },
+    restore: () => void (stream.write = write),
+  };
 }
 
 /** INFO commandstats, by command name (Redis 7 names subcommands `config|resetstat`). */

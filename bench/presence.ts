@@ -34,6 +34,7 @@ import {
   ROOT,
   ServerIssues,
   benchSecret,
+  cliOptions,
   commandStats,
   connectClient,
   cpuTicks,
@@ -52,6 +53,7 @@ import {
   sleep,
   spawnServer,
   terminateChild,
+  usageError,
   waitServerReady,
   type ChildEnd,
   type ServerChild,
@@ -77,23 +79,12 @@ const USAGE = `usage: npx tsx bench/presence.ts [--connections N1,N2,...=1000,50
   --probes            ZADD round trips timed from the bench's own Redis connection at each step`;
 
 function fatalUsage(message: string): never {
-  console.error(`bench:presence: ${message}\n${USAGE}`);
-  process.exit(2);
+  return usageError('presence', USAGE, message);
 }
 
 function parseOptions(argv: string[]): Options {
   const opts: Options = { connections: [1000, 5000], intervals: 5, presenceTimeout: 4, settle: 2, probes: 200 };
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i] as string;
-    if (arg === '--help' || arg === '-h') {
-      console.log(USAGE);
-      process.exit(0);
-    }
-    const m = /^--([a-z-]+)(?:=(.*))?$/.exec(arg);
-    if (!m) fatalUsage(`unknown argument ${arg}`);
-    const name = m[1] as string;
-    const raw = m[2] ?? argv[++i];
-    if (raw === undefined || raw === '') fatalUsage(`--${name} needs a value`);
+  for (const [name, raw] of cliOptions('presence', argv, USAGE)) {
     if (name === 'connections') {
       const list = raw.split(',').map((s) => Number(s.trim()));
       if (list.length === 0 || list.some((n) => !Number.isInteger(n) || n < 1 || n > 60_000)) {
@@ -118,7 +109,7 @@ function parseOptions(argv: string[]): Options {
       if (!Number.isInteger(value) || value < 1 || value > 100_000) fatalUsage('--probes needs an integer 1..100000');
       opts.probes = value;
     } else {
-      fatalUsage(`unknown argument ${arg}`);
+      fatalUsage(`unknown argument --${name}`);
     }
   }
   return opts;

@@ -26,7 +26,7 @@
  */
 import { performance } from 'node:perf_hooks';
 import { Redis } from 'ioredis';
-import { BENCH_COMMANDS, BenchRun, CLK_TCK, commandStats, cpuTicks, fmt, gitCommit, loadAverage, makeLog, percentile, round } from './lib.js';
+import { BENCH_COMMANDS, BenchRun, cliOptions, usageError, CLK_TCK, commandStats, cpuTicks, fmt, gitCommit, loadAverage, makeLog, percentile, round } from './lib.js';
 import { waitReady } from '../src/infra/redis.js';
 import { loadScripts } from '../src/infra/scripts.js';
 import { createRateLimitService, type LimitCheck, type RateLimitService } from '../src/ratelimit/ratelimit.service.js';
@@ -49,23 +49,12 @@ const USAGE = `usage: npx tsx bench/ratelimit.ts [--duration S=5] [--concurrency
   --hot-share    fraction of checks sent to the hottest 1% of the pool (so some are refused); 0 = uniform`;
 
 function fatalUsage(message: string): never {
-  console.error(`bench:ratelimit: ${message}\n${USAGE}`);
-  process.exit(2);
+  return usageError('ratelimit', USAGE, message);
 }
 
 function parseOptions(argv: string[]): Options {
   const opts: Options = { duration: 5, concurrency: 32, identities: 1000, hotShare: 0.5 };
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i] as string;
-    if (arg === '--help' || arg === '-h') {
-      console.log(USAGE);
-      process.exit(0);
-    }
-    const m = /^--([a-z-]+)(?:=(.*))?$/.exec(arg);
-    if (!m) fatalUsage(`unknown argument ${arg}`);
-    const name = m[1] as string;
-    const raw = m[2] ?? argv[++i];
-    if (raw === undefined || raw === '') fatalUsage(`--${name} needs a value`);
+  for (const [name, raw] of cliOptions('ratelimit', argv, USAGE)) {
     const value = Number(raw);
     if (!Number.isFinite(value)) fatalUsage(`--${name} needs a number`);
     if (name === 'duration') {
@@ -81,7 +70,7 @@ function parseOptions(argv: string[]): Options {
       if (value < 0 || value > 1) fatalUsage('--hot-share needs 0..1');
       opts.hotShare = value;
     } else {
-      fatalUsage(`unknown argument ${arg}`);
+      fatalUsage(`unknown argument --${name}`);
     }
   }
   return opts;

@@ -35,6 +35,7 @@ import { pollsResolvers } from './polls/polls.resolvers.js';
 import { callsResolvers } from './calls/calls.resolvers.js';
 import { createLiveKitWebhookHandler, LIVEKIT_WEBHOOK_PATH } from './calls/calls.webhook.js';
 import { searchResolvers } from './search/search.resolvers.js';
+import { pushResolvers } from './push/push.resolvers.js';
 import type { Viewer } from './users/users.models.js';
 
 /** A running (or startable) Switchboard instance. */
@@ -82,6 +83,7 @@ export function allResolvers(): Resolvers[] {
     pollsResolvers,
     callsResolvers,
     searchResolvers,
+    pushResolvers,
   ];
 }
 
@@ -433,6 +435,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
         services.typing.start();
         services.polls.start();
         services.calls.start();
+        await services.push.start();
         await new Promise<void>((resolve, reject) => {
           httpServer.once('error', reject);
           httpServer.listen(config.port, config.host, () => resolve());
@@ -450,6 +453,8 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
         logger.info('shutting down');
         // Stop accepting, then end subscriptions so SSE responses finish and sockets can close.
         const closed = new Promise<void>((resolve) => httpServer.close(() => resolve()));
+        // Push workers drain meanwhile: no new job is taken, those in flight get a few seconds.
+        const pushStopped = services.push.stop().catch((err: Error) => logger.warn({ err: err.message }, 'push shutdown failed'));
         services.events.closeAll();
         await wsServer.dispose(); // closes every socket with 1001 Going Away
         services.typing.stop();
@@ -463,6 +468,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
         if (httpServer.listening || started) await closed;
         clearTimeout(timer);
         await yoga.dispose();
+        await pushStopped;
         await redis.close();
         await embedded?.stop();
         logger.info('stopped');

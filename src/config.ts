@@ -71,6 +71,17 @@ const EnvSchema = z.object({
   CALL_SYNC_STALE_MS: intFrom(5000, 0, 3_600_000),
   CALL_SYNC_INTERVAL_MS: intFrom(15_000, 0, 3_600_000),
   CALL_PARTICIPANTS_CACHE_MS: intFrom(2000, 1, 60_000),
+  PUSH_WEBHOOK_URL: z.string().url().refine((u) => /^https?:/i.test(u), 'an http:// or https:// URL').optional(),
+  PUSH_WEBHOOK_SECRET: z.string().min(16, 'at least 16 characters').optional(),
+  PUSH_WEBHOOK_TIMEOUT_MS: intFrom(10_000, 100, 120_000),
+  PUSH_ATTEMPTS: intFrom(10, 1, 100),
+  PUSH_BACKOFF_MS: intFrom(1000, 1, 3_600_000),
+  PUSH_BACKOFF_MAX_MS: intFrom(3_600_000, 1, 86_400_000),
+  PUSH_BACKOFF_JITTER: z.coerce.number().min(0).max(1).default(0.5),
+  PUSH_COLLAPSE_WINDOW_MS: intFrom(3000, 0, 600_000),
+  PUSH_DEAD_RETENTION_SECONDS: intFrom(7 * 86_400, 1, 365 * 86_400),
+  PUSH_CONCURRENCY: intFrom(16, 0, 1000),
+  PUSH_STALLED_TIMEOUT_MS: intFrom(30_000, 500, 600_000),
 });
 
 /** LiveKit's coordinates; all three or none. */
@@ -100,6 +111,29 @@ export interface CallsConfig {
   syncIntervalMs: number;
   /** How long one LiveKit participant list is shared by every instance. */
   participantsCacheMs: number;
+}
+
+/** Push delivery settings; present only when PUSH_WEBHOOK_URL is set. */
+export interface PushConfig {
+  webhookUrl: string;
+  webhookSecret: string;
+  webhookTimeoutMs: number;
+  /** Tries per delivery, the first included. */
+  attempts: number;
+  /** Exponential backoff: the first retry waits about this long, each next one twice as long… */
+  backoffMs: number;
+  /** …up to this. */
+  backoffMaxMs: number;
+  /** Share of each delay drawn at random (0: none, 1: anywhere between 0 and the delay). */
+  backoffJitter: number;
+  /** Messages to one offline recipient in one room within this long make one push. */
+  collapseWindowMs: number;
+  /** How long dead-lettered deliveries are kept. */
+  deadRetentionSeconds: number;
+  /** Deliveries this process works on at once (0: none here; run `npm run worker` elsewhere). */
+  concurrency: number;
+  /** A worker silent this long has its job (and its unfinished outbox entries) taken over. */
+  stalledTimeoutMs: number;
 }
 
 /** Parsed, validated configuration: the only place `process.env` is read. */
@@ -149,6 +183,8 @@ export interface Config {
   /** Null when LIVEKIT_URL, LIVEKIT_API_KEY and LIVEKIT_API_SECRET are unset: voice answers NOT_CONFIGURED. */
   livekit: LiveKitConfig | null;
   calls: CallsConfig;
+  /** Push deliveries to offline members; null when PUSH_WEBHOOK_URL is not set. */
+  push: PushConfig | null;
 }
 
 /** Thrown with one line per bad variable. */
@@ -186,6 +222,9 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     for (const v of livekitVars) {
       if (!cleaned[v]) problems.push(`${v}: required when any of ${livekitVars.join(', ')} is set`);
     }
+  }
+  if (cleaned.PUSH_WEBHOOK_URL && !cleaned.PUSH_WEBHOOK_SECRET) {
+    problems.push('PUSH_WEBHOOK_SECRET: required when PUSH_WEBHOOK_URL is set (deliveries are signed with it)');
   }
   let rateLimits: ReturnType<typeof parseOverrides> | undefined;
   try {
@@ -249,5 +288,21 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       syncIntervalMs: e.CALL_SYNC_INTERVAL_MS,
       participantsCacheMs: e.CALL_PARTICIPANTS_CACHE_MS,
     },
+    push:
+      e.PUSH_WEBHOOK_URL && e.PUSH_WEBHOOK_SECRET
+        ? {
+            webhookUrl: e.PUSH_WEBHOOK_URL,
+            webhookSecret: e.PUSH_WEBHOOK_SECRET,
+            webhookTimeoutMs: e.PUSH_WEBHOOK_TIMEOUT_MS,
+            attempts: e.PUSH_ATTEMPTS,
+            backoffMs: e.PUSH_BACKOFF_MS,
+            backoffMaxMs: Math.max(e.PUSH_BACKOFF_MAX_MS, e.PUSH_BACKOFF_MS),
+            backoffJitter: e.PUSH_BACKOFF_JITTER,
+            collapseWindowMs: e.PUSH_COLLAPSE_WINDOW_MS,
+            deadRetentionSeconds: e.PUSH_DEAD_RETENTION_SECONDS,
+            concurrency: e.PUSH_CONCURRENCY,
+            stalledTimeoutMs: e.PUSH_STALLED_TIMEOUT_MS,
+          }
+        : null,
   };
 }

@@ -49,6 +49,8 @@ export const badInput = (field: string, message: string) =>
   new AppError('BAD_USER_INPUT', message, { field });
 /** The state does not allow the change. */
 export const conflict = (message: string) => new AppError('CONFLICT', message);
+/** A feature whose settings are absent. */
+export const notConfigured = (message: string) => new AppError('NOT_CONFIGURED', message);
 /** Redis is unreachable. */
 export const unavailable = (message = 'Service temporarily unavailable: storage is unreachable') =>
   new AppError('UNAVAILABLE', message);

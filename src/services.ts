@@ -6,7 +6,7 @@ import type { Clock } from './infra/clock.js';
 import { createHooks } from './infra/hooks.js';
 import type { Logger } from './infra/logger.js';
 import { createPubSub } from './infra/pubsub.js';
-import { createRedisClients, waitReady, type RedisClients } from './infra/redis.js';
+import { createRedisClients, createWaitingConnection, waitReady, type RedisClients } from './infra/redis.js';
 import { PipelineBatch } from './infra/pipeline-batch.js';
 import { loadScripts } from './infra/scripts.js';
 import type { ScriptRegistry } from './infra/scripts.js';
@@ -26,6 +26,7 @@ import { createCallKeysService } from './calls/call-keys.service.js';
 import { participantsCache } from './calls/calls.cache.js';
 import { createLiveKit } from './calls/calls.livekit.js';
 import { createSearchService } from './search/search.service.js';
+import { createPushService } from './push/push.service.js';
 
 /** How long an open subscription waits for Redis to come back before it ends with UNAVAILABLE. */
 const STORAGE_OUTAGE_MS = 30_000;
@@ -38,6 +39,8 @@ export interface ServiceDeps {
   clock: Clock;
   config: Config;
   logger: Logger;
+  /** Where `redis` points, for the connections push opens for bullmq. */
+  redisUrl: string;
 }
 
 /** Every service, built once per instance. */
@@ -45,7 +48,7 @@ export type Services = ReturnType<typeof createServices>;
 
 /** Builds the services and the hooks through which features join the core's write paths. */
 export function createServices(deps: ServiceDeps) {
-  const { redis, scripts, pubsub, clock, config, logger } = deps;
+  const { redis, scripts, pubsub, clock, config, logger, redisUrl } = deps;
   const hooks = {
     messageStored: createHooks<{ message: MessageModel; viewer: Viewer }>(),
     membershipChanged: createHooks<MembershipChange>(),
@@ -166,6 +169,28 @@ export function createServices(deps: ServiceDeps) {
   hooks.messageStored.add((pipeline, { message }) => search.storedInPipeline(pipeline, message));
   hooks.messageEdited.add((pipeline, { message }) => search.editedInPipeline(pipeline, message));
   hooks.messageDeleted.add((pipeline, { message }) => search.deletedInPipeline(pipeline, message));
+  const push = createPushService({
+    redis,
+    scripts,
+    config: config.push,
+    redisKeyPrefix: config.redisKeyPrefix,
+    openConnection: (name, opts) =>
+      createWaitingConnection({ url: redisUrl, name, logger, ...(opts?.keyPrefix ? { keyPrefix: config.redisKeyPrefix } : {}) }),
+    users,
+    unread: receipts.unread,
+    clock,
+    logger,
+    instanceId: config.instanceId,
+    requestTimeoutMs: config.redisCommandTimeoutMs,
+    drainMs: Math.min(config.shutdownTimeoutMs, 5000),
+  });
+  // Push joins only when configured: otherwise sending costs not one command more.
+  if (push.configured) {
+    hooks.messageStored.add((pipeline, { message }) => push.sentInPipeline(pipeline, message));
+    hooks.membershipChanged.add((pipeline, change) =>
+      change.joined ? undefined : push.leftInPipeline(pipeline, change.roomId, change.userId),
+    );
+  }
   return {
     hooks,
     pubsub,
@@ -182,6 +207,7 @@ export function createServices(deps: ServiceDeps) {
     callKeys,
     cache,
     search,
+    push,
     /** A pipeline batch for one operation's loaders (see context.ts). */
     newBatch: () => new PipelineBatch(redis),
   };
@@ -208,6 +234,7 @@ export const LUA_DIRS = [
   new URL('./calls/lua/', import.meta.url),
   new URL('./cache/lua/', import.meta.url),
   new URL('./search/lua/', import.meta.url),
+  new URL('./push/lua/', import.meta.url),
 ];
 
 /** Opens the two Redis connections and builds scripts, pub/sub and services on them. */
@@ -227,6 +254,6 @@ export function wireServices(config: Config, opts: { redisUrl: string; logger: L
     channelPrefix: config.redisKeyPrefix,
     logger,
   });
-  const services = createServices({ redis: redis.command, scripts, pubsub, clock, config, logger });
+  const services = createServices({ redis: redis.command, scripts, pubsub, clock, config, logger, redisUrl: opts.redisUrl });
   return { redis, scripts, pubsub, services };
 }

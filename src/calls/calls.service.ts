@@ -12,6 +12,7 @@ import type { RoomsService } from '../rooms/rooms.service.js';
 import type { AppPubSub } from '../topics.js';
 import type { Viewer } from '../users/users.models.js';
 import type { SharedCache } from './calls.cache.js';
+import { repeatUnlessBusy } from '../infra/repeat.js';
 import { applyCallKeys, callKeys as keys } from './calls.keys.js';
 import { requireLiveKit, STANDARD_PARTICIPANT, toMs, type LiveKit, type LiveKitParticipant } from './calls.livekit.js';
 import { CALL_CHANGE, CALL_STATUS, callScriptError, type CallJoinModel, type CallModel } from './calls.models.js';
@@ -218,16 +219,7 @@ export function createCallsService(deps: CallsServiceDeps) {
 
   const intervals: NodeJS.Timeout[] = [];
   function every(ms: number, what: string, run: () => Promise<void>): void {
-    let busy = false;
-    const timer = setInterval(() => {
-      if (busy) return;
-      busy = true;
-      run()
-        .catch((err: Error) => logger.debug({ err: err.message }, `${what} failed`))
-        .finally(() => (busy = false));
-    }, ms);
-    timer.unref();
-    intervals.push(timer);
+    intervals.push(repeatUnlessBusy(ms, run, (err) => logger.debug({ err: err.message }, `${what} failed`)));
   }
 
   return {

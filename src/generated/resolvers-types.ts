@@ -149,6 +149,54 @@ export type CreateRoomInput = {
   visibility?: InputMaybe<RoomVisibility>;
 };
 
+/** A delivery that failed for good, with why. */
+export type DeadDelivery = {
+  __typename?: 'DeadDelivery';
+  /** How many attempts were made. */
+  attempts: Scalars['Int']['output'];
+  /** The last error, e.g. `webhook answered HTTP 400: …` or `webhook unreachable: …`. */
+  error: Scalars['String']['output'];
+  /** When it was dead-lettered. */
+  failedAt: Scalars['DateTime']['output'];
+  /** The delivery id: the `Idempotency-Key` the webhook received, the same when retried. */
+  id: Scalars['ID']['output'];
+  /** The message whose arrival made the delivery. */
+  messageId: Scalars['ID']['output'];
+  /** Who the push was for. */
+  recipientId: Scalars['ID']['output'];
+  /** The room of the message. */
+  roomId: Scalars['ID']['output'];
+};
+
+/**
+ * The push delivery queue at this moment: a bullmq queue (README § Push) that every instance (or
+ * `npm run worker`) works on. Members with no live connection get a push for the messages they
+ * miss; each push is a signed POST to `PUSH_WEBHOOK_URL`.
+ */
+export type DeliveryStats = {
+  __typename?: 'DeliveryStats';
+  /** Deliveries a worker is running now. */
+  active: Scalars['Int']['output'];
+  /**
+   * Dead deliveries: every attempt failed, or the receiver refused one for good (a 4xx other than
+   * 408/429). Kept for `PUSH_DEAD_RETENTION_SECONDS`; `retryDeadDeliveries` requeues them.
+   */
+  dead: Scalars['Int']['output'];
+  /** Deliveries waiting for their time: the collapse window after a message, or the backoff before a retry. */
+  delayed: Scalars['Int']['output'];
+  /** Deliveries that failed for good and are being moved to the dead letters (normally 0). */
+  failed: Scalars['Int']['output'];
+  /** Messages sent but not yet turned into deliveries (the outbox stream; stays near 0 while workers run). */
+  outbox: Scalars['Int']['output'];
+  /**
+   * The bullmq queue's name (its keys are under `<REDIS_KEY_PREFIX>bull:`); dead deliveries are in
+   * `<queue>-dead`.
+   */
+  queue: Scalars['String']['output'];
+  /** Deliveries ready to run, waiting for a worker. */
+  waiting: Scalars['Int']['output'];
+};
+
 /**
  * A member registered or replaced their identity key; their media keys signed with the old one were
  * withdrawn, so in a call they publish again.
@@ -314,6 +362,12 @@ export type Mutation = {
   registerIdentityKey: Scalars['Boolean']['output'];
   /** Removes a member (owner only). Their live subscriptions to the room end within a second. */
   removeMember: Room;
+  /**
+   * Requeues up to `limit` (1..1000) dead deliveries, oldest first, under their own ids (the receiver
+   * sees the same `Idempotency-Key`); each is sent again unless its recipient has since connected or
+   * read the messages. Returns how many were requeued. `admin` only.
+   */
+  retryDeadDeliveries: Scalars['Int']['output'];
   /** Sends a message (members only). */
   sendMessage: Message;
   /**
@@ -428,6 +482,12 @@ export type MutationRegisterIdentityKeyArgs = {
 export type MutationRemoveMemberArgs = {
   roomId: Scalars['ID']['input'];
   userId: Scalars['ID']['input'];
+};
+
+
+/** Mutations: changes to rooms, members and messages. */
+export type MutationRetryDeadDeliveriesArgs = {
+  limit?: InputMaybe<Scalars['Int']['input']>;
 };
 
 
@@ -628,6 +688,13 @@ export type Query = {
    * participants only (`FORBIDDEN` otherwise); `NOT_CONFIGURED` without LiveKit.
    */
   callKeys: Array<CallKey>;
+  /** The oldest dead deliveries (at most `first`, 0..100) with their last error. `admin` only. */
+  deadDeliveries: Array<DeadDelivery>;
+  /**
+   * The push queue's counts. Needs the `admin` role in the token (`FORBIDDEN` otherwise);
+   * `NOT_CONFIGURED` when push is not.
+   */
+  deliveryStats: DeliveryStats;
   /** The viewer: the user the Bearer token names. */
   me: User;
   /** A room's history (members only), as `Room.messages`. */
@@ -665,6 +732,15 @@ export type Query = {
  */
 export type QueryCallKeysArgs = {
   roomId: Scalars['ID']['input'];
+};
+
+
+/**
+ * Queries: reads of rooms, messages and users. Every field needs a valid Bearer token except
+ * introspection and `__typename`.
+ */
+export type QueryDeadDeliveriesArgs = {
+  first?: InputMaybe<Scalars['Int']['input']>;
 };
 
 
@@ -1087,6 +1163,8 @@ export type ResolversTypes = ResolversObject<{
   CreatePollInput: CreatePollInput;
   CreateRoomInput: CreateRoomInput;
   DateTime: ResolverTypeWrapper<Scalars['DateTime']['output']>;
+  DeadDelivery: ResolverTypeWrapper<DeadDelivery>;
+  DeliveryStats: ResolverTypeWrapper<DeliveryStats>;
   ID: ResolverTypeWrapper<Scalars['ID']['output']>;
   IdentityKeyChanged: ResolverTypeWrapper<IdentityKeyChangedModel>;
   Int: ResolverTypeWrapper<Scalars['Int']['output']>;
@@ -1137,6 +1215,8 @@ export type ResolversParentTypes = ResolversObject<{
   CreatePollInput: CreatePollInput;
   CreateRoomInput: CreateRoomInput;
   DateTime: Scalars['DateTime']['output'];
+  DeadDelivery: DeadDelivery;
+  DeliveryStats: DeliveryStats;
   ID: Scalars['ID']['output'];
   IdentityKeyChanged: IdentityKeyChangedModel;
   Int: Scalars['Int']['output'];
@@ -1231,6 +1311,26 @@ export interface DateTimeScalarConfig extends GraphQLScalarTypeConfig<ResolversT
   name: 'DateTime';
 }
 
+export type DeadDeliveryResolvers<ContextType = AppContext, ParentType extends ResolversParentTypes['DeadDelivery'] = ResolversParentTypes['DeadDelivery']> = ResolversObject<{
+  attempts?: Resolver<ResolversTypes['Int'], ParentType, ContextType>;
+  error?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
+  failedAt?: Resolver<ResolversTypes['DateTime'], ParentType, ContextType>;
+  id?: Resolver<ResolversTypes['ID'], ParentType, ContextType>;
+  messageId?: Resolver<ResolversTypes['ID'], ParentType, ContextType>;
+  recipientId?: Resolver<ResolversTypes['ID'], ParentType, ContextType>;
+  roomId?: Resolver<ResolversTypes['ID'], ParentType, ContextType>;
+}>;
+
+export type DeliveryStatsResolvers<ContextType = AppContext, ParentType extends ResolversParentTypes['DeliveryStats'] = ResolversParentTypes['DeliveryStats']> = ResolversObject<{
+  active?: Resolver<ResolversTypes['Int'], ParentType, ContextType>;
+  dead?: Resolver<ResolversTypes['Int'], ParentType, ContextType>;
+  delayed?: Resolver<ResolversTypes['Int'], ParentType, ContextType>;
+  failed?: Resolver<ResolversTypes['Int'], ParentType, ContextType>;
+  outbox?: Resolver<ResolversTypes['Int'], ParentType, ContextType>;
+  queue?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
+  waiting?: Resolver<ResolversTypes['Int'], ParentType, ContextType>;
+}>;
+
 export type IdentityKeyChangedResolvers<ContextType = AppContext, ParentType extends ResolversParentTypes['IdentityKeyChanged'] = ResolversParentTypes['IdentityKeyChanged']> = ResolversObject<{
   publicKey?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
   roomId?: Resolver<ResolversTypes['ID'], ParentType, ContextType>;
@@ -1307,6 +1407,7 @@ export type MutationResolvers<ContextType = AppContext, ParentType extends Resol
   publishCallKey?: Resolver<ResolversTypes['CallKey'], ParentType, ContextType, RequireFields<MutationPublishCallKeyArgs, 'input' | 'roomId'>>;
   registerIdentityKey?: Resolver<ResolversTypes['Boolean'], ParentType, ContextType, RequireFields<MutationRegisterIdentityKeyArgs, 'publicKey'>>;
   removeMember?: Resolver<ResolversTypes['Room'], ParentType, ContextType, RequireFields<MutationRemoveMemberArgs, 'roomId' | 'userId'>>;
+  retryDeadDeliveries?: Resolver<ResolversTypes['Int'], ParentType, ContextType, RequireFields<MutationRetryDeadDeliveriesArgs, 'limit'>>;
   sendMessage?: Resolver<ResolversTypes['Message'], ParentType, ContextType, RequireFields<MutationSendMessageArgs, 'input'>>;
   setPresence?: Resolver<ResolversTypes['Presence'], ParentType, ContextType, RequireFields<MutationSetPresenceArgs, 'status'>>;
   setTyping?: Resolver<ResolversTypes['Boolean'], ParentType, ContextType, RequireFields<MutationSetTypingArgs, 'roomId' | 'typing'>>;
@@ -1375,6 +1476,8 @@ export type PresenceChangedResolvers<ContextType = AppContext, ParentType extend
 export type QueryResolvers<ContextType = AppContext, ParentType extends ResolversParentTypes['Query'] = ResolversParentTypes['Query']> = ResolversObject<{
   apiVersion?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
   callKeys?: Resolver<Array<ResolversTypes['CallKey']>, ParentType, ContextType, RequireFields<QueryCallKeysArgs, 'roomId'>>;
+  deadDeliveries?: Resolver<Array<ResolversTypes['DeadDelivery']>, ParentType, ContextType, RequireFields<QueryDeadDeliveriesArgs, 'first'>>;
+  deliveryStats?: Resolver<ResolversTypes['DeliveryStats'], ParentType, ContextType>;
   me?: Resolver<ResolversTypes['User'], ParentType, ContextType>;
   messages?: Resolver<ResolversTypes['MessageConnection'], ParentType, ContextType, RequireFields<QueryMessagesArgs, 'roomId'>>;
   poll?: Resolver<Maybe<ResolversTypes['Poll']>, ParentType, ContextType, RequireFields<QueryPollArgs, 'id'>>;
@@ -1467,6 +1570,8 @@ export type Resolvers<ContextType = AppContext> = ResolversObject<{
   CallParticipant?: CallParticipantResolvers<ContextType>;
   CallUpdated?: CallUpdatedResolvers<ContextType>;
   DateTime?: GraphQLScalarType;
+  DeadDelivery?: DeadDeliveryResolvers<ContextType>;
+  DeliveryStats?: DeliveryStatsResolvers<ContextType>;
   IdentityKeyChanged?: IdentityKeyChangedResolvers<ContextType>;
   MemberJoined?: MemberJoinedResolvers<ContextType>;
   MemberLeft?: MemberLeftResolvers<ContextType>;

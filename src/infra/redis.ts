@@ -53,17 +53,9 @@ export function createRedisClients(opts: RedisClientOptions): RedisClients {
     autoResubscribe: true,
     connectionName: 'switchboard:sub',
   });
-  let lastLogged = 0;
-  const onError = (which: string) => (err: Error) => {
-    // A reconnect loop would log the same error every 50 ms: once a second is enough.
-    if (Date.now() - lastLogged > 1000) {
-      lastLogged = Date.now();
-      opts.logger.warn({ err: err.message, connection: which }, 'redis connection error');
-    }
-  };
   if (opts.traceRoundTrips) traceRoundTrips(command);
-  command.on('error', onError('command'));
-  subscriber.on('error', onError('subscriber'));
+  logErrors(command, 'command', opts.logger);
+  logErrors(subscriber, 'subscriber', opts.logger);
   return {
     command,
     subscriber,
@@ -73,6 +65,34 @@ export function createRedisClients(opts: RedisClientOptions): RedisClients {
       subscriber.disconnect();
     },
   };
+}
+
+/** Logs a connection's errors, at most once a second (a reconnect loop repeats one every 50 ms). */
+function logErrors(client: Redis, which: string, logger: Logger): void {
+  let lastLogged = 0;
+  client.on('error', (err: Error) => {
+    if (Date.now() - lastLogged > 1000) {
+      lastLogged = Date.now();
+      logger.warn({ err: err.message, connection: which }, 'redis connection error');
+    }
+  });
+}
+
+/**
+ * A connection whose commands wait through an outage instead of failing (offline queue on, no
+ * retry limit, no command timeout): for blocking reads, and for bullmq, whose workers need
+ * `maxRetriesPerRequest: null`. Never for a request path: callers bound their own waits.
+ */
+export function createWaitingConnection(opts: { url: string; name: string; logger: Logger; keyPrefix?: string }): Redis {
+  const client = new Redis(opts.url, {
+    retryStrategy,
+    maxRetriesPerRequest: null,
+    enableOfflineQueue: true,
+    connectionName: `switchboard:${opts.name}`,
+    ...(opts.keyPrefix ? { keyPrefix: opts.keyPrefix } : {}),
+  });
+  logErrors(client, opts.name, opts.logger);
+  return client;
 }
 
 /** Resolves when the client is ready, or rejects after `timeoutMs`. */

@@ -1,4 +1,5 @@
 import type { Logger } from './logger.js';
+import { repeatUnlessBusy } from './repeat.js';
 
 /** A periodic sweep (typing expiries, scheduled poll closes) that an instance starts and stops. */
 export interface Ticker {
@@ -14,18 +15,9 @@ export interface Ticker {
  */
 export function createTicker(work: () => Promise<unknown>, opts: { tickMs: number; logger: Logger; what: string }): Ticker {
   let timer: NodeJS.Timeout | null = null;
-  let busy = false;
   return {
     start() {
-      if (timer) return;
-      timer = setInterval(() => {
-        if (busy) return;
-        busy = true;
-        work()
-          .catch((err: Error) => opts.logger.debug({ err: err.message }, `${opts.what} failed`))
-          .finally(() => (busy = false));
-      }, opts.tickMs);
-      timer.unref();
+      timer ??= repeatUnlessBusy(opts.tickMs, work, (err) => opts.logger.debug({ err: err.message }, `${opts.what} failed`));
     },
     stop() {
       if (timer) clearInterval(timer);

@@ -5,6 +5,7 @@ import type { Clock } from '../infra/clock.js';
 import type { Logger } from '../infra/logger.js';
 import { runRead, type PipelineRead } from '../infra/redis.js';
 import { releasable } from '../infra/releasable.js';
+import { repeatUnlessBusy } from '../infra/repeat.js';
 import type { ScriptRegistry } from '../infra/scripts.js';
 import type { RoomsService } from '../rooms/rooms.service.js';
 import type { AppPubSub } from '../topics.js';
@@ -209,17 +210,7 @@ export function createPresenceService(deps: PresenceServiceDeps) {
   }
 
   let timers: NodeJS.Timeout[] = [];
-  /** Runs `work` on each tick unless its own previous run is still going (each task has its own flag, so a slow sweep never skips a heartbeat). */
-  const guarded = (work: () => Promise<unknown>) => {
-    let busy = false;
-    return () => {
-      if (busy) return;
-      busy = true;
-      work()
-        .catch((err: Error) => logger.debug({ err: err.message }, 'presence tick failed'))
-        .finally(() => (busy = false));
-    };
-  };
+  const onTickError = (err: Error) => logger.debug({ err: err.message }, 'presence tick failed');
 
   return {
     getMany,
@@ -234,11 +225,10 @@ export function createPresenceService(deps: PresenceServiceDeps) {
       await heartbeat().catch(() => undefined);
       timers = [
         // Each on its own guard: a slow reap or sweep never delays this instance's heartbeat.
-        setInterval(guarded(heartbeat), heartbeatMs),
-        setInterval(guarded(reapDead), heartbeatMs),
-        setInterval(guarded(settleGrace), tickMs),
+        repeatUnlessBusy(heartbeatMs, heartbeat, onTickError),
+        repeatUnlessBusy(heartbeatMs, reapDead, onTickError),
+        repeatUnlessBusy(tickMs, settleGrace, onTickError),
       ];
-      for (const t of timers) t.unref();
     },
 
     /** Graceful shutdown: this instance's connections are removed at once (users get their grace). */

@@ -53,6 +53,7 @@ export async function wire(
     prefix,
     async close() {
       wiring.services.events.closeAll();
+      await wiring.services.push.stop();
       await wiring.redis.close();
       await deletePrefixed(prefix);
     },
