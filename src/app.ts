@@ -20,6 +20,14 @@ import { startRedisServer, type EmbeddedRedis } from './infra/embedded-redis.js'
 import { createLogger, type Logger } from './infra/logger.js';
 import { waitReady } from './infra/redis.js';
 import { useSharedExecution, type SharedExecutionStats } from './infra/shared-execution.js';
+import {
+  createPersistedOperations,
+  loadManifests,
+  SDK_MANIFEST_PATH,
+  usePersistedOperations,
+  type PersistedOperations,
+} from './infra/persisted-operations.js';
+import { createDemoHandler } from './demo/demo.handler.js';
 import { EnvelopArmorPlugin } from '@escape.tech/graphql-armor';
 import { useRateLimits } from './ratelimit/use-rate-limits.js';
 import { CloseCode, useWsMessageLimits } from './infra/ws-limits.js';
@@ -134,6 +142,13 @@ function useErrorCodes(): Plugin {
   };
 }
 
+/** The trusted-documents rule of `config`: manifests are read (and checked) only when a mode uses them. */
+function persistedOperationsOf(config: Config): PersistedOperations {
+  const { mode, manifests } = config.persistedOperations;
+  if (mode === 'off') return createPersistedOperations(mode, new Map());
+  return createPersistedOperations(mode, loadManifests(manifests.length > 0 ? manifests : [SDK_MANIFEST_PATH]));
+}
+
 /**
  * Builds an instance: Redis (or an embedded redis-server), services, yoga over HTTP/SSE, and
  * graphql-ws on the same port and path. Nothing listens until `start()`.
@@ -152,6 +167,9 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   const auth = createAuthenticator({ secret: config.jwtSecret, jwksUrl: config.jwtJwksUrl });
   const contextFactory = createContextFactory(services, auth);
   const executionStats: SharedExecutionStats = { executions: 0, shared: 0 };
+  const persisted = persistedOperationsOf(config);
+  // Development only: the demo page signs anyone in by name (config.demo is false in production).
+  const demo = config.demo ? createDemoHandler({ jwtSecret: config.jwtSecret, manifestPath: SDK_MANIFEST_PATH }) : null;
 
   const yoga = createYoga<Record<string, unknown>, AppContext>({
     schema: createSchema<AppContext>({
@@ -160,7 +178,9 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     }) as never,
     context: contextFactory as never,
     graphqlEndpoint: '/graphql',
-    graphiql: config.graphiql ? { subscriptionsProtocol: 'WS', title: 'Switchboard' } : false,
+    // Subscriptions over SSE: GraphiQL sends the Headers tab (Authorization) with HTTP requests, but
+    // not in a WebSocket's connection_init, where this server needs the token.
+    graphiql: config.graphiql ? { subscriptionsProtocol: 'SSE', title: 'Switchboard' } : false,
     renderGraphiQL,
     landingPage: false,
     healthCheckEndpoint: '/health',
@@ -175,6 +195,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
       error: (...a: unknown[]) => logger.error({ yoga: a }, 'yoga'),
     },
     plugins: [
+      usePersistedOperations(persisted),
       EnvelopArmorPlugin({
         // Reported as validation errors (HTTP 400, an error message over WebSocket), not thrown
         // out of validation (HTTP 200, or a socket closed with 4500).
@@ -225,6 +246,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     // not wait for clients (or a proxy's pool) to drop idle connections.
     if (stopping) res.setHeader('connection', 'close');
     const path = (req.url ?? '/').split('?')[0];
+    if (demo && (path === '/demo' || path?.startsWith('/demo/'))) return demo(req, res);
     if (path === '/ready') {
       void isRedisUp().then((up) => {
         const ok = up && !stopping;
@@ -300,16 +322,20 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
         if (Object.keys(ctx.subscriptions).length > config.wsMaxSubscriptions) {
           return [rateLimitedWs(`At most ${config.wsMaxSubscriptions} subscriptions per connection`)];
         }
+        // Trusted documents, as over HTTP: a hash runs the manifest's text; refusals answer this operation.
+        const resolved = persisted.resolve(payload);
+        if (resolved.error) return [resolved.error];
+        const query = resolved.query ?? '';
         const { schema, execute, subscribe, contextFactory: envelopedContext, parse, validate } = yoga.getEnveloped({
           ...ctx,
           req: ctx.extra.request,
           socket: ctx.extra.socket,
-          params: payload,
+          params: { ...payload, query },
           wsViewer: ctx.extra.viewer ?? null,
         });
         let document;
         try {
-          document = parse(payload.query);
+          document = parse(query);
         } catch (err) {
           // Answer this operation with the error instead of letting graphql-ws close the socket (4500).
           return [withCode(err instanceof GraphQLError ? err : new GraphQLError(String(err)))];

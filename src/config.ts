@@ -53,6 +53,8 @@ const EnvSchema = z.object({
   MAX_BODY_BYTES: intFrom(1_048_576, 1024, 100 * 1_048_576),
   INSTANCE_ID: z.string().min(1).optional(),
   GRAPHIQL: optionalBool,
+  PERSISTED_OPERATIONS: z.enum(['off', 'allowed', 'required']).optional(),
+  PERSISTED_OPERATIONS_MANIFEST: z.string().optional(),
 });
 
 /** Parsed, validated configuration: the only place `process.env` is read. */
@@ -95,6 +97,13 @@ export interface Config {
   maxBodyBytes: number;
   instanceId: string;
   graphiql: boolean;
+  /**
+   * Trusted documents: `off` (any operation text, no hashes), `allowed` (texts and manifest hashes),
+   * `required` (manifest hashes only). `manifests`: files of hash -> document; empty: the SDK's.
+   */
+  persistedOperations: { mode: 'off' | 'allowed' | 'required'; manifests: string[] };
+  /** The demo chat page and its development sign-in at /demo: never in production. */
+  demo: boolean;
 }
 
 /** Thrown with one line per bad variable. */
@@ -173,5 +182,10 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     maxBodyBytes: e.MAX_BODY_BYTES,
     instanceId: e.INSTANCE_ID ?? `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`,
     graphiql: e.GRAPHIQL ?? !isProduction,
+    persistedOperations: {
+      mode: e.PERSISTED_OPERATIONS ?? (isProduction ? 'allowed' : 'off'),
+      manifests: (e.PERSISTED_OPERATIONS_MANIFEST ?? '').split(',').map((f) => f.trim()).filter(Boolean),
+    },
+    demo: !isProduction,
   };
 }
