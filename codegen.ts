@@ -1,4 +1,5 @@
 import type { CodegenConfig } from '@graphql-codegen/cli';
+import { addTypenameSelectionDocumentTransform } from '@graphql-codegen/client-preset';
 
 /**
  * `npm run codegen`: resolver types (mapped onto the service models) from `schema/`, typed
@@ -50,6 +51,9 @@ const config: CodegenConfig = {
     'src/sdk/generated/': {
       documents: 'src/sdk/operations/*.graphql',
       preset: 'client',
+      // __typename in every selection: the documents (and so the manifest's texts, which the server
+      // runs for a hash) are then exactly what normalized caches (Apollo, urql graphcache) send.
+      documentTransforms: [addTypenameSelectionDocumentTransform],
       presetConfig: {
         fragmentMasking: false,
         // persisted-documents.json: hash -> document, what PERSISTED_OPERATIONS=allowed|required

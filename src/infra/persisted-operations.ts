@@ -77,11 +77,12 @@ export function createPersistedOperations(mode: PersistedOperationsMode, documen
         }
         return { query: text };
       }
-      if (hash !== null) {
-        const document = documents.get(hash);
-        // The manifest's text runs, whatever text came along with the hash.
-        if (document !== undefined) return { query: document };
-        // Again the links' message: with `allowed` they resend with the text, which then runs.
+      const document = hash === null ? undefined : documents.get(hash);
+      // The manifest's text runs, whatever text came along with the hash.
+      if (document !== undefined) return { query: document };
+      if (hash !== null && text === undefined) {
+        // Again the links' message: they resend with the text (and the hash), which is then judged
+        // as a text: it runs when `allowed`.
         return { error: new AppError('NOT_FOUND', 'PersistedQueryNotFound', { reason: 'PERSISTED_QUERY_NOT_FOUND' }) };
       }
       if (mode === 'required') {
