@@ -1,9 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import type { Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { collectPageErrors, keepScreenshot, launchChromium, type Browser } from '../helpers/browser.js';
+import { collectPageErrors, keepScreenshot, useBrowserCluster, type Browser } from '../helpers/browser.js';
 import { gql } from '../helpers/clients.js';
-import { startCluster, startInstance, type TestInstance } from '../helpers/server.js';
+import { startInstance, type TestInstance } from '../helpers/server.js';
 
 /** Opens the demo on `base` and signs in as `name`, as a newcomer would. */
 async function signIn(browser: Browser, base: string, name: string): Promise<{ page: Page; errors: string[] }> {
@@ -18,19 +18,10 @@ async function signIn(browser: Browser, base: string, name: string): Promise<{ p
 }
 
 describe('when two people chat on the demo page, each on another instance', () => {
-  let a: TestInstance;
-  let b: TestInstance;
-  let browser: Browser;
-  beforeAll(async () => {
-    [a, b] = (await startCluster(2)) as [TestInstance, TestInstance];
-    browser = await launchChromium();
-  });
-  afterAll(async () => {
-    await browser?.close();
-    await Promise.all([a?.stop(), b?.stop()]);
-  });
+  const env = useBrowserCluster();
 
   it('should show each one the other present, typing, and their messages live', async () => {
+    const { a, b, browser } = env;
     const tag = randomBytes(3).toString('hex');
     const alice = await signIn(browser, a.base, `Alice ${tag}`);
     const roomName = `lobby-${tag}`;
@@ -66,15 +57,15 @@ describe('when two people chat on the demo page, each on another instance', () =
   });
 
   it('should refuse a sign-in without a usable name', async () => {
-    const res = await fetch(`${a.base}/demo/token`, { method: 'POST', body: JSON.stringify({ name: ' !! ' }) });
+    const res = await fetch(`${env.a.base}/demo/token`, { method: 'POST', body: JSON.stringify({ name: ' !! ' }) });
     expect(res.status).toBe(400);
   });
 
   it('should hand out a token the API accepts, for the user named', async () => {
-    const res = await fetch(`${a.base}/demo/token`, { method: 'POST', body: JSON.stringify({ name: 'Zoë Demo' }) });
+    const res = await fetch(`${env.a.base}/demo/token`, { method: 'POST', body: JSON.stringify({ name: 'Zoë Demo' }) });
     const { token, userId } = (await res.json()) as { token: string; userId: string };
     expect(userId).toBe('zoe-demo');
-    const me = await gql(a.url, 'query { me { id name } }', undefined, { token });
+    const me = await gql(env.a.url, 'query { me { id name } }', undefined, { token });
     expect(me.data).toEqual({ me: { id: 'zoe-demo', name: 'Zoë Demo' } });
   });
 });

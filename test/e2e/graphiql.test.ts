@@ -1,9 +1,9 @@
 import type { Page } from 'playwright-core';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { SendMessageDocument } from '../generated/graphql.js';
-import { collectPageErrors, keepScreenshot, launchChromium, type Browser } from '../helpers/browser.js';
+import { collectPageErrors, keepScreenshot, useBrowserCluster } from '../helpers/browser.js';
 import { createRoomAs, gqlOk } from '../helpers/clients.js';
-import { startCluster, testUsers, waitForStreams, type TestInstance } from '../helpers/server.js';
+import { testUsers, waitForStreams } from '../helpers/server.js';
 
 const QUERY_EDITOR = '.graphiql-query-editor .monaco-editor';
 const HEADERS_EDITOR = '.monaco-editor[data-uri$="headers.json"]';
@@ -27,19 +27,10 @@ async function expectResponse(page: Page, expected: string | RegExp): Promise<vo
 
 describe('when a developer uses GraphiQL in a browser', () => {
   const users = testUsers();
-  let a: TestInstance;
-  let b: TestInstance;
-  let browser: Browser;
-  beforeAll(async () => {
-    [a, b] = (await startCluster(2)) as [TestInstance, TestInstance];
-    browser = await launchChromium();
-  });
-  afterAll(async () => {
-    await browser?.close();
-    await Promise.all([a?.stop(), b?.stop()]);
-  });
+  const env = useBrowserCluster();
 
   it('should run a query with the Authorization header and show a subscription event sent by another client', async () => {
+    const { a, b, browser } = env;
     const alice = await users.newUser('alice');
     const bob = await users.newUser('bob');
     const roomId = await createRoomAs(a.url, users.token(alice), [bob], { label: 'graphiql' });

@@ -52,7 +52,7 @@ describe('when an app generates its own typed SDK from our schema', () => {
       },
       false,
     );
-    const graphqlTs = files.find((f) => f.filename.endsWith('graphql.ts'))?.content ?? '';
+    const graphqlTs = files.find((f: { filename: string }) => f.filename.endsWith('graphql.ts'))?.content ?? '';
     expect(graphqlTs).toContain('export type AppRoomNamesQuery = { rooms: { edges: Array<{ node: { id: string, name: string } }> } };');
     expect(graphqlTs).toContain('export const AppRoomNamesDocument');
   });

@@ -3,6 +3,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
+import { afterAll, beforeAll } from 'vitest';
+import { startCluster, type TestInstance } from './server.js';
 
 /** Debian's Chromium (`apt-get install chromium`; .ci/setup installs it). No browser is downloaded. */
 export const CHROMIUM_PATH = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
@@ -75,4 +77,25 @@ export function collectPageErrors(page: Page): string[] {
     if (m.type() === 'error') errors.push(m.text());
   });
   return errors;
+}
+
+/** Two instances on one Redis and a Chromium, for the tests of one describe block. */
+export interface BrowserCluster {
+  a: TestInstance;
+  b: TestInstance;
+  browser: Browser;
+}
+
+/** Starts a {@link BrowserCluster} before the block's tests and stops it after them. */
+export function useBrowserCluster(): BrowserCluster {
+  const env = {} as BrowserCluster;
+  beforeAll(async () => {
+    [env.a, env.b] = (await startCluster(2)) as [TestInstance, TestInstance];
+    env.browser = await launchChromium();
+  });
+  afterAll(async () => {
+    await env.browser?.close();
+    await Promise.all([env.a?.stop(), env.b?.stop()]);
+  });
+  return env;
 }
