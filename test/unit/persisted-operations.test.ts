@@ -54,3 +54,18 @@ describe('createPersistedOperations', () => {
     else expect({ code: r.error?.extensions.code, ...('message' in expected ? { message: r.error?.message } : {}) }).toEqual(expected);
   });
 });
+
+describe('the configuration of trusted documents and the demo', () => {
+  const production = { NODE_ENV: 'production', REDIS_URL: 'redis://r:6379', JWT_SECRET: 'a-production-secret' };
+
+  it('should be off with the demo outside production, allowed without the demo in production', () => {
+    expect(loadConfig({ NODE_ENV: 'development' })).toMatchObject({ persistedOperations: { mode: 'off', manifests: [] }, demo: true });
+    expect(loadConfig(production)).toMatchObject({ persistedOperations: { mode: 'allowed' }, demo: false });
+  });
+
+  it('should take the mode and a list of manifests, and refuse an unknown mode', () => {
+    const c = loadConfig({ ...production, PERSISTED_OPERATIONS: 'required', PERSISTED_OPERATIONS_MANIFEST: 'a.json, b.json' });
+    expect(c.persistedOperations).toEqual({ mode: 'required', manifests: ['a.json', 'b.json'] });
+    expect(() => loadConfig({ PERSISTED_OPERATIONS: 'sometimes' })).toThrow(/PERSISTED_OPERATIONS/);
+  });
+});
