@@ -146,7 +146,11 @@ function useErrorCodes(): Plugin {
 function persistedOperationsOf(config: Config): PersistedOperations {
   const { mode, manifests } = config.persistedOperations;
   if (mode === 'off') return createPersistedOperations(mode, new Map());
-  return createPersistedOperations(mode, loadManifests(manifests.length > 0 ? manifests : [SDK_MANIFEST_PATH]));
+  try {
+    return createPersistedOperations(mode, loadManifests(manifests.length > 0 ? manifests : [SDK_MANIFEST_PATH]));
+  } catch (err) {
+    throw new Error(`PERSISTED_OPERATIONS_MANIFEST: ${(err as Error).message}`);
+  }
 }
 
 /**
@@ -156,6 +160,10 @@ function persistedOperationsOf(config: Config): PersistedOperations {
 export async function buildApp(config: Config, options: BuildOptions = {}): Promise<App> {
   const logger = options.logger ?? createLogger(config.logLevel, config.instanceId);
   const clock = options.clock ?? systemClock;
+  // Read first: a manifest that cannot be trusted stops the start before anything is opened.
+  const persisted = persistedOperationsOf(config);
+  // Development only: the demo page signs anyone in by name (config.demo is false in production).
+  const demo = config.demo ? createDemoHandler({ jwtSecret: config.jwtSecret, manifestPath: SDK_MANIFEST_PATH }) : null;
 
   let embedded: EmbeddedRedis | null = null;
   let redisUrl = config.redisUrl;
@@ -167,9 +175,6 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   const auth = createAuthenticator({ secret: config.jwtSecret, jwksUrl: config.jwtJwksUrl });
   const contextFactory = createContextFactory(services, auth);
   const executionStats: SharedExecutionStats = { executions: 0, shared: 0 };
-  const persisted = persistedOperationsOf(config);
-  // Development only: the demo page signs anyone in by name (config.demo is false in production).
-  const demo = config.demo ? createDemoHandler({ jwtSecret: config.jwtSecret, manifestPath: SDK_MANIFEST_PATH }) : null;
 
   const yoga = createYoga<Record<string, unknown>, AppContext>({
     schema: createSchema<AppContext>({
@@ -394,7 +399,16 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
       await started;
       const { port } = httpServer.address() as AddressInfo;
       const host = config.host === '0.0.0.0' || config.host === '::' ? 'localhost' : config.host;
-      logger.info({ port, redis: embedded ? 'embedded' : 'external' }, `Switchboard listening on http://${host}:${port}/graphql`);
+      logger.info(
+        {
+          port,
+          redis: embedded ? 'embedded' : 'external',
+          persistedOperations: persisted.mode,
+          trustedDocuments: persisted.size,
+          demo: demo !== null,
+        },
+        `Switchboard listening on http://${host}:${port}/graphql`,
+      );
       return { port, url: `http://${host}:${port}/graphql` };
     },
     stop() {

@@ -30,7 +30,7 @@ describe('loadManifests', () => {
     const path = join(dir, 'not-an-object.json');
     writeFileSync(path, '[]');
     const config = loadConfig({ NODE_ENV: 'test', PERSISTED_OPERATIONS: 'required', PERSISTED_OPERATIONS_MANIFEST: path, REDIS_URL: 'redis://127.0.0.1:1' });
-    await expect(buildApp(config)).rejects.toThrow(/a manifest is a JSON object/);
+    await expect(buildApp(config)).rejects.toThrow(/^PERSISTED_OPERATIONS_MANIFEST: .*a manifest is a JSON object/);
   });
 });
 
