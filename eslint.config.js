@@ -3,7 +3,7 @@ import tseslint from 'typescript-eslint';
 
 /** eslint + typescript-eslint (type-aware where it pays), over src, test, bench and configs. */
 export default tseslint.config(
-  { ignores: ['dist/**', 'node_modules/**', 'src/generated/**', 'test/generated/**', '.data/**', 'coverage/**'] },
+  { ignores: ['dist/**', 'node_modules/**', 'src/generated/**', 'test/generated/**', 'src/sdk/generated/**', 'test/artifacts/**', '.data/**', 'coverage/**'] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {
@@ -25,5 +25,19 @@ export default tseslint.config(
   {
     files: ['eslint.config.js'],
     ...tseslint.configs.disableTypeChecked,
+  },
+  {
+    // The demo page's script runs in the browser as it is (no build step, no types).
+    files: ['src/demo/public/**/*.js'],
+    ...tseslint.configs.disableTypeChecked,
+    languageOptions: {
+      sourceType: 'module',
+      parserOptions: { projectService: false },
+      globals: Object.fromEntries(
+        ['document', 'location', 'fetch', 'WebSocket', 'sessionStorage', 'setTimeout', 'clearTimeout', 'globalThis'].map(
+          (name) => [name, 'readonly'],
+        ),
+      ),
+    },
   },
 );

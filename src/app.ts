@@ -19,6 +19,14 @@ import { startRedisServer, type EmbeddedRedis } from './infra/embedded-redis.js'
 import { createLogger, type Logger } from './infra/logger.js';
 import { redisTrace, traced, waitReady } from './infra/redis.js';
 import { useSharedExecution, type SharedExecutionStats } from './infra/shared-execution.js';
+import {
+  createPersistedOperations,
+  loadManifests,
+  SDK_MANIFEST_PATH,
+  usePersistedOperations,
+  type PersistedOperations,
+} from './infra/persisted-operations.js';
+import { createDemoHandler } from './demo/demo.handler.js';
 import { EnvelopArmorPlugin } from '@escape.tech/graphql-armor';
 import { useRateLimits } from './ratelimit/use-rate-limits.js';
 import { CloseCode, useWsMessageLimits } from './infra/ws-limits.js';
@@ -174,6 +182,17 @@ function useRedisDebug(): Plugin {
   };
 }
 
+/** The trusted-documents rule of `config`: manifests are read (and checked) only when a mode uses them. */
+function persistedOperationsOf(config: Config): PersistedOperations {
+  const { mode, manifests } = config.persistedOperations;
+  if (mode === 'off') return createPersistedOperations(mode, new Map());
+  try {
+    return createPersistedOperations(mode, loadManifests(manifests.length > 0 ? manifests : [SDK_MANIFEST_PATH]));
+  } catch (err) {
+    throw new Error(`PERSISTED_OPERATIONS_MANIFEST: ${(err as Error).message}`);
+  }
+}
+
 /**
  * Builds an instance: Redis (or an embedded redis-server), services, yoga over HTTP/SSE, and
  * graphql-ws on the same port and path. Nothing listens until `start()`.
@@ -181,6 +200,10 @@ function useRedisDebug(): Plugin {
 export async function buildApp(config: Config, options: BuildOptions = {}): Promise<App> {
   const logger = options.logger ?? createLogger(config.logLevel, config.instanceId);
   const clock = options.clock ?? systemClock;
+  // Read first: a manifest that cannot be trusted stops the start before anything is opened.
+  const persisted = persistedOperationsOf(config);
+  // Development only: the demo page signs anyone in by name (config.demo is false in production).
+  const demo = config.demo ? createDemoHandler({ jwtSecret: config.jwtSecret, manifestPath: SDK_MANIFEST_PATH }) : null;
 
   let embedded: EmbeddedRedis | null = null;
   let redisUrl = config.redisUrl;
@@ -200,7 +223,9 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     }) as never,
     context: contextFactory as never,
     graphqlEndpoint: '/graphql',
-    graphiql: config.graphiql ? { subscriptionsProtocol: 'WS', title: 'Switchboard' } : false,
+    // Subscriptions over SSE: GraphiQL sends the Headers tab (Authorization) with HTTP requests, but
+    // not in a WebSocket's connection_init, where this server needs the token.
+    graphiql: config.graphiql ? { subscriptionsProtocol: 'SSE', title: 'Switchboard' } : false,
     // GraphiQL's bundle is ~30 MB of strings in memory: loaded only where GraphiQL is served.
     renderGraphiQL: config.graphiql ? (await import('@graphql-yoga/render-graphiql')).renderGraphiQL : undefined,
     landingPage: false,
@@ -216,6 +241,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
       error: (...a: unknown[]) => logger.error({ yoga: a }, 'yoga'),
     },
     plugins: [
+      usePersistedOperations(persisted),
       EnvelopArmorPlugin({
         // Reported as validation errors (HTTP 400, an error message over WebSocket), not thrown
         // out of validation (HTTP 200, or a socket closed with 4500).
@@ -268,6 +294,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     // not wait for clients (or a proxy's pool) to drop idle connections.
     if (stopping) res.setHeader('connection', 'close');
     const path = (req.url ?? '/').split('?')[0];
+    if (demo && (path === '/demo' || path?.startsWith('/demo/'))) return demo(req, res);
     if (path === '/ready') {
       void isRedisUp().then((up) => {
         const ok = up && !stopping;
@@ -373,16 +400,20 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
         if (Object.keys(ctx.subscriptions).length > config.wsMaxSubscriptions) {
           return [rateLimitedWs(`At most ${config.wsMaxSubscriptions} subscriptions per connection`)];
         }
+        // Trusted documents, as over HTTP: a hash runs the manifest's text; refusals answer this operation.
+        const resolved = persisted.resolve(payload);
+        if (resolved.error) return [resolved.error];
+        const query = resolved.query ?? '';
         const { schema, execute, subscribe, contextFactory: envelopedContext, parse, validate } = yoga.getEnveloped({
           ...ctx,
           req: ctx.extra.request,
           socket: ctx.extra.socket,
-          params: payload,
+          params: { ...payload, query },
           wsViewer: ctx.extra.viewer ?? null,
         });
         let document;
         try {
-          document = parse(payload.query);
+          document = parse(query);
         } catch (err) {
           // Answer this operation with the error instead of letting graphql-ws close the socket (4500).
           return [withCode(err instanceof GraphQLError ? err : new GraphQLError(String(err)))];
@@ -444,7 +475,16 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
       await started;
       const { port } = httpServer.address() as AddressInfo;
       const host = config.host === '0.0.0.0' || config.host === '::' ? 'localhost' : config.host;
-      logger.info({ port, redis: embedded ? 'embedded' : 'external' }, `Switchboard listening on http://${host}:${port}/graphql`);
+      logger.info(
+        {
+          port,
+          redis: embedded ? 'embedded' : 'external',
+          persistedOperations: persisted.mode,
+          trustedDocuments: persisted.size,
+          demo: demo !== null,
+        },
+        `Switchboard listening on http://${host}:${port}/graphql`,
+      );
       return { port, url: `http://${host}:${port}/graphql` };
     },
     stop() {

@@ -22,6 +22,8 @@ const parseIso = (value: unknown): string => {
 export const baseResolvers: Resolvers = {
   DateTime: new GraphQLScalarType({
     name: 'DateTime',
+    // The SDL's description: a scalar's resolver object replaces the type, description included.
+    description: 'An ISO-8601 date-time in UTC, e.g. `2026-11-26T09:30:00.000Z`.',
     serialize: toIso,
     parseValue: parseIso,
     parseLiteral: (ast) => (ast.kind === Kind.STRING ? parseIso(ast.value) : undefined),

@@ -82,6 +82,8 @@ const EnvSchema = z.object({
   PUSH_DEAD_RETENTION_SECONDS: intFrom(7 * 86_400, 1, 365 * 86_400),
   PUSH_CONCURRENCY: intFrom(16, 0, 1000),
   PUSH_STALLED_TIMEOUT_MS: intFrom(30_000, 500, 600_000),
+  PERSISTED_OPERATIONS: z.enum(['off', 'allowed', 'required']).optional(),
+  PERSISTED_OPERATIONS_MANIFEST: z.string().optional(),
 });
 
 /** LiveKit's coordinates; all three or none. */
@@ -185,6 +187,13 @@ export interface Config {
   calls: CallsConfig;
   /** Push deliveries to offline members; null when PUSH_WEBHOOK_URL is not set. */
   push: PushConfig | null;
+  /**
+   * Trusted documents: `off` (any operation text, no hashes), `allowed` (texts and manifest hashes),
+   * `required` (manifest hashes only). `manifests`: files of hash -> document; empty: the SDK's.
+   */
+  persistedOperations: { mode: 'off' | 'allowed' | 'required'; manifests: string[] };
+  /** The demo chat page and its development sign-in at /demo: never in production. */
+  demo: boolean;
 }
 
 /** Thrown with one line per bad variable. */
@@ -304,5 +313,10 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
             stalledTimeoutMs: e.PUSH_STALLED_TIMEOUT_MS,
           }
         : null,
+    persistedOperations: {
+      mode: e.PERSISTED_OPERATIONS ?? (isProduction ? 'allowed' : 'off'),
+      manifests: (e.PERSISTED_OPERATIONS_MANIFEST ?? '').split(',').map((f) => f.trim()).filter(Boolean),
+    },
+    demo: !isProduction,
   };
 }

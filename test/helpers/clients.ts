@@ -177,7 +177,7 @@ export function subscribe<T = Record<string, unknown>, V = Record<string, unknow
   client: WsClient,
   doc: Doc<T, V>,
   variables?: V,
-  opts: { keepEphemeral?: boolean } = {},
+  opts: { keepEphemeral?: boolean; extensions?: Record<string, unknown> } = {},
 ): Subscription<T> {
   const results: ExecutionResult<T>[] = [];
   const waiters: (() => void)[] = [];
@@ -186,7 +186,11 @@ export function subscribe<T = Record<string, unknown>, V = Record<string, unknow
   let ended = false;
   const notify = () => waiters.splice(0).forEach((w) => w());
   const unsubscribe = client.subscribe<T>(
-    { query: source(doc as Doc<unknown, unknown>), variables: variables as Record<string, unknown> | undefined },
+    {
+      query: source(doc as Doc<unknown, unknown>),
+      variables: variables as Record<string, unknown> | undefined,
+      ...(opts.extensions ? { extensions: opts.extensions } : {}),
+    },
     {
       next: (r) => {
         if (!opts.keepEphemeral && isEphemeralRoomEvent(r)) return;
