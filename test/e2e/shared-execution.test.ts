@@ -1,8 +1,8 @@
-import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { userKeys } from '../../src/users/users.keys.js';
 import { CreateRoomDocument, SendMessageDocument } from '../generated/graphql.js';
 import { gqlOk, subscribe, wsClient } from '../helpers/clients.js';
+import { monitorRedis } from '../helpers/monitor.js';
 import {
   sharedRedisUrl,
   startCluster,
@@ -64,11 +64,8 @@ describe('when a message is delivered by an instance other than the one it was s
     const clients = await Promise.all(readers.map(async (id) => wsClient(b.wsUrl, await tokenFor(id))));
     const subs = clients.map((c) => subscribe(c, PLAIN, { r: createRoom.id }));
     await waitForStreams(b, 2);
-    const plain = new Redis(sharedRedisUrl());
-    const monitor = await plain.monitor();
-    monitor.on('error', () => undefined);
     const userReads: string[][] = []; // every command naming the sender's hash
-    monitor.on('monitor', (_time: string, args: string[]) => {
+    const monitor = await monitorRedis(sharedRedisUrl(), (args) => {
       if (args.some((x) => x.startsWith(`${prefix}${userKeys.user(sender)}`))) userReads.push(args);
     });
     try {
@@ -84,8 +81,7 @@ describe('when a message is delivered by an instance other than the one it was s
       expect(userReads.length, 'the touches were seen').toBeGreaterThan(0);
       expect(userReads.filter((c) => /^(hget|hmget|hgetall)$/i.test(c[0] ?? ''))).toEqual([]);
     } finally {
-      monitor.disconnect();
-      plain.disconnect();
+      monitor.stop();
       await Promise.all(clients.map((c) => c.dispose()));
     }
   });

@@ -9,6 +9,7 @@ import { createAuthenticator, isIntrospectionOnly, signToken } from '../../src/i
 import { BoundedQueue } from '../../src/infra/bounded-queue.js';
 import { decodeCursor, encodeCursor, MAX_PAGE_SIZE, pageSize, toConnection } from '../../src/infra/pagination.js';
 import { decodeMessageId, encodeMessageId } from '../../src/messages/message-id.js';
+import { parseMonitorArgs } from '../helpers/monitor.js';
 
 /** Pure infrastructure: bounded queue, pagination, message ids, config, introspection check, JWT. */
 
@@ -689,5 +690,11 @@ describe('the authenticator cache', () => {
       const forged = `${h}.${Buffer.from(JSON.stringify({ sub: 'admin', exp: 9999999999 })).toString('base64url')}.${s}`;
       await expect(auth.verify(forged)).rejects.toThrow();
     });
+  });
+});
+
+describe('parseMonitorArgs (the test helper reading MONITOR lines)', () => {
+  it('should split quoted arguments and undo Redis escapes', () => {
+    expect(parseMonitorArgs('"hmget" "user:{a\\"b}" "name" "\\x00\\\\x41"')).toEqual(['hmget', 'user:{a"b}', 'name', '\u0000\\x41']);
   });
 });
