@@ -99,7 +99,7 @@ async function main() {
   const summary: Record<string, { serverCpuUsPerRequest: number; requestsPerSec: number; redisCommandsPerRequest: number }> = {};
   for (const op of operations) {
     // Warm-up: JIT, parser and validation caches, keep-alive sockets.
-    await drive(server, token, op, Math.min(500, opts.requests), opts.inflight);
+    await drive(server, token, op, Math.max(1000, Math.floor(opts.requests / 2)), opts.inflight);
     await stats.config('RESETSTAT');
     const cpu0 = cpuTicks(server.pid);
     const t0 = performance.now();

@@ -1,5 +1,5 @@
 import { readdirSync, readFileSync } from 'node:fs';
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer, ServerResponse, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { GraphQLError, type ExecutionArgs, type ValidationContext } from 'graphql';
@@ -364,7 +364,16 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     });
   }
 
-  const httpServer: Server = createServer(handle);
+  // Redis writes of a turn go out together (coalesceWrites); an answer goes out only after them, so
+  // what a request wrote without waiting (the user's touch, a PUBLISH) is in Redis before the client
+  // can act on the answer.
+  class FlushingResponse extends ServerResponse {}
+  const writeHead = ServerResponse.prototype.writeHead;
+  FlushingResponse.prototype.writeHead = function (this: ServerResponse, ...args: unknown[]) {
+    redis.flushCommands();
+    return (writeHead as (...a: unknown[]) => ServerResponse).apply(this, args);
+  } as ServerResponse['writeHead'];
+  const httpServer: Server = createServer({ ServerResponse: FlushingResponse }, handle);
   const wss = new WebSocketServer({ server: httpServer, path: '/graphql', maxPayload: config.maxBodyBytes });
   const wsMessages = useWsMessageLimits(wss, { maxMessagesPer10s: config.wsMaxMessagesPer10s });
   type WsExtra = { viewer?: Viewer; connection?: Promise<string | null> };
@@ -441,6 +450,10 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
         void ctx.extra.connection
           ?.then((id) => (id ? services.presence.disconnect(id) : undefined))
           .catch(() => undefined);
+      },
+      // As over HTTP: Redis writes of this turn before the result (a mutation's PUBLISH).
+      onNext: () => {
+        redis.flushCommands();
       },
       onError: (_ctx, _id, _payload, errors) => {
         logger.debug({ errors: errors.map((e) => e.message) }, 'websocket operation error');

@@ -1,4 +1,5 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
+import type { Socket } from 'node:net';
 import { Redis, type ChainableCommander, type RedisOptions } from 'ioredis';
 import type { Logger } from './logger.js';
 
@@ -8,6 +9,8 @@ export interface RedisClients {
   command: Redis;
   /** Pub/sub only (a subscribed connection cannot run other commands). */
   subscriber: Redis;
+  /** Sends the command connection's writes of this turn now (see {@link coalesceWrites}). */
+  flushCommands(): void;
   /** Closes both connections. */
   close(): Promise<void>;
 }
@@ -54,17 +57,59 @@ export function createRedisClients(opts: RedisClientOptions): RedisClients {
     connectionName: 'switchboard:sub',
   });
   if (opts.traceRoundTrips) traceRoundTrips(command);
+  const flushCommands = coalesceWrites(command);
   logErrors(command, 'command', opts.logger);
   logErrors(subscriber, 'subscriber', opts.logger);
   return {
     command,
     subscriber,
+    flushCommands,
     async close() {
       await Promise.allSettled([command.quit(), subscriber.quit()]);
       command.disconnect();
       subscriber.disconnect();
     },
   };
+}
+
+const COALESCING = Symbol('switchboard.coalescing');
+
+/**
+ * Sends everything a connection writes in one turn of the event loop in one write: the socket is
+ * corked at its first write and uncorked at the end of the turn (setImmediate). Commands keep their
+ * order and their replies; what changes is the number of syscalls: on loopback each write cost
+ * about 25 µs of CPU, and a request issued several (the user's touch, its script, its hooks'
+ * pipeline, its PUBLISH), as did concurrent requests. Applied again to each new socket (reconnects).
+ * Returns `flush()`, which sends what is corked at once: the server calls it before it answers a
+ * request, so a write the request did not wait for (the user's touch, a PUBLISH) still reaches
+ * Redis before the client can act on the answer.
+ */
+export function coalesceWrites(client: Redis): () => void {
+  let flushNow = () => undefined as void;
+  const patch = () => {
+    const stream = (client as unknown as { stream?: Socket & { [COALESCING]?: true } }).stream;
+    if (!stream || stream[COALESCING]) return;
+    stream[COALESCING] = true;
+    let corked = false;
+    const uncork = () => {
+      if (!corked) return;
+      corked = false;
+      stream.uncork();
+    };
+    const write = stream.write;
+    stream.write = function (this: Socket, ...args: Parameters<Socket['write']>) {
+      if (!corked && !stream.destroyed) {
+        corked = true;
+        stream.cork();
+        setImmediate(uncork);
+      }
+      return write.apply(this, args);
+    } as Socket['write'];
+    flushNow = uncork;
+  };
+  client.on('connect', patch);
+  patch();
+  return () => flushNow();
 }
 
 /** Logs a connection's errors, at most once a second (a reconnect loop repeats one every 50 ms). */

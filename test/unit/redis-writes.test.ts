@@ -1,0 +1,77 @@
+import type { Socket } from 'node:net';
+import { Redis } from 'ioredis';
+import { afterAll, describe, expect, it } from 'vitest';
+import { coalesceWrites } from '../../src/infra/redis.js';
+import { waitFor } from '../helpers/clients.js';
+import { sharedRedisUrl, uniquePrefix } from '../helpers/server.js';
+
+/** coalesceWrites: what a connection writes in one turn leaves in one write, in order. */
+
+const prefix = uniquePrefix('writes');
+const clients: Redis[] = [];
+
+afterAll(async () => {
+  const admin = new Redis(sharedRedisUrl());
+  for await (const keys of admin.scanStream({ match: `${prefix}*`, count: 500 })) {
+    if ((keys as string[]).length > 0) await admin.unlink(...(keys as string[]));
+  }
+  admin.disconnect();
+  for (const c of clients) c.disconnect();
+});
+
+/** A ready client whose socket writes are counted (each `_write`/`_writev` is one syscall's worth). */
+async function countedClient(): Promise<{ client: Redis; flush: () => void; writes: () => number; count: () => void }> {
+  const client = new Redis(sharedRedisUrl(), { keyPrefix: prefix });
+  clients.push(client);
+  const flush = coalesceWrites(client);
+  await waitFor(() => client.status === 'ready', 5000, 'the client to be ready');
+  let writes = 0;
+  const count = () => {
+    const stream = (client as unknown as { stream: Socket & { _write: (...a: unknown[]) => void; _writev?: (...a: unknown[]) => void } }).stream;
+    for (const name of ['_write', '_writev'] as const) {
+      const original = stream[name];
+      if (!original) continue;
+      stream[name] = function (this: Socket, ...a: unknown[]) {
+        writes++;
+        return original.apply(this, a);
+      };
+    }
+  };
+  count();
+  return { client, flush, writes: () => writes, count };
+}
+
+describe('coalesceWrites', () => {
+  it('should send the commands of one turn in one write, with every reply in order', async () => {
+    const { client, writes } = await countedClient();
+    const before = writes();
+    const replies = await Promise.all(Array.from({ length: 50 }, (_, i) => client.incrby('counter', i + 1)));
+    expect(writes() - before).toBe(1);
+    // INCRBY 1, 2, 3…: running sums, so any reordering would show.
+    expect(replies).toEqual(Array.from({ length: 50 }, (_, i) => ((i + 1) * (i + 2)) / 2));
+  });
+
+  it('should send at once on flush()', async () => {
+    const { client, flush, writes } = await countedClient();
+    const before = writes();
+    const reply = client.set('flushed', '1');
+    expect(writes() - before).toBe(0);
+    flush();
+    expect(writes() - before).toBe(1);
+    expect(await reply).toBe('OK');
+  });
+
+  it('should keep working on the new socket after a reconnect', async () => {
+    const { client, writes, count } = await countedClient();
+    const id = await client.client('ID');
+    const admin = new Redis(sharedRedisUrl());
+    await admin.client('KILL', 'ID', String(id));
+    admin.disconnect();
+    await waitFor(async () => (await client.ping().catch(() => null)) === 'PONG', 5000, 'the client to reconnect');
+    count(); // the new socket's writes
+    const before = writes();
+    const replies = await Promise.all([client.set('after', 'x'), client.get('after')]);
+    expect(replies).toEqual(['OK', 'x']);
+    expect(writes() - before).toBe(1);
+  });
+});
