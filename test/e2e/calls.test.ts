@@ -1,9 +1,17 @@
 import { createPublicKey, diffieHellman, generateKeyPairSync, sign, verify, type KeyObject } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Writable } from 'node:stream';
 import { Redis } from 'ioredis';
 import { TokenVerifier } from 'livekit-server-sdk';
+import { pino } from 'pino';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { buildApp } from '../../src/app.js';
 import { callKeySignedText } from '../../src/calls/calls.crypto.js';
 import { callKeys } from '../../src/calls/calls.keys.js';
+import { loadConfig } from '../../src/config.js';
+import { freePort, startRedisServer } from '../../src/infra/embedded-redis.js';
 import {
   CallKeysDocument,
   EndCallDocument,
@@ -22,7 +30,17 @@ import {
 import { clientPool, createRoomAs, expectError, gql, gqlOk, subscribe, waitFor, type Subscription } from '../helpers/clients.js';
 import { startLiveKitStandin, type LiveKitStandin } from '../helpers/livekit-standin.js';
 import { deletePrefixed } from '../helpers/lua.js';
-import { sharedRedisUrl, startCluster, startInstance, testUsers, uniquePrefix, waitForStreamsReleased, type TestInstance } from '../helpers/server.js';
+import { monitorRedis } from '../helpers/monitor.js';
+import {
+  sharedRedisUrl,
+  startCluster,
+  startInstance,
+  testEnv,
+  testUsers,
+  uniquePrefix,
+  waitForStreamsReleased,
+  type TestInstance,
+} from '../helpers/server.js';
 
 /**
  * Calls end to end, on two instances sharing one Redis and a LiveKit stand-in speaking Twirp JSON:
@@ -124,6 +142,24 @@ function mediaKey(identity: KeyObject, roomId: string, callId: string, epoch: nu
   const signature = sign(null, Buffer.from(callKeySignedText(roomId, callId, epoch, keyId, publicKey)), identity).toString('base64');
   return { pair, input: { keyId, publicKey, signature } };
 }
+
+/** A debug-level logger whose lines a test reads (what a leaked timer would log when it fails). */
+function captureLogger() {
+  const lines: { msg?: string }[] = [];
+  const stream = new Writable({
+    write(chunk: Buffer, _enc, cb) {
+      for (const l of chunk.toString().split('\n')) if (l) lines.push(JSON.parse(l) as { msg?: string });
+      cb();
+    },
+  });
+  return { logger: pino({ level: 'debug' }, stream), lines };
+}
+
+/** Posts `body` to the LiveKit webhook endpoint of `inst` as LiveKit would, with `init` on top. */
+const postWebhook = async (inst: TestInstance, init: RequestInit & { duplex?: 'half' }) => {
+  const res = await fetch(`${inst.base}/webhooks/livekit`, { ...init, signal: AbortSignal.timeout(10_000) });
+  return { status: res.status, allow: res.headers.get('allow'), body: (await res.json()) as unknown };
+};
 
 describe('when LiveKit is not configured', () => {
   it('should answer NOT_CONFIGURED to voice operations and keep serving the rest', async () => {
@@ -232,6 +268,97 @@ describe('when LiveKit posts webhooks', () => {
   });
 });
 
+describe('when a request to /webhooks/livekit is not one LiveKit sends', () => {
+  /** A participant_joined for a fresh room, signed as LiveKit signs it: applied if it got through. */
+  async function signedJoin(pad = 0) {
+    const owner = await users.newUser('owner');
+    const roomId = await roomOf(owner, []);
+    const event = standin.event('participant_joined', roomId, { identity: owner });
+    if (pad > 0 && event.participant) event.participant.metadata = 'x'.repeat(pad);
+    const body = event.toJsonString();
+    return { owner, roomId, body, authorization: await standin.sign(body) };
+  }
+
+  it('should answer 405 with Allow: POST to any other method, and apply nothing', async () => {
+    const { owner, roomId, body, authorization } = await signedJoin();
+    expect(await postWebhook(a, { method: 'GET', headers: { authorization } })).toEqual({
+      status: 405,
+      allow: 'POST',
+      body: { error: 'POST only' },
+    });
+    for (const method of ['PUT', 'PATCH', 'DELETE']) {
+      const res = await postWebhook(a, { method, body, headers: { authorization, 'content-type': 'application/webhook+json' } });
+      expect(res, method).toEqual({ status: 405, allow: 'POST', body: { error: 'POST only' } });
+    }
+    expect(await roomCall(a, owner, roomId)).toBeNull();
+  });
+
+  it('should answer 413 to a signed body over MAX_BODY_BYTES, apply nothing, and keep serving', async () => {
+    // Default MAX_BODY_BYTES (1 MiB): the metadata alone is over it.
+    const { owner, roomId, body, authorization } = await signedJoin(1_048_576);
+    const res = await postWebhook(a, { method: 'POST', body, headers: { authorization, 'content-type': 'application/webhook+json' } });
+    expect(res.status).toBe(413);
+    expect(res.body).toMatchObject({ errors: [{ extensions: { code: 'BAD_USER_INPUT' } }] });
+    expect(await roomCall(a, owner, roomId)).toBeNull();
+    const event = standin.event('participant_joined', roomId, { identity: owner });
+    expect(await standin.send(event)).toEqual({ status: 200, body: { ok: true, outcome: 'applied' } });
+  });
+
+  it('should answer 411 to a signed body streamed without a Content-Length, and apply nothing', async () => {
+    const { owner, roomId, body, authorization } = await signedJoin();
+    const bytes = new TextEncoder().encode(body);
+    const stream = new ReadableStream<Uint8Array>({
+      start(controller) {
+        // Two chunks: Transfer-Encoding: chunked, no Content-Length.
+        controller.enqueue(bytes.subarray(0, 10));
+        controller.enqueue(bytes.subarray(10));
+        controller.close();
+      },
+    });
+    const res = await postWebhook(a, {
+      method: 'POST',
+      body: stream,
+      duplex: 'half',
+      headers: { authorization, 'content-type': 'application/webhook+json' },
+    });
+    expect(res.status).toBe(411);
+    expect(res.body).toMatchObject({ errors: [{ extensions: { code: 'BAD_USER_INPUT' } }] });
+    expect(await roomCall(a, owner, roomId)).toBeNull();
+  });
+});
+
+describe('when Redis is away as LiveKit posts a webhook', () => {
+  it('should answer 503 without applying it, and apply its redelivery once Redis is back', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'switchboard-calls-outage-'));
+    const port = await freePort();
+    let own = await startRedisServer({ dir, port, appendOnly: true });
+    const inst = await startInstance({ ...standin.env, ...CALL_ENV, REDIS_URL: own.url, REDIS_KEY_PREFIX: uniquePrefix('calls-outage') });
+    try {
+      const url = `${inst.base}/webhooks/livekit`;
+      const owner = await users.newUser('owner');
+      const roomId = await roomOf(owner, [], inst);
+      await standin.connect(roomId, owner, { webhooks: false });
+      const event = standin.event('participant_joined', roomId, { identity: owner });
+
+      await own.stop();
+      const t0 = Date.now();
+      expect(await standin.send(event, { url })).toEqual({ status: 503, body: { error: 'not applied' } });
+      expect(Date.now() - t0).toBeLessThan(3000);
+
+      own = await startRedisServer({ dir, port, appendOnly: true });
+      await waitFor(async () => (await fetch(`${inst.base}/ready`)).status === 200, 10_000, '/ready to answer 200 again');
+      // Not remembered as seen: LiveKit's redelivery of the same event id is applied.
+      expect(await standin.send(event, { url })).toEqual({ status: 200, body: { ok: true, outcome: 'applied' } });
+      expect(idsOf(await roomCall(inst, owner, roomId))).toEqual([owner]);
+      expect(await standin.send(event, { url })).toEqual({ status: 200, body: { ok: true, outcome: 'duplicate' } });
+    } finally {
+      await inst.stop();
+      await own.stop();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe('when the participant lists of LiveKit and webhooks disagree', () => {
   it('should let a read of a stale call sync with ListParticipants, keeping joiners who are still connecting', async () => {
     const [alice, bob, carol] = [await users.newUser('alice'), await users.newUser('bob'), await users.newUser('carol')];
@@ -333,6 +460,70 @@ describe('when participants leave', () => {
     await callUpdate(watcher, (e) => e.call.endedAt !== null, 'the end of the call');
     expect(await roomCall(b, bob, roomId)).toBeNull();
     expect((await gqlOk(a.url, EndCallDocument, { roomId }, users.token(owner))).endCall).toBe(false);
+  });
+});
+
+describe('when the owner ends a call while LiveKit cannot be reached', () => {
+  it('should answer UNAVAILABLE while LiveKit answers errors, end nothing, and end the call once LiveKit is back', async () => {
+    const [owner, bob, carol] = [await users.newUser('owner'), await users.newUser('bob'), await users.newUser('carol')];
+    const roomId = await roomOf(owner, [bob, carol]);
+    const watcher = await events(b, bob, roomId);
+    await standin.connect(roomId, owner);
+    await standin.connect(roomId, bob);
+    const call = await waitFor(async () => {
+      const c = await roomCall(a, owner, roomId);
+      return idsOf(c).length === 2 ? c : null;
+    }, 5000, 'the call with owner and bob');
+
+    standin.down = true;
+    const deletes = twirpCalls('DeleteRoom', roomId).length;
+    expectError(await gql(a.url, EndCallDocument, { roomId }, { token: users.token(owner) }), 'UNAVAILABLE');
+    expect(twirpCalls('DeleteRoom', roomId)).toHaveLength(deletes + 1);
+    // Nothing ended: not in LiveKit, not in Redis, not for readers on either instance.
+    expect(standin.identities(roomId)).toEqual([bob, owner].sort());
+    expect(await redis.hget(callKeys.call(roomId), 'id')).toBe(call.id);
+    for (const [inst, userId] of [[a, owner], [b, bob]] as const) {
+      const read = await roomCall(inst, userId, roomId);
+      expect(read).toMatchObject({ id: call.id, epoch: call.epoch, endedAt: null });
+      expect(idsOf(read)).toEqual([bob, owner].sort());
+    }
+    // carol joining is announced after whatever the failed endCall published (one publisher, one
+    // channel): once her CallUpdated is in, an end would have been seen before it.
+    await joinCall(a, carol, roomId);
+    await callUpdate(watcher, (e) => idsOf(e.call).includes(carol), 'the CallUpdated of carol joining');
+    expect(callUpdates(watcher).filter((e) => e.call.endedAt !== null)).toEqual([]);
+
+    standin.down = false;
+    expect((await gqlOk(a.url, EndCallDocument, { roomId }, users.token(owner))).endCall).toBe(true);
+    const ended = await callUpdate(watcher, (e) => e.call.endedAt !== null, 'the end of the call');
+    expect(ended.call.id).toBe(call.id);
+    expect(standin.identities(roomId)).toEqual([]);
+  });
+
+  it('should answer UNAVAILABLE promptly when LiveKit refuses connections or does not answer in time', async () => {
+    const deadUrl = `http://127.0.0.1:${await freePort()}`;
+    const unreachable: Record<string, string>[] = [{ LIVEKIT_URL: deadUrl }, { LIVEKIT_REQUEST_TIMEOUT_MS: '300' }];
+    for (const env of unreachable) {
+      await withInstance(env, async (inst) => {
+        const [owner, bob] = [await users.newUser('owner'), await users.newUser('bob')];
+        const roomId = await roomOf(owner, [bob]);
+        await joinCall(a, owner, roomId);
+        const call = (await joinCall(b, bob, roomId)).call;
+        // The stand-in answers (503) only after the instance's request timeout has passed.
+        standin.delayMs = 1000;
+        standin.down = true;
+        const t0 = Date.now();
+        expectError(await gql(inst.url, EndCallDocument, { roomId }, { token: users.token(owner) }), 'UNAVAILABLE');
+        // Within the timeout's reach, before the stand-in's late answer.
+        expect(Date.now() - t0).toBeLessThan(900);
+        standin.delayMs = 0;
+        standin.down = false;
+        expect(await redis.hget(callKeys.call(roomId), 'id')).toBe(call.id);
+        const read = await roomCall(a, bob, roomId);
+        expect(read).toMatchObject({ id: call.id, endedAt: null });
+        expect(idsOf(read)).toEqual([bob, owner].sort());
+      });
+    }
   });
 });
 
@@ -479,5 +670,50 @@ describe('when participants exchange media keys', () => {
       await waitFor(async () => (await served()) === 0, 3000, 'the key to expire');
       await waitFor(async () => (await redis.exists(callKeys.mediaKeys(roomId))) === 0, 3000, 'Redis to drop the expired keys');
     });
+  });
+});
+
+describe('when an instance shuts down', () => {
+  it('should stop its calls timers: no LiveKit request, calls command or settle after stop()', async () => {
+    const ownPrefix = uniquePrefix('calls-stop');
+    prefixes.push(ownPrefix);
+    const logs = captureLogger();
+    // Short intervals: the sync every 100 ms, the due-timer sweep every 50 ms (PRESENCE_TICK_MS).
+    const env = { ...standin.env, ...CALL_ENV, PRESENCE_TICK_MS: '50', CALL_SYNC_INTERVAL_MS: '100', REDIS_KEY_PREFIX: ownPrefix };
+    const app = await buildApp(loadConfig(testEnv(env)), { logger: logs.logger });
+    const url = `http://127.0.0.1:${(await app.start()).port}/graphql`;
+    const commands: string[][] = [];
+    const monitor = await monitorRedis(sharedRedisUrl(), (args) => {
+      if (args.some((arg) => arg.startsWith(ownPrefix))) commands.push(args);
+    });
+    try {
+      const [alice, bob] = [await users.newUser('alice'), await users.newUser('bob')];
+      const roomId = await createRoomAs(url, users.token(alice), [bob], { label: 'calls-stop' });
+      await gqlOk(url, JoinCallDocument, { roomId }, users.token(alice));
+      await gqlOk(url, JoinCallDocument, { roomId }, users.token(bob));
+      // LiveKit has them; its webhooks would go to another deployment's instance, so none are sent.
+      await standin.connect(roomId, alice, { webhooks: false });
+      await standin.connect(roomId, bob, { webhooks: false });
+      // Both timers run before the stop: periodic ListParticipants, and sweeps of calls:timers.
+      const sweeps = () => commands.filter((c) => c[0]?.toLowerCase() === 'zrangebyscore' && c[1] === `${ownPrefix}calls:timers`);
+      await waitFor(() => twirpCalls('ListParticipants', roomId).length >= 2, 5000, 'two periodic syncs');
+      await waitFor(() => sweeps().length >= 2, 5000, 'two due-timer sweeps');
+      // bob leaves: a rotation is due in REKEY_MS, so a settle timer is pending when the instance stops.
+      await gqlOk(url, LeaveCallDocument, { roomId }, users.token(bob));
+      await app.stop();
+      const [requests, logged] = [twirpCalls('ListParticipants', roomId).length + twirpCalls('RemoveParticipant', roomId).length, logs.lines.length];
+      commands.length = 0;
+      // The one bare wait of this file: it must show that nothing happens for a while. 1 s is 10
+      // sync intervals, 20 sweep ticks, and over 3 times the rekey window of the pending settle.
+      await new Promise((r) => setTimeout(r, 1000));
+      expect(twirpCalls('ListParticipants', roomId).length + twirpCalls('RemoveParticipant', roomId).length).toBe(requests);
+      expect(commands).toEqual([]);
+      // stop() closes the Redis connection, so a timer left running would reach neither Redis nor
+      // LiveKit: it would fail, and log that it failed, every tick. None may have run.
+      expect(logs.lines.slice(logged).filter((l) => l.msg?.startsWith('call '))).toEqual([]);
+    } finally {
+      monitor.stop();
+      await app.stop();
+    }
   });
 });

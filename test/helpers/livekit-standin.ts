@@ -39,11 +39,13 @@ export interface LiveKitStandin {
     room: string,
     opts?: { roomSid?: string; identity?: string; participantSid?: string; id?: string; createdAtSeconds?: number },
   ): WebhookEvent;
-  /** Posts a webhook to `webhookUrl`, signed with the stand-in's key unless told otherwise. */
+  /** Posts a webhook to `webhookUrl` (or `url`), signed with the stand-in's key unless told otherwise. */
   send(
     event: WebhookEvent,
-    opts?: { secret?: string; tamper?: boolean; authorization?: string | null },
+    opts?: { secret?: string; tamper?: boolean; authorization?: string | null; url?: string },
   ): Promise<{ status: number; body: unknown }>;
+  /** The `Authorization` value LiveKit would send with `body` (a JWT whose sha256 claim is the body's). */
+  sign(body: string, secret?: string): Promise<string>;
   close(): Promise<void>;
 }
 
@@ -74,13 +76,18 @@ export async function startLiveKitStandin(): Promise<LiveKitStandin> {
       req.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
     });
 
-  async function post(event: WebhookEvent, opts: Parameters<LiveKitStandin['send']>[1] = {}) {
-    if (!standin.webhookUrl) throw new Error('the stand-in has no webhookUrl');
-    const body = event.toJsonString();
-    const token = new AccessToken(apiKey, opts.secret ?? apiSecret, { ttl: '5m' });
+  async function sign(body: string, secret = apiSecret) {
+    const token = new AccessToken(apiKey, secret, { ttl: '5m' });
     token.sha256 = sha256Base64(body);
-    const authorization = opts.authorization === undefined ? await token.toJwt() : opts.authorization;
-    const res = await fetch(standin.webhookUrl, {
+    return token.toJwt();
+  }
+
+  async function post(event: WebhookEvent, opts: Parameters<LiveKitStandin['send']>[1] = {}) {
+    const url = opts.url ?? standin.webhookUrl;
+    if (!url) throw new Error('the stand-in has no webhookUrl');
+    const body = event.toJsonString();
+    const authorization = opts.authorization === undefined ? await sign(body, opts.secret) : opts.authorization;
+    const res = await fetch(url, {
       method: 'POST',
       headers: { 'content-type': 'application/webhook+json', ...(authorization === null ? {} : { authorization }) },
       // Tampering changes the body after signing, as an attacker on the way would.
@@ -206,6 +213,7 @@ export async function startLiveKitStandin(): Promise<LiveKitStandin> {
       return webhook;
     },
     send: (event, opts) => post(event, opts),
+    sign,
     close: () =>
       new Promise<void>((resolve) => {
         server.closeAllConnections();
