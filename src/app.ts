@@ -389,6 +389,9 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
         } catch {
           return false;
         }
+        // The upgrade request (its headers and their strings) is not needed once the socket is
+        // authenticated: let it go rather than hold it for the connection's life.
+        (ctx.extra as { request?: IncomingMessage }).request = undefined;
         // Not awaited, as over HTTP; an outage must not refuse an authenticated socket.
         services.users.touch(ctx.extra.viewer).catch(() => undefined);
         // The socket is a presence connection until it closes.
@@ -415,7 +418,6 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
         const query = resolved.query ?? '';
         const { schema, execute, subscribe, contextFactory: envelopedContext, parse, validate } = yoga.getEnveloped({
           ...ctx,
-          req: ctx.extra.request,
           socket: ctx.extra.socket,
           params: { ...payload, query },
           wsViewer: ctx.extra.viewer ?? null,

@@ -20,31 +20,34 @@ type MaybePromise<T> = T | Promise<T>;
 const isAsyncIterable = (v: unknown): v is AsyncIterable<unknown> =>
   typeof v === 'object' && v !== null && Symbol.asyncIterator in v;
 
-/** Maps an async iterator, passing `return()` through at once so the source is released. */
-function mapAsyncIterator<T, U>(
-  source: AsyncIterable<T>,
-  fn: (value: T) => MaybePromise<U>,
-): AsyncGenerator<U, void, void> {
-  const it = source[Symbol.asyncIterator]();
-  const mapped: AsyncGenerator<U, void, void> = {
-    async next() {
-      const r = await it.next();
-      if (r.done) return { done: true, value: undefined };
-      return { done: false, value: await fn(r.value) };
-    },
-    async return() {
-      await it.return?.();
-      return { done: true, value: undefined };
-    },
-    async throw(err: unknown) {
-      if (it.throw) await it.throw(err);
-      throw err;
-    },
-    [Symbol.asyncIterator]() {
-      return mapped;
-    },
-  };
-  return mapped;
+/**
+ * Maps an async iterator, passing `return()` through at once so the source is released. A class, so
+ * an open subscription holds one small object rather than a set of closures.
+ */
+class MappedIterator<T, U> implements AsyncGenerator<U, void, void> {
+  private readonly it: AsyncIterator<T>;
+  constructor(
+    source: AsyncIterable<T>,
+    private readonly fn: (value: T) => MaybePromise<U>,
+  ) {
+    this.it = source[Symbol.asyncIterator]();
+  }
+  async next(): Promise<IteratorResult<U, void>> {
+    const r = await this.it.next();
+    if (r.done) return { done: true, value: undefined };
+    return { done: false, value: await this.fn(r.value) };
+  }
+  async return(): Promise<IteratorResult<U, void>> {
+    await this.it.return?.();
+    return { done: true, value: undefined };
+  }
+  async throw(err: unknown): Promise<IteratorResult<U, void>> {
+    if (this.it.throw) await this.it.throw(err);
+    throw err;
+  }
+  [Symbol.asyncIterator](): this {
+    return this;
+  }
 }
 
 /** True when the operation reads a field marked `@perViewer`. */
@@ -106,7 +109,7 @@ export function useSharedExecution(
         const source = await createSourceEventStream(args);
         if (!isAsyncIterable(source)) return source;
         const key = keyOf(args);
-        return mapAsyncIterator(source, (payload) => {
+        return new MappedIterator(source, (payload: unknown) => {
           if (typeof payload !== 'object' || payload === null) return run(args, payload);
           let byKey = results.get(payload);
           if (!byKey) {
