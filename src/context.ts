@@ -40,13 +40,9 @@ export class Loaders {
   #message?: ReturnType<typeof createMessageLoader>;
   #presence?: DataLoader<string, PresenceModel>;
   #onlineCount?: DataLoader<string, number>;
-  #unread = new Map<string, DataLoader<string, UnreadState, string>>();
-  #onlineMemberIds = new Map<string, DataLoader<string, string[], string>>();
-  #typingIds = new Map<string, DataLoader<string, string[], string>>();
-  #history = new Map<string, DataLoader<{ roomId: string; args: HistoryArgs }, Connection<MessageModel>, string>>();
-  #memberPages = new Map<string, DataLoader<{ room: RoomModel; args: PageArgs }, Connection<string>, string>>();
+  /** Loaders whose answers depend on a viewer, by `<kind>\n<viewerId>`; made on first use. */
+  #perViewer?: Map<string, DataLoader<never, unknown, string>>;
   #readCount?: DataLoader<MessageModel, number, string>;
-  #pollVotes = new Map<string, DataLoader<PollModel, number[], string>>();
   #pollVoters?: DataLoader<PollVotersKey, string[], string>;
   #readBy?: DataLoader<{ message: MessageModel; first: number }, string[], string>;
   constructor(private readonly services: Services) {}
@@ -94,20 +90,20 @@ export class Loaders {
   }
   /** Unread state of `viewerId` by room id. */
   unread(viewerId: string) {
-    return perViewer(this.#unread, viewerId, (ids) => this.batch.run(this.services.receipts.readUnread(viewerId, ids)));
+    return this.#ofViewer<string, UnreadState>('unread', viewerId, (ids) => this.batch.run(this.services.receipts.readUnread(viewerId, ids)));
   }
   /** Members present by room id, as `viewerId` may see them (`FORBIDDEN` where not a member). */
   onlineMemberIds(viewerId: string) {
-    return perViewer<string, string[]>(this.#onlineMemberIds, viewerId, (ids) => this.batch.run(this.services.presence.readOnlineMemberIds(viewerId, ids)));
+    return this.#ofViewer<string, string[]>('onlineMemberIds', viewerId, (ids) => this.batch.run(this.services.presence.readOnlineMemberIds(viewerId, ids)));
   }
   /** Users typing by room id, as `viewerId` may see them (`FORBIDDEN` where not a member). */
   typingIds(viewerId: string) {
-    return perViewer<string, string[]>(this.#typingIds, viewerId, (ids) => this.batch.run(this.services.typing.readUserIds(viewerId, ids)));
+    return this.#ofViewer<string, string[]>('typingIds', viewerId, (ids) => this.batch.run(this.services.typing.readUserIds(viewerId, ids)));
   }
   /** History pages by room as `viewerId` may read them (`Room.messages` of a list: two round trips in all). */
   history(viewerId: string) {
-    return perViewer(
-      this.#history,
+    return this.#ofViewer<{ roomId: string; args: HistoryArgs }, Connection<MessageModel>>(
+      'history',
       viewerId,
       (queries) => this.services.messages.histories(viewerId, queries, (read) => this.batch.run(read)),
       ({ roomId, args }) => JSON.stringify([roomId, args.first, args.after, args.last, args.before]),
@@ -115,8 +111,8 @@ export class Loaders {
   }
   /** Pages of member ids by room as `viewerId` may read them (`Room.members` of a list: one round trip). */
   memberPages(viewerId: string) {
-    return perViewer(
-      this.#memberPages,
+    return this.#ofViewer<{ room: RoomModel; args: PageArgs }, Connection<string>>(
+      'memberPages',
       viewerId,
       (queries) => this.services.rooms.memberPages(viewerId, queries, (read) => this.batch.run(read)),
       ({ room, args }) => JSON.stringify([room.id, args.first, args.after]),
@@ -129,14 +125,7 @@ export class Loaders {
   }
   /** The vote of `viewerId` (option indexes) by poll. */
   pollVotes(viewerId: string) {
-    let loader = this.#pollVotes.get(viewerId);
-    if (!loader) {
-      loader = new DataLoader<PollModel, number[], string>((polls) => this.services.polls.votesOf(viewerId, polls), {
-        cacheKeyFn: (p) => p.id,
-      });
-      this.#pollVotes.set(viewerId, loader);
-    }
-    return loader;
+    return this.#ofViewer<PollModel, number[]>('pollVotes', viewerId, (polls) => this.services.polls.votesOf(viewerId, polls), (p) => p.id);
   }
   /** Who chose an option of a poll (at most `first`). */
   get pollVoters() {
@@ -154,21 +143,22 @@ export class Loaders {
   get onlineCount() {
     return (this.#onlineCount ??= new DataLoader<string, number>((ids) => this.batch.run(this.services.presence.readOnlineCounts(ids))));
   }
-}
-
-/** The loader of `viewerId` in `loaders`, made on first use. */
-function perViewer<K, V>(
-  loaders: Map<string, DataLoader<K, V, string>>,
-  viewerId: string,
-  load: (keys: readonly K[]) => Promise<(V | Error)[]>,
-  cacheKeyFn?: (key: K) => string,
-): DataLoader<K, V, string> {
-  let loader = loaders.get(viewerId);
-  if (!loader) {
-    loader = new DataLoader<K, V, string>(load, cacheKeyFn ? { cacheKeyFn } : {});
-    loaders.set(viewerId, loader);
+  /** The `kind` loader of `viewerId`, made on first use (an idle subscription's context holds none). */
+  #ofViewer<K, V>(
+    kind: string,
+    viewerId: string,
+    load: (keys: readonly K[]) => Promise<(V | Error)[]>,
+    cacheKeyFn?: (key: K) => string,
+  ): DataLoader<K, V, string> {
+    const loaders = (this.#perViewer ??= new Map());
+    const key = `${kind}\n${viewerId}`;
+    let loader = loaders.get(key) as DataLoader<K, V, string> | undefined;
+    if (!loader) {
+      loader = new DataLoader<K, V, string>(load, cacheKeyFn ? { cacheKeyFn } : {});
+      loaders.set(key, loader as unknown as DataLoader<never, unknown, string>);
+    }
+    return loader;
   }
-  return loader;
 }
 
 /** An option of a poll and how many of its voters to list. */
