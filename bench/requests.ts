@@ -16,6 +16,7 @@ import {
   CLK_TCK,
   ServerIssues,
   benchSecret,
+  cliOptions,
   commandStats,
   cpuTicks,
   hasExited,
@@ -25,6 +26,7 @@ import {
   postOk,
   startBenchServer,
   terminateChild,
+  usageError,
   waitReady,
   type ServerProc,
 } from './lib.js';
@@ -33,14 +35,11 @@ const USAGE = 'usage: npx tsx bench/requests.ts [--requests N=4000] [--inflight 
 
 function parseOptions(argv: string[]) {
   const opts = { requests: 4000, inflight: 8 };
-  for (let i = 0; i < argv.length; i++) {
-    const m = /^--(requests|inflight)(?:=(.*))?$/.exec(argv[i] as string);
-    const value = Number(m?.[2] ?? argv[++i]);
-    if (!m || !Number.isInteger(value) || value < 1) {
-      console.error(USAGE);
-      process.exit(2);
-    }
-    opts[m[1] as 'requests' | 'inflight'] = value;
+  for (const [name, raw] of cliOptions('requests', argv, USAGE)) {
+    const value = Number(raw);
+    if (name !== 'requests' && name !== 'inflight') usageError('requests', USAGE, `unknown argument --${name}`);
+    if (!Number.isInteger(value) || value < 1) usageError('requests', USAGE, `--${name} needs an integer >= 1`);
+    opts[name] = value;
   }
   return opts;
 }

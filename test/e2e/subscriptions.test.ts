@@ -1,4 +1,4 @@
-import type { ExecutionResult, GraphQLFormattedError } from 'graphql';
+import type { ExecutionResult } from 'graphql';
 import type { Client as WsClient } from 'graphql-ws';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import {
@@ -19,6 +19,7 @@ import {
 import {
   completesWithin,
   gqlOk,
+  operationErrors,
   range,
   subscribe,
   type Subscription,
@@ -97,28 +98,6 @@ async function sendConcurrently(
 
 const seqsOf = (results: ExecutionResult<OnMessageAddedSubscription>[]) =>
   results.map((r) => r.data?.messageAdded.seq);
-
-/**
- * The GraphQL errors an operation was answered with: graphql-ws sends errors found before execution
- * (syntax, validation) as an `error` message, and errors of the subscribe resolver as a `next`
- * payload with `errors` followed by `complete`.
- */
-async function operationErrors(sub: Subscription<unknown>, ms = 3000): Promise<readonly GraphQLFormattedError[]> {
-  const errors = await withTimeout(
-    Promise.race([
-      sub.error.then((e) => {
-        if (!Array.isArray(e)) throw new Error(`expected GraphQL errors, got ${JSON.stringify(e)}`);
-        return e as GraphQLFormattedError[];
-      }),
-      sub.nth(1, ms + 1000).then((r) => r.errors ?? []),
-    ]),
-    ms,
-    'the operation to fail',
-  );
-  expect(errors.length).toBeGreaterThan(0);
-  return errors;
-}
-
 
 /** These tests are about delivery, not limits: whatever defaults rate limiting gets, lift them. */
 const UNLIMITED = { RATE_LIMITS: 'off' };

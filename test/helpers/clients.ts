@@ -311,7 +311,7 @@ export function clientPool(): ClientPool {
  * as an `error` message, and errors of the subscribe resolver as a `next` payload with `errors`.
  */
 export async function operationErrors(sub: Subscription<unknown>, ms = 3000): Promise<readonly GraphQLFormattedError[]> {
-  return withTimeout(
+  const errors = await withTimeout(
     Promise.race([
       sub.error.then((e) => {
         if (!Array.isArray(e)) throw new Error(`expected GraphQL errors, got ${JSON.stringify(e)}`);
@@ -322,6 +322,8 @@ export async function operationErrors(sub: Subscription<unknown>, ms = 3000): Pr
     ms,
     'the operation to fail',
   );
+  expect(errors.length, 'the operation failed with at least one error').toBeGreaterThan(0);
+  return errors;
 }
 
 /** Creates a room named `<label>-<random>` with `memberIds` as the owner of `token`; returns its id. */
