@@ -122,6 +122,13 @@ const REPORT = {
   onReject: [(ctx: ValidationContext | null, err: GraphQLError) => ctx?.reportError(err)],
 };
 
+/**
+ * Bytes a WebSocket may hold unsent (in Node, past what the kernel took) before its subscriptions'
+ * events stop going out directly and queue instead: the queue is bounded, and what overflows it is
+ * caught up from storage once the client reads again (README § Delivery guarantees).
+ */
+const WS_HIGH_WATER_BYTES = 1 << 20;
+
 /** A WebSocket operation refused by a connection limit. */
 const rateLimitedWs = (message: string) => new AppError('RATE_LIMITED', message, { retryAfter: 10 });
 
@@ -214,7 +221,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   const { redis, services } = wireServices(config, { redisUrl, logger, clock });
   const auth = createAuthenticator({ secret: config.jwtSecret, jwksUrl: config.jwtJwksUrl });
   const contextFactory = createContextFactory(services, auth);
-  const executionStats: SharedExecutionStats = { executions: 0, shared: 0 };
+  const executionStats: SharedExecutionStats = { executions: 0, shared: 0, direct: 0 };
 
   const yoga = createYoga<Record<string, unknown>, AppContext>({
     schema: createSchema<AppContext>({
@@ -265,7 +272,12 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
           ]),
       useErrorCodes(),
       ...(config.isProduction ? [] : [useRedisDebug()]),
-      useSharedExecution((ctx) => (ctx as AppContext).viewer?.id ?? '', executionStats),
+      useSharedExecution({
+        viewerIdOf: (ctx) => (ctx as AppContext).viewer?.id ?? '',
+        stats: executionStats,
+        maskError: (error) => maskError(error, 'Unexpected error.', !config.isProduction),
+        highWaterBytes: WS_HIGH_WATER_BYTES,
+      }),
     ],
   });
 
@@ -404,7 +416,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
         }
         return true;
       },
-      onSubscribe: async (ctx, _id, payload: SubscribePayload) => {
+      onSubscribe: async (ctx, id, payload: SubscribePayload) => {
         if (wsMessages.isOver(ctx.extra.socket)) {
           return [rateLimitedWs('Too many messages on this connection: slow down or it will be closed (4429)')];
         }
@@ -421,6 +433,8 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
           socket: ctx.extra.socket,
           params: { ...payload, query },
           wsViewer: ctx.extra.viewer ?? null,
+          // With the socket, lets a subscription write its events straight to it (shared-execution.ts).
+          wsSubscriptionId: id,
         });
         let document;
         try {

@@ -4,6 +4,7 @@ import type { YogaInitialContext } from 'graphql-yoga';
 import type { PipelineBatch } from './infra/pipeline-batch.js';
 import { unawaited } from './infra/redis.js';
 import { selectsField } from './infra/selection.js';
+import type { EventSink } from './infra/shared-execution.js';
 import type { PresenceModel } from './presence/presence.models.js';
 import type { MessageModel } from './messages/messages.models.js';
 import type { HistoryArgs } from './messages/messages.service.js';
@@ -42,6 +43,8 @@ export class Loaders {
   #onlineCount?: DataLoader<string, number>;
   /** Loaders whose answers depend on a viewer, by `<kind>\n<viewerId>`; made on first use. */
   #perViewer?: Map<string, DataLoader<never, unknown, string>>;
+  /** Users known fresh without a read ({@link knowUser}). */
+  #known?: Map<string, UserModel>;
   #readCount?: DataLoader<MessageModel, number, string>;
   #pollVoters?: DataLoader<PollVotersKey, string[], string>;
   #readBy?: DataLoader<{ message: MessageModel; first: number }, string[], string>;
@@ -57,9 +60,11 @@ export class Loaders {
    * A user for a field that returns one (`Message.sender`, `Room.owner`): when the query selects
    * the user's `presence`, it is loaded in the same tick, so the pair costs one round trip.
    */
-  userFor(id: string, info: GraphQLResolveInfo): Promise<UserModel> {
+  userFor(id: string, info: GraphQLResolveInfo): UserModel | Promise<UserModel> {
     if (selectsField(info, 'presence')) this.presence.load(id).catch(() => undefined);
-    return this.user.load(id);
+    // Known (the sender of the event being resolved): answered at once, so a subscription event's
+    // result is computed synchronously and the direct path writes it without a promise per subscriber.
+    return this.#known?.get(id) ?? this.user.load(id);
   }
   /** Users by id, in order; fails if one cannot be loaded. */
   async users(ids: readonly string[]): Promise<UserModel[]> {
@@ -70,7 +75,9 @@ export class Loaders {
   }
   /** Makes `user` answer for a user whose name is known fresh (no Redis read for them). */
   knowUser(id: string, name: string): this {
-    this.user.prime(id, { id, name, createdAt: 0 });
+    const user = { id, name, createdAt: 0 };
+    this.user.prime(id, user);
+    (this.#known ??= new Map()).set(id, user);
     return this;
   }
   get room() {
@@ -173,6 +180,8 @@ export interface AppContext extends AuthContext {
   viewer: Viewer | null;
   services: Services;
   loaders: Loaders;
+  /** A WebSocket subscription's direct path to its socket (set by useSharedExecution). */
+  eventSink?: EventSink;
 }
 
 /** What the transports hand to the context factory besides yoga's own fields. */

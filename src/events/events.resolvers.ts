@@ -30,12 +30,12 @@ export const eventsResolvers: Resolvers = {
   Subscription: {
     messageAdded: {
       subscribe: (_, { roomId, after }, ctx) =>
-        ctx.services.events.openRoomStream(requireViewer(ctx), roomId, { after, kind: 'messages' }),
+        ctx.services.events.openRoomStream(requireViewer(ctx), roomId, { after, kind: 'messages', sink: ctx.eventSink }),
       resolve: (item: StreamItem, args: unknown, ctx: AppContext) => resolveRoomEvent('MessageAdded')(item, args, ctx).message,
     },
     roomEvents: {
       subscribe: (_, { roomId, after }, ctx) =>
-        ctx.services.events.openRoomStream(requireViewer(ctx), roomId, { after, kind: 'all' }),
+        ctx.services.events.openRoomStream(requireViewer(ctx), roomId, { after, kind: 'all', sink: ctx.eventSink }),
       resolve: (item: StreamItem, _args: unknown, ctx: AppContext) => unwrap(item, ctx),
     },
   },

@@ -2,6 +2,7 @@ import { AppError, badInput, cursorExpired, isRedisUnavailableError, unavailable
 import { BoundedQueue } from '../infra/bounded-queue.js';
 import { releasable } from '../infra/releasable.js';
 import type { Logger } from '../infra/logger.js';
+import type { EventSink } from '../infra/shared-execution.js';
 import { checkedId } from '../infra/text.js';
 import { decodeMessageId } from '../messages/message-id.js';
 import type { MessagesService } from '../messages/messages.service.js';
@@ -203,6 +204,12 @@ export function createEventsService(deps: EventsServiceDeps) {
         kind: StreamKind;
         /** Narrows a one-kind stream further (one poll of the room); called once per event, in order. */
         match?: (ev: RoomEventPayload) => boolean;
+        /**
+         * The subscription's WebSocket sink (see shared-execution.ts). With one, events go to it
+         * instead of being yielded: straight from the pub/sub listener while the stream is live and
+         * in order, from the loop below otherwise. Only an ending error is yielded.
+         */
+        sink?: EventSink;
       },
     ): Promise<AsyncGenerator<StreamItem>> {
       const roomId = checkedId('roomId', roomIdArg);
@@ -222,8 +229,27 @@ export function createEventsService(deps: EventsServiceDeps) {
         if (opts.kind === 'all') return ev.type !== 'ReadReceipt' || !ev.private || ev.userId === viewer.id;
         return ev.type === KIND_EVENTS[opts.kind] && (opts.match?.(ev) ?? true);
       };
+      const sink = opts.sink;
+      /**
+       * The direct path: an event goes out from the listener itself when nothing is queued or being
+       * handed over (the loop waits on an empty queue), no gap is open, and the socket keeps up. A
+       * message that does not follow the last one, and the viewer's own MemberLeft, take the queue.
+       */
+      const direct = (ev: RoomEventPayload): boolean => {
+        if (!sink || !queue.waiting || gap || failure || revoked || !sink.ready) return false;
+        if (ev.type === 'MessageAdded') {
+          const seq = ev.message.seq;
+          if (seq <= lastSeq) return true; // already delivered
+          if (seq !== lastSeq + 1) return false;
+          lastSeq = seq;
+        } else if (ev.type === 'MemberLeft' && ev.userId === viewer.id) {
+          return false;
+        }
+        sink.push(ev);
+        return true;
+      };
       const listener = pubsub.listen('room', roomId, (ev) => {
-        if (!wanted(ev) || queue.push(ev)) return;
+        if (!wanted(ev) || direct(ev) || queue.push(ev)) return;
         // Full. Messages can be read again from storage, so drop them and remember the gap; other
         // events cannot, so a client that still has no room for one is told instead of losing it.
         queue.retain((e) => e.type !== 'MessageAdded');
@@ -312,7 +338,9 @@ export function createEventsService(deps: EventsServiceDeps) {
               gap = lastSeq + batch.messages.length < batch.lastSeq;
               for (const message of batch.messages) {
                 lastSeq = message.seq;
-                yield { type: 'MessageAdded', message };
+                const ev: RoomEventPayload = { type: 'MessageAdded', message };
+                if (sink) await sink.send(ev);
+                else yield ev;
               }
               continue;
             }
@@ -329,10 +357,16 @@ export function createEventsService(deps: EventsServiceDeps) {
                 continue;
               }
               lastSeq = seq;
-              yield ev;
+              if (sink) await sink.send(ev);
+              else yield ev;
             } else if (ev.type === 'MemberLeft' && ev.userId === viewer.id) {
-              if (opts.kind === 'all') yield ev;
+              if (opts.kind === 'all') {
+                if (sink) await sink.send(ev);
+                else yield ev;
+              }
               return;
+            } else if (sink) {
+              await sink.send(ev);
             } else {
               yield ev;
             }

@@ -20,6 +20,11 @@ export class BoundedQueue<T> implements AsyncIterableIterator<T> {
     return this.items.length;
   }
 
+  /** True while the consumer waits on an empty queue: nothing queued, nothing being handed over. */
+  get waiting(): boolean {
+    return this.waiter !== null;
+  }
+
   /** True once ended (by the producer or the consumer). */
   get closed(): boolean {
     return this.ended;

@@ -1,5 +1,6 @@
 import {
   createSourceEventStream,
+  type GraphQLError,
   execute,
   print,
   TypeInfo,
@@ -68,8 +69,128 @@ function readsPerViewerFields(schema: GraphQLSchema, document: DocumentNode): bo
 
 /** Counters, for tests and benchmarks. */
 export interface SharedExecutionStats {
+  /** Events executed (once per event and operation key). */
   executions: number;
+  /** Results handed on without executing again. */
   shared: number;
+  /** Frames the direct path wrote straight to WebSockets. */
+  direct: number;
+}
+
+/**
+ * Where a subscription's events go when they skip graphql-ws's per-event path (an async iterator
+ * chain per subscriber): straight onto its WebSocket, as frames made of the shared result's bytes.
+ */
+export interface EventSink {
+  /** True while an event can go out at once: the socket is open and not backed up. */
+  readonly ready: boolean;
+  /** Sends the event's result after every event sent before it; does not wait for the socket. */
+  push(event: object): void;
+  /** As `push`, resolving once this event left the process (or the socket closed): back-pressure. */
+  send(event: object): Promise<void>;
+}
+
+/** The context fields a WebSocket subscription carries (set in app.ts), and the sink made from them. */
+export interface SinkContext {
+  socket?: unknown;
+  wsSubscriptionId?: string;
+  eventSink?: EventSink;
+}
+
+/** What the direct path needs of a `ws` WebSocket. */
+interface WsSocket {
+  readonly readyState: number;
+  readonly bufferedAmount: number;
+  send(data: string, cb?: (err?: Error) => void): void;
+  close(code?: number, reason?: string): void;
+}
+
+const isWsSocket = (s: unknown): s is WsSocket =>
+  typeof s === 'object' && s !== null && typeof (s as WsSocket).send === 'function' && 'bufferedAmount' in s;
+
+const WS_OPEN = 1;
+/** graphql-ws' close code for a server error while streaming. */
+const WS_INTERNAL_ERROR = 4500;
+
+/**
+ * A subscription's sink onto its WebSocket: each event's frame is the shared result's JSON spliced
+ * into `{"id":…,"type":"next","payload":…}`, in order. One small object per subscription, no closures.
+ */
+class SocketSink implements EventSink {
+  #pending = 0;
+  #tail: Promise<void> = Promise.resolve();
+  readonly #prefix: string;
+  constructor(
+    private readonly socket: WsSocket,
+    id: string,
+    private readonly shared: SharedResults,
+    private readonly args: ExecutionArgs,
+    private readonly key: string,
+    private readonly highWaterBytes: number,
+    private readonly stats: SharedExecutionStats,
+  ) {
+    this.#prefix = `{"id":${JSON.stringify(id)},"type":"next","payload":`;
+  }
+  get ready(): boolean {
+    return this.socket.readyState === WS_OPEN && this.socket.bufferedAmount < this.highWaterBytes;
+  }
+  push(event: object): void {
+    this.#out(event, undefined);
+  }
+  send(event: object): Promise<void> {
+    return new Promise((resolve) => this.#out(event, resolve));
+  }
+  #out(event: object, done: (() => void) | undefined): void {
+    let json: MaybePromise<string>;
+    try {
+      json = this.shared.json(this.args, this.key, event);
+    } catch {
+      return this.#fail(done);
+    }
+    // Sync (the common case: every resolver of the selection answered at once) and nothing before it
+    // still waiting: out now. Otherwise after what is waiting, so events keep their order.
+    if (this.#pending === 0 && typeof json === 'string') return this.#write(json, done);
+    this.#pending++;
+    this.#tail = this.#tail
+      .then(() => json)
+      .then(
+        (j) => {
+          this.#pending--;
+          this.#write(j, done);
+        },
+        () => {
+          this.#pending--;
+          this.#fail(done);
+        },
+      );
+  }
+  #write(json: string, done: (() => void) | undefined): void {
+    if (this.socket.readyState !== WS_OPEN) return done?.();
+    this.stats.direct++;
+    this.socket.send(this.#prefix + json + '}', done && (() => done()));
+  }
+  /** As graphql-ws does when a stream throws: the socket closes with 4500. */
+  #fail(done: (() => void) | undefined): void {
+    this.socket.close(WS_INTERNAL_ERROR, 'Internal server error');
+    done?.();
+  }
+}
+
+/** Results of events, executed once per (event, operation key) and serialized once. */
+interface SharedResults {
+  result(args: ExecutionArgs, key: string, event: unknown): MaybePromise<ExecutionResult>;
+  json(args: ExecutionArgs, key: string, event: object): MaybePromise<string>;
+}
+
+/** Options of {@link useSharedExecution}. */
+export interface SharedExecutionOptions {
+  /** The viewer of an operation's context (for operations executed per viewer). */
+  viewerIdOf: (context: unknown) => string;
+  stats?: SharedExecutionStats;
+  /** Masks an error of a result sent by the direct path, as yoga's masked errors would. */
+  maskError: (error: GraphQLError) => Error;
+  /** Bytes a WebSocket may hold unsent before its events take the queued path (back-pressure). */
+  highWaterBytes: number;
 }
 
 /**
@@ -78,14 +199,19 @@ export interface SharedExecutionStats {
  * loading its sender) once per subscriber. Events are shared by identity: pub/sub parses a Redis
  * message once and gives every listener the same object. An operation that reads a `@perViewer`
  * field is executed per viewer. Results are held weakly by the event, so they go when it does.
+ *
+ * A WebSocket subscription also gets an {@link EventSink} in its context (`eventSink`): a stream
+ * that uses it writes each event's frame straight to the socket, the result serialized once for
+ * all its subscribers, and yields to graphql-ws only what ends it (an error), so a delivery costs a
+ * string concatenation and a socket write rather than a chain of async iterators per subscriber.
  */
-export function useSharedExecution(
-  viewerIdOf: (context: unknown) => string,
-  stats: SharedExecutionStats = { executions: 0, shared: 0 },
-): Plugin {
+export function useSharedExecution(opts: SharedExecutionOptions): Plugin {
+  const { viewerIdOf, maskError, highWaterBytes } = opts;
+  const stats = opts.stats ?? { executions: 0, shared: 0, direct: 0 };
   // By text, not by node: two parses of one query (no parser cache, SSE vs WebSocket) still share.
   const docs = new WeakMap<DocumentNode, { text: string; perViewer: boolean }>();
-  const results = new WeakMap<object, Map<string, MaybePromise<ExecutionResult>>>();
+  type Entry = { result: MaybePromise<ExecutionResult>; json?: MaybePromise<string> };
+  const results = new WeakMap<object, Map<string, Entry>>();
 
   const keyOf = (args: ExecutionArgs): string => {
     let doc = docs.get(args.document);
@@ -103,29 +229,55 @@ export function useSharedExecution(
     return execute({ ...args, rootValue: payload });
   };
 
+  const entryOf = (args: ExecutionArgs, key: string, payload: object): Entry => {
+    let byKey = results.get(payload);
+    if (!byKey) {
+      byKey = new Map();
+      results.set(payload, byKey);
+    }
+    const cached = byKey.get(key);
+    if (cached !== undefined) {
+      stats.shared++;
+      return cached;
+    }
+    const entry: Entry = { result: run(args, payload) };
+    byKey.set(key, entry);
+    return entry;
+  };
+
+  const masked = (result: ExecutionResult): ExecutionResult =>
+    result.errors ? { ...result, errors: result.errors.map((e) => maskError(e) as GraphQLError) } : result;
+
+  const shared: SharedResults = {
+    result: (args, key, payload) =>
+      typeof payload === 'object' && payload !== null ? entryOf(args, key, payload).result : run(args, payload),
+    json(args, key, payload) {
+      const entry = entryOf(args, key, payload);
+      if (entry.json === undefined) {
+        const { result } = entry;
+        entry.json = isPromiseLike(result)
+          ? Promise.resolve(result).then((r) => JSON.stringify(masked(r)))
+          : JSON.stringify(masked(result));
+      }
+      return entry.json;
+    },
+  };
+
   return {
     onSubscribe({ setSubscribeFn }) {
       setSubscribeFn(async (args) => {
+        const key = keyOf(args);
+        const ctx = args.contextValue as SinkContext | undefined;
+        if (ctx && ctx.wsSubscriptionId !== undefined && isWsSocket(ctx.socket)) {
+          ctx.eventSink = new SocketSink(ctx.socket, ctx.wsSubscriptionId, shared, args, key, highWaterBytes, stats);
+        }
         const source = await createSourceEventStream(args);
         if (!isAsyncIterable(source)) return source;
-        const key = keyOf(args);
-        return new MappedIterator(source, (payload: unknown) => {
-          if (typeof payload !== 'object' || payload === null) return run(args, payload);
-          let byKey = results.get(payload);
-          if (!byKey) {
-            byKey = new Map();
-            results.set(payload, byKey);
-          }
-          const cached = byKey.get(key);
-          if (cached !== undefined) {
-            stats.shared++;
-            return cached;
-          }
-          const result = run(args, payload);
-          byKey.set(key, result);
-          return result;
-        });
+        return new MappedIterator(source, (payload: unknown) => shared.result(args, key, payload));
       });
     },
   };
 }
+
+const isPromiseLike = <T>(v: MaybePromise<T>): v is Promise<T> =>
+  typeof v === 'object' && v !== null && typeof (v as { then?: unknown }).then === 'function';

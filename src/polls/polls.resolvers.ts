@@ -23,7 +23,7 @@ export const pollsResolvers: Resolvers = {
   },
   Subscription: {
     pollUpdated: {
-      subscribe: (_, { pollId }, ctx) => ctx.services.polls.openPollStream(requireViewer(ctx), pollId),
+      subscribe: (_, { pollId }, ctx) => ctx.services.polls.openPollStream(requireViewer(ctx), pollId, ctx.eventSink),
       resolve: (item: StreamItem, args: unknown, ctx: AppContext) => resolveRoomEvent('PollUpdated')(item, args, ctx).poll,
     },
   },

@@ -5,6 +5,7 @@ import type { EventsService, StreamItem } from '../events/events.service.js';
 import type { Clock } from '../infra/clock.js';
 import { createCoalescingWindows } from '../infra/coalescing.js';
 import type { Logger } from '../infra/logger.js';
+import type { EventSink } from '../infra/shared-execution.js';
 import { createTicker } from '../infra/ticker.js';
 import { decodeCursor, encodeCursor, pageSize, toConnection, type Connection } from '../infra/pagination.js';
 import { execPipeline } from '../infra/redis.js';
@@ -301,12 +302,13 @@ export function createPollsService(deps: PollsServiceDeps) {
      * stops being a member). An update older than one already sent (two instances announcing
      * close together) is skipped.
      */
-    async openPollStream(viewer: Viewer, pollId: string): Promise<AsyncGenerator<StreamItem>> {
+    async openPollStream(viewer: Viewer, pollId: string, sink?: EventSink): Promise<AsyncGenerator<StreamItem>> {
       const poll = await get(viewer, pollId, 'pollId');
       if (!poll) throw notFound('Poll');
       let version = 0;
       return events.openRoomStream(viewer, poll.roomId, {
         kind: 'polls',
+        sink,
         match: (ev) => {
           if (ev.type !== 'PollUpdated' || ev.poll.id !== poll.id || ev.poll.version <= version) return false;
           version = ev.poll.version;

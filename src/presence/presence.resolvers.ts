@@ -44,7 +44,7 @@ export const presenceResolvers: Resolvers = {
     },
     roomPresence: {
       subscribe: (_, { roomId }, ctx) =>
-        ctx.services.events.openRoomStream(requireViewer(ctx), roomId, { kind: 'presence' }),
+        ctx.services.events.openRoomStream(requireViewer(ctx), roomId, { kind: 'presence', sink: ctx.eventSink }),
       resolve: resolveRoomEvent('PresenceChanged'),
     },
   },

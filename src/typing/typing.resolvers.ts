@@ -15,7 +15,7 @@ export const typingResolvers: Resolvers = {
   },
   Subscription: {
     typing: {
-      subscribe: (_, { roomId }, ctx) => ctx.services.events.openRoomStream(requireViewer(ctx), roomId, { kind: 'typing' }),
+      subscribe: (_, { roomId }, ctx) => ctx.services.events.openRoomStream(requireViewer(ctx), roomId, { kind: 'typing', sink: ctx.eventSink }),
       resolve: resolveRoomEvent('TypingChanged'),
     },
   },

@@ -44,6 +44,9 @@ describe('when several subscribers on one instance run the same operation', () =
     }
     expect(server.app.executionStats.executions - before.executions).toBe(5);
     expect(server.app.executionStats.shared - before.shared).toBe(10);
+    // Live subscribers get their frames straight from the pub/sub listener, not through graphql-ws'
+    // per-subscriber iterator chain: 3 subscribers x 5 messages.
+    expect(server.app.executionStats.direct - before.direct).toBe(15);
     await Promise.all(clients.map((c) => c.dispose()));
   });
 });

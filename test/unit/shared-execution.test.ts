@@ -7,7 +7,7 @@ import { useSharedExecution, type SharedExecutionStats } from '../../src/infra/s
 function harness() {
   const listeners = new Set<(v: object) => void>();
   const calls = { text: 0, mine: 0 };
-  const stats: SharedExecutionStats = { executions: 0, shared: 0 };
+  const stats: SharedExecutionStats = { executions: 0, shared: 0, direct: 0 };
   const yoga = createYoga<{ viewer: string }>({
     schema: createSchema<{ viewer: string }>({
       typeDefs: /* GraphQL */ `
@@ -51,7 +51,14 @@ function harness() {
         },
       },
     }),
-    plugins: [useSharedExecution((ctx) => (ctx as { viewer: string }).viewer, stats)],
+    plugins: [
+      useSharedExecution({
+        viewerIdOf: (ctx) => (ctx as { viewer: string }).viewer,
+        stats,
+        maskError: (e) => e,
+        highWaterBytes: 1 << 20,
+      }),
+    ],
   });
   async function open(query: string, viewer: string, variables?: Record<string, unknown>) {
     const { subscribe, contextFactory, schema } = yoga.getEnveloped({ viewer });
@@ -75,7 +82,7 @@ describe('useSharedExecution', () => {
       const results = await Promise.all(subs.map((s) => s.first));
       for (const r of results) expect(r.value).toEqual({ data: { events: { text: 'hello' } } });
       expect(h.calls.text).toBe(1);
-      expect(h.stats).toEqual({ executions: 1, shared: 2 });
+      expect(h.stats).toEqual({ executions: 1, shared: 2, direct: 0 });
       await Promise.all(subs.map((s) => s.it.return(undefined)));
       expect(h.listeners.size).toBe(0);
     });
@@ -88,7 +95,7 @@ describe('useSharedExecution', () => {
       const subs = [await h.open(q, 'v1', { t: 'a' }), await h.open(q, 'v2', { t: 'a' }), await h.open(q, 'v3', { t: 'b' })];
       h.feed({ text: 'x', author: 'v1' });
       await Promise.all(subs.map((s) => s.first));
-      expect(h.stats).toEqual({ executions: 2, shared: 1 });
+      expect(h.stats).toEqual({ executions: 2, shared: 1, direct: 0 });
       await Promise.all(subs.map((s) => s.it.return(undefined)));
     });
   });
@@ -104,7 +111,7 @@ describe('useSharedExecution', () => {
       expect(b?.value).toEqual({ data: { events: { text: 'hi', mine: false } } });
       expect(a2?.value).toEqual(a1?.value);
       expect(h.calls.mine).toBe(2);
-      expect(h.stats).toEqual({ executions: 2, shared: 1 });
+      expect(h.stats).toEqual({ executions: 2, shared: 1, direct: 0 });
       await Promise.all(subs.map((s) => s.it.return(undefined)));
     });
 
