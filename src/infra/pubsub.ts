@@ -1,5 +1,5 @@
 import { createRedisEventTarget } from '@graphql-yoga/redis-event-target';
-import type { Redis } from 'ioredis';
+import type { ChainableCommander, Redis } from 'ioredis';
 import type { Logger } from './logger.js';
 
 /** Options for {@link createPubSub}. */
@@ -14,6 +14,12 @@ export interface PubSubOptions {
 export interface PubSub<Topics extends Record<string, unknown>> {
   /** Fire-and-forget: a failed PUBLISH is logged and counted, never thrown. */
   publish<K extends keyof Topics & string>(topic: K, id: string, payload: Topics[K]): void;
+  /**
+   * Adds the PUBLISH to a pipeline about to run: it goes out in the same write and round trip as
+   * the pipeline's other commands, and Redis runs it after them (what they wrote is visible to
+   * anyone acting on the event). Its failure is the pipeline's.
+   */
+  publishIn<K extends keyof Topics & string>(pipeline: ChainableCommander, topic: K, id: string, payload: Topics[K]): void;
   /**
    * Registers a listener. `ready` resolves once Redis confirmed the SUBSCRIBE, so a read made after
    * it cannot miss an event published later; `remove` unregisters (unsubscribing the last one).
@@ -106,6 +112,10 @@ export function createPubSub<Topics extends Record<string, unknown>>(
   return {
     publish(topic, id, payload) {
       target.dispatchEvent(new CustomEvent(channel(topic, id), { detail: payload }));
+    },
+    publishIn(pipeline, topic, id, payload) {
+      // As the event target serializes (JSON; its listeners parse with JSON).
+      pipeline.publish(channel(topic, id), JSON.stringify(payload));
     },
     listen(topic, id, listener) {
       const ch = channel(topic, id);

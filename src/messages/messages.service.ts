@@ -218,10 +218,11 @@ export function createMessagesService(deps: MessagesServiceDeps) {
       if (status !== SCRIPT_STATUS.OK) throw scriptError(status);
       const message = parseMessage(json);
       if (created === 1) {
+        // The features' commands and the event in one round trip; the event after them.
         const pipeline = redis.pipeline();
         const settle = messageHooks.apply(pipeline, { message, viewer });
-        if (pipeline.length > 0) settle(await execPipeline(pipeline));
-        pubsub.publish('room', roomId, { type: 'MessageAdded', message, senderName: viewer.name });
+        pubsub.publishIn(pipeline, 'room', roomId, { type: 'MessageAdded', message, senderName: viewer.name });
+        settle(await execPipeline(pipeline));
       }
       return message;
     },
@@ -239,12 +240,11 @@ export function createMessagesService(deps: MessagesServiceDeps) {
       ])) as [number, string];
       if (status !== SCRIPT_STATUS.OK) throw scriptError(status);
       const message = parseMessage(json);
-      if (editHooks) {
-        const pipeline = redis.pipeline();
-        const settle = editHooks.apply(pipeline, { message });
-        if (pipeline.length > 0) settle(await execPipeline(pipeline));
-      }
-      pubsub.publish('room', roomId, { type: 'MessageEdited', message, senderName: viewer.name });
+      const pipeline = redis.pipeline();
+      const settle = editHooks?.apply(pipeline, { message });
+      pubsub.publishIn(pipeline, 'room', roomId, { type: 'MessageEdited', message, senderName: viewer.name });
+      const replies = await execPipeline(pipeline);
+      settle?.(replies);
       return message;
     },
 
@@ -262,8 +262,8 @@ export function createMessagesService(deps: MessagesServiceDeps) {
       if (changed === 1) {
         const pipeline = redis.pipeline();
         const settle = deleteHooks.apply(pipeline, { message });
-        if (pipeline.length > 0) settle(await execPipeline(pipeline));
-        pubsub.publish('room', roomId, { type: 'MessageDeleted', message });
+        pubsub.publishIn(pipeline, 'room', roomId, { type: 'MessageDeleted', message });
+        settle(await execPipeline(pipeline));
       }
       return message;
     },

@@ -344,25 +344,18 @@ describe('when Redis becomes unreachable', () => {
     const live = subscribe(c, OnMessageAddedDocument, { roomId });
     await waitFor(() => app.services.events.openCount() >= 1, 5000, 'the subscription to be live');
 
-    // Freeze Redis right after the message is stored and the hooks' pipeline ran, before the
-    // PUBLISH: a PUBLISH that never answers. (A hook's settle callback runs at exactly that point.)
+    // Freeze Redis right after the message is stored, as the send's second round trip (the
+    // features' commands and the event's PUBLISH, one pipeline) is about to go out.
     let frozen = false;
     app.services.hooks.messageStored.add((_pipeline, { message }) => {
       if (message.roomId !== roomId || message.text !== 'freeze' || frozen) return;
-      return () => {
-        frozen = true;
-        process.kill(redis!.pid, 'SIGSTOP');
-      };
+      frozen = true;
+      process.kill(redis!.pid, 'SIGSTOP');
     });
-    // Selects nothing that needs Redis after the send (no `sender`), so the answer does not wait on it.
-    const sent = (await gqlOk(
-      url,
-      'mutation FreezeSend($input: SendMessageInput!) { sendMessage(input: $input) { seq } }',
-      { input: { roomId, text: 'freeze' } },
-      tokens.alice!,
-    )) as { sendMessage: { seq: number } };
-    expect(sent.sendMessage.seq).toBe(4);
+    const freeze = await timed('mutation FreezeSend($input: SendMessageInput!) { sendMessage(input: $input) { seq } }', { input: { roomId, text: 'freeze' } }, 'alice');
     expect(frozen).toBe(true);
+    expect(freeze.codes).toEqual(['UNAVAILABLE']);
+    expect(freeze.ms).toBeLessThan(3000);
 
     const query = await timed(MessagesDocument, { roomId, last: 5 }, 'alice');
     expect(query.codes).toEqual(['UNAVAILABLE']);
@@ -376,6 +369,8 @@ describe('when Redis becomes unreachable', () => {
     expect(Date.now() - t0).toBeLessThan(3000);
     expect(await status('/health')).toBe(200);
 
+    // A fire-and-forget PUBLISH (typing, presence, receipts…) to the frozen Redis: logged, not thrown.
+    app.services.pubsub.publish('room', roomId, { type: 'TypingChanged', roomId, userIds: [] });
     await waitFor(() => logs.lines.some((l) => l.msg === 'publish failed'), 5000, 'the failed PUBLISH to be logged');
     expect(rejections).toEqual([]);
 
@@ -383,7 +378,8 @@ describe('when Redis becomes unreachable', () => {
     await waitFor(async () => (await status('/ready')) === 200, 10_000, '/ready to answer 200 again');
     const thawed = await gqlOk(url, SendMessageDocument, { input: { roomId, text: 'thawed' } }, tokens.alice!);
     // The subscriber misses nothing: the frozen PUBLISH is delivered late or filled in from storage.
-    // (The mutation answered UNAVAILABLE may still have been applied once Redis resumed: its script
+    // ('freeze' was stored before the freeze, though its send answered UNAVAILABLE; the send that
+    // answered UNAVAILABLE while frozen may still have been applied once Redis resumed: its script
     // was already sent. Either way the stream has no gap.)
     const last = thawed.sendMessage.seq;
     const results = await live.take(last - 3, 10_000);
