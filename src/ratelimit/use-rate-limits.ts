@@ -102,7 +102,18 @@ export function rateLimited(refused: LimitResult[]): AppError {
 }
 
 /** The operation budget of a request, for the RateLimit-* response headers. */
-const budgets = new WeakMap<Request, LimitResult>();
+const budgets = new WeakMap<object, LimitResult>();
+
+/** The RateLimit-* headers of a request's response (its operation budget), if it was counted. */
+export function rateLimitHeaders(request: object): Record<string, string> | null {
+  const b = budgets.get(request);
+  if (!b) return null;
+  return {
+    'RateLimit-Limit': String(b.limit.max),
+    'RateLimit-Remaining': String(Math.max(0, b.remaining)),
+    'RateLimit-Reset': String(Math.max(1, Math.ceil(b.resetMs / 1000))),
+  };
+}
 
 /**
  * Enforces the `@rateLimit` directive and the per-user budget (`*`) for queries, mutations and
@@ -138,7 +149,7 @@ export function useRateLimits(opts: RateLimitOptions): Plugin {
       if (isRedisUnavailableError(err)) return unavailable();
       throw err;
     }
-    const request = ctx.request as Request | undefined;
+    const request = ctx.request as object | undefined;
     const star = results.find((r) => r.scope === '*');
     if (request && star) budgets.set(request, star);
     const refused = results.filter((r) => !r.admitted);
@@ -155,11 +166,7 @@ export function useRateLimits(opts: RateLimitOptions): Plugin {
       if (error) setResultAndStopExecution({ errors: [error] });
     },
     onResponse({ request, response }) {
-      const b = budgets.get(request);
-      if (!b) return;
-      response.headers.set('RateLimit-Limit', String(b.limit.max));
-      response.headers.set('RateLimit-Remaining', String(Math.max(0, b.remaining)));
-      response.headers.set('RateLimit-Reset', String(Math.max(1, Math.ceil(b.resetMs / 1000))));
+      for (const [name, value] of Object.entries(rateLimitHeaders(request) ?? {})) response.headers.set(name, value);
     },
   };
 }
