@@ -167,8 +167,10 @@ const run = new BenchRun('fanout', {
 // ---------------------------------------------------------------------------------------------
 // Servers and HTTP
 
+// The idle connections reuse the subscribers' users (25 each by default): lift the per-user
+// connection cap (WS_MAX_CONNECTIONS_PER_USER, 20 by default) so every one of them is accepted.
 const startServer = (name: string, redisUrl: string, secret: string) =>
-  startBenchServer(run, serverIssues, servers, { name, redisUrl, secret });
+  startBenchServer(run, serverIssues, servers, { name, redisUrl, secret, env: { WS_MAX_CONNECTIONS_PER_USER: '100000' } });
 
 // ---------------------------------------------------------------------------------------------
 // Operations
