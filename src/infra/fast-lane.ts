@@ -61,6 +61,18 @@ type RegularMediaType = (typeof REGULAR_MEDIA_TYPES)[number];
  * wins whenever one matches. Null when none does (yoga answers 406, or streams as SSE).
  */
 export function regularMediaType(accept: string | undefined): RegularMediaType | null {
+  const key = accept ?? '';
+  const known = mediaTypes.get(key);
+  if (known !== undefined) return known;
+  const chosen = chooseMediaType(accept);
+  // Clients send a handful of distinct Accept headers: remember a few.
+  if (mediaTypes.size >= 64) mediaTypes.clear();
+  mediaTypes.set(key, chosen);
+  return chosen;
+}
+const mediaTypes = new Map<string, RegularMediaType | null>();
+
+function chooseMediaType(accept: string | undefined): RegularMediaType | null {
   const requested: string[] = [];
   for (const part of (accept || '*/*').replace(/\s/g, '').toLowerCase().split(',')) {
     const [mediaType, ...params] = part.split(';');

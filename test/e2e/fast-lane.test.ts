@@ -77,6 +77,8 @@ describe('when a plain query or mutation is POSTed as JSON', () => {
     ['no Accept', {}, 'application/json; charset=utf-8'],
     ['Accept */*', { accept: '*/*' }, 'application/json; charset=utf-8'],
     ['Accept application/json', { accept: 'application/json' }, 'application/json; charset=utf-8'],
+    ['Accept application/*', { accept: 'application/*' }, 'application/json; charset=utf-8'],
+    ['JSON listed first', { accept: 'application/json, application/graphql-response+json' }, 'application/json; charset=utf-8'],
     ["Apollo Client's Accept", { accept: 'application/graphql-response+json,application/json;q=0.9' }, 'application/graphql-response+json; charset=utf-8'],
     [
       "urql's Accept",
