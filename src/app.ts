@@ -429,9 +429,10 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
         } catch {
           return false;
         }
-        // The upgrade request (its headers and their strings) is not needed once the socket is
-        // authenticated: let it go rather than hold it for the connection's life.
+        // The upgrade request (its headers and their strings) and the token are not needed once
+        // the socket is authenticated: let them go rather than hold them for the connection's life.
         (ctx.extra as { request?: IncomingMessage }).request = undefined;
+        (ctx as { connectionParams?: unknown }).connectionParams = undefined;
         // Not awaited, as over HTTP; an outage must not refuse an authenticated socket.
         services.users.touch(ctx.extra.viewer).catch(() => undefined);
         // The socket is a presence connection until it closes.
