@@ -132,6 +132,16 @@ const REPORT = {
  */
 const WS_HIGH_WATER_BYTES = 1 << 20;
 
+/** Operation texts by text, so open subscriptions share one copy of each (bounded). */
+const queryTexts = new Map<string, string>();
+function internQuery(text: string): string {
+  const known = queryTexts.get(text);
+  if (known !== undefined) return known;
+  if (queryTexts.size >= 1000) queryTexts.clear();
+  queryTexts.set(text, text);
+  return text;
+}
+
 /** A WebSocket operation refused by a connection limit. */
 const rateLimitedWs = (message: string) => new AppError('RATE_LIMITED', message, { retryAfter: 10 });
 
@@ -456,7 +466,10 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
         // Trusted documents, as over HTTP: a hash runs the manifest's text; refusals answer this operation.
         const resolved = persisted.resolve(payload);
         if (resolved.error) return [resolved.error];
-        const query = resolved.query ?? '';
+        // One copy of each operation's text for all the subscriptions that send it (graphql-ws
+        // keeps the payload for the subscription's life).
+        const query = internQuery(resolved.query ?? '');
+        if (payload.query === query) (payload as { query: string }).query = query;
         const { schema, execute, subscribe, contextFactory: envelopedContext, parse, validate } = yoga.getEnveloped({
           ...ctx,
           socket: ctx.extra.socket,
