@@ -128,13 +128,14 @@ const REPORT = {
 /**
  * Bytes a WebSocket may hold unsent (in Node, past what the kernel took) before its subscriptions'
  * events stop going out directly and queue instead: the queue is bounded, and what overflows it is
- * caught up from storage once the client reads again (README § Delivery guarantees).
+ * caught up from storage once the client reads again (README § Delivery).
  */
 const WS_HIGH_WATER_BYTES = 1 << 20;
 
-/** Operation texts by text, so open subscriptions share one copy of each (bounded). */
+/** Operation texts by text, so open subscriptions share one copy of each (bounded: 1,000 of 10 k characters at most). */
 const queryTexts = new Map<string, string>();
 function internQuery(text: string): string {
+  if (text.length > 10_000) return text;
   const known = queryTexts.get(text);
   if (known !== undefined) return known;
   if (queryTexts.size >= 1000) queryTexts.clear();
@@ -240,6 +241,8 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   const auth = createAuthenticator({ secret: config.jwtSecret, jwksUrl: config.jwtJwksUrl });
   const contextFactory = createContextFactory(services, auth);
   const executionStats: SharedExecutionStats = { executions: 0, shared: 0, direct: 0 };
+  // Errors outside yoga's own handling (the direct WebSocket path, the HTTP fast lane), masked as yoga masks.
+  const maskUnexpected = (error: unknown) => maskError(error, 'Unexpected error.', !config.isProduction);
 
   const yoga = createYoga<Record<string, unknown>, AppContext>({
     schema: createSchema<AppContext>({
@@ -293,7 +296,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
       useSharedExecution({
         viewerIdOf: (ctx) => (ctx as AppContext).viewer?.id ?? '',
         stats: executionStats,
-        maskError: (error) => maskError(error, 'Unexpected error.', !config.isProduction),
+        maskError: maskUnexpected,
         highWaterBytes: WS_HIGH_WATER_BYTES,
       }),
     ],
@@ -306,7 +309,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
       return resolved.error || typeof resolved.query !== 'string' ? null : resolved.query;
     },
     processResult: withCodes,
-    maskError: (error) => maskError(error, 'Unexpected error.', !config.isProduction),
+    maskError: maskUnexpected,
     responseHeaders: rateLimitHeaders,
     yogaHeaders: ['origin', DEBUG_REDIS_HEADER],
     onError: (err) => logger.error({ err }, 'fast lane request failed'),
