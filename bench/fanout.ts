@@ -22,6 +22,7 @@ import { signToken } from '../src/infra/auth.js';
 import {
   BenchRun,
   CLK_TCK,
+  BARE_SERVER,
   DIST_INDEX,
   ServerIssues,
   benchSecret,
@@ -61,11 +62,14 @@ interface Options {
   duration: number;
   idleConnections: number;
   rate: number | null;
+  /** What runs as the two servers: Switchboard, or the bare reference (bench/bare-server.ts). */
+  server: 'switchboard' | 'bare';
 }
 
 const USAGE = `usage: npx tsx bench/fanout.ts [--subscribers N=200] [--rooms R=20] [--inflight P=8]
-  [--warmup S=3] [--duration S=10] [--idle-connections N=5000] [--rate MSG_PER_S]
-  --rate switches from "P sends in flight, as fast as possible" to a fixed send rate`;
+  [--warmup S=3] [--duration S=10] [--idle-connections N=5000] [--rate MSG_PER_S] [--server bare]
+  --rate switches from "P sends in flight, as fast as possible" to a fixed send rate
+  --server bare runs the reference bare ws + ioredis server (bench/bare-server.ts) instead of Switchboard`;
 
 function parseOptions(argv: string[]): Options {
   const opts: Options = {
@@ -76,6 +80,7 @@ function parseOptions(argv: string[]): Options {
     duration: 10,
     idleConnections: 5000,
     rate: null,
+    server: 'switchboard',
   };
   const names: Record<string, keyof Options> = {
     subscribers: 'subscribers',
@@ -87,6 +92,11 @@ function parseOptions(argv: string[]): Options {
     rate: 'rate',
   };
   for (const [name, raw] of cliOptions('fanout', argv, USAGE)) {
+    if (name === 'server') {
+      if (raw !== 'bare' && raw !== 'switchboard') fatalUsage('--server is bare or switchboard');
+      opts.server = raw;
+      continue;
+    }
     const key = names[name];
     if (!key) fatalUsage(`unknown argument --${name}`);
     const value = Number(raw);
@@ -169,8 +179,14 @@ const run = new BenchRun('fanout', {
 
 // The idle connections reuse the subscribers' users (25 each by default): lift the per-user
 // connection cap (WS_MAX_CONNECTIONS_PER_USER, 20 by default) so every one of them is accepted.
-const startServer = (name: string, redisUrl: string, secret: string) =>
-  startBenchServer(run, serverIssues, servers, { name, redisUrl, secret, env: { WS_MAX_CONNECTIONS_PER_USER: '100000' } });
+const startServer = (name: string, redisUrl: string, secret: string, kind: Options['server']) =>
+  startBenchServer(run, serverIssues, servers, {
+    name,
+    redisUrl,
+    secret,
+    env: { WS_MAX_CONNECTIONS_PER_USER: '100000' },
+    entry: kind === 'bare' ? ['--import', 'tsx', BARE_SERVER] : undefined,
+  });
 
 // ---------------------------------------------------------------------------------------------
 // Operations
@@ -244,11 +260,11 @@ async function openClients(count: number, pick: (i: number) => { server: ServerP
 
 async function main() {
   const opts = parseOptions(process.argv.slice(2));
-  if (!existsSync(DIST_INDEX)) {
+  if (opts.server === 'switchboard' && !existsSync(DIST_INDEX)) {
     await run.exitWith(1, `${DIST_INDEX} is missing: run npm run build first`);
   }
   const mode = opts.rate === null ? `${opts.inflight} sends in flight` : `fixed rate ${opts.rate} msg/s`;
-  log(`commit ${gitCommit() ?? 'unknown'}; subscribers ${opts.subscribers}, rooms ${opts.rooms}, ${mode}, warm-up ${opts.warmup} s, measured ${opts.duration} s, idle connections ${opts.idleConnections}`);
+  log(`${opts.server === 'bare' ? 'BARE reference server (bench/bare-server.ts); ' : ''}commit ${gitCommit() ?? 'unknown'}; subscribers ${opts.subscribers}, rooms ${opts.rooms}, ${mode}, warm-up ${opts.warmup} s, measured ${opts.duration} s, idle connections ${opts.idleConnections}`);
   ensureFileLimit(opts.subscribers + opts.idleConnections + 2000, log);
 
   // Hard stop, whatever happens.
@@ -262,8 +278,8 @@ async function main() {
   // --- Redis and two instances
   const redis = await run.startRedis();
   const secret = benchSecret();
-  const a = await startServer('server-a', redis.url, secret);
-  const b = await startServer('server-b', redis.url, secret);
+  const a = await startServer('server-a', redis.url, secret, opts.server);
+  const b = await startServer('server-b', redis.url, secret, opts.server);
   await Promise.all([waitReady(a), waitReady(b)]);
   const inst = [a, b];
   const rssAtStart = servers.map((s) => rssKb(s.pid));
@@ -648,6 +664,7 @@ async function main() {
     serverRssLoadedKb: rssAfterLoad,
     loadAverageAtStart: load,
     commit,
+    server: opts.server,
     latencyMs: { p50: round(results.latency.p50, 2), p95: round(results.latency.p95, 2), p99: round(results.latency.p99, 2), max: round(results.latency.max, 2) },
     latencySamples: results.latency.samples,
     lost,

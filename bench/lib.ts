@@ -21,6 +21,8 @@ import { freePort, startRedisServer, type EmbeddedRedis } from '../src/infra/emb
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 /** The built server entry point (`npm run build`). */
 export const DIST_INDEX = join(ROOT, 'dist', 'index.js');
+/** The bare reference server of `bench/fanout.ts --server bare`. */
+export const BARE_SERVER = join(ROOT, 'bench', 'bare-server.ts');
 /** Commands a bench itself sends on its stats connection inside a measured window; left out of the counts. */
 export const BENCH_COMMANDS = new Set(['info', 'config|resetstat', 'config']);
 
@@ -531,7 +533,14 @@ export async function startBenchServer(
   run: BenchRun,
   issues: ServerIssues,
   servers: ServerProc[],
-  o: { name: string; redisUrl: string; secret: string; env?: NodeJS.ProcessEnv },
+  o: {
+    name: string;
+    redisUrl: string;
+    secret: string;
+    env?: NodeJS.ProcessEnv;
+    /** What node runs instead of `dist/index.js` (its arguments). */
+    entry?: string[];
+  },
 ): Promise<ServerProc> {
   const { name } = o;
   const port = await freePort();
@@ -539,7 +548,7 @@ export async function startBenchServer(
   const nodeArgs = (process.env.BENCH_SERVER_NODE_ARGS ?? '').split(/\s+/).filter(Boolean);
   const child = spawnServer(run, issues, {
     label: name,
-    args: [...nodeArgs, DIST_INDEX],
+    args: [...nodeArgs, ...(o.entry ?? [DIST_INDEX])],
     env,
     onLine: (line) => issues.note(name, line),
     startError: `${name} could not be started`,
