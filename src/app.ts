@@ -241,8 +241,13 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   const auth = createAuthenticator({ secret: config.jwtSecret, jwksUrl: config.jwtJwksUrl });
   const contextFactory = createContextFactory(services, auth);
   const executionStats: SharedExecutionStats = { executions: 0, shared: 0, direct: 0 };
-  // Errors outside yoga's own handling (the direct WebSocket path, the HTTP fast lane), masked as yoga masks.
-  const maskUnexpected = (error: unknown) => maskError(error, 'Unexpected error.', !config.isProduction);
+  // Errors outside yoga's own handling (the direct WebSocket path, the HTTP fast lane), masked as
+  // yoga masks, and logged as yoga logs what it masks.
+  const maskUnexpected = (error: unknown) => {
+    const masked = maskError(error, 'Unexpected error.', !config.isProduction);
+    if (masked !== error) logger.error({ err: error }, 'unexpected error (masked)');
+    return masked;
+  };
 
   const yoga = createYoga<Record<string, unknown>, AppContext>({
     schema: createSchema<AppContext>({
