@@ -98,6 +98,8 @@ export function createEventsService(deps: EventsServiceDeps) {
     fail(error: AppError): void;
     /** End quietly: the viewer is no longer a member (its MemberLeft event was lost). */
     revoke(): void;
+    /** The room's members version at which the viewer's membership was last confirmed by a check. */
+    checkedMembersVersion: number | null;
   }
   const open = new Map<BoundedQueue<RoomEventPayload | Resync>, StreamCtl>();
   let streamHooks: StreamHooks | null = null;
@@ -109,10 +111,13 @@ export function createEventsService(deps: EventsServiceDeps) {
 
   let checking = false;
   /**
-   * Two pipelined reads for all streams here, whatever their number: each room's latest seq and
-   * epoch, and each (room, viewer) membership. A stream behind the stored seq re-reads storage, one
-   * whose history was reset fails with `CURSOR_EXPIRED`, and one whose viewer is no longer a member
-   * ends, so a lost pub/sub event costs a few seconds, never a message or a revocation.
+   * One pipelined read of each room with streams here (its latest seq, epoch and members version),
+   * then, only for streams whose room's members version moved since their membership was last
+   * confirmed (and streams never checked), one pipelined read of those memberships: a stream behind
+   * the stored seq re-reads storage, one whose history was reset fails with `CURSOR_EXPIRED`, and
+   * one whose viewer is no longer a member ends, so a lost pub/sub event costs a few seconds, never
+   * a message or a revocation. In steady state the check costs one command per room, not one per
+   * subscription.
    */
   async function checkPositions(): Promise<void> {
     if (checking || open.size === 0) return;
@@ -125,28 +130,34 @@ export function createEventsService(deps: EventsServiceDeps) {
         if (list) list.push(ctl);
         else map.set(key, [ctl]);
       };
-      for (const ctl of open.values()) {
-        group(byRoom, ctl.roomId, ctl);
-        group(byMember, `${ctl.roomId}\n${ctl.viewerId}`, ctl);
-      }
+      for (const ctl of open.values()) group(byRoom, ctl.roomId, ctl);
       const roomIds = [...byRoom.keys()];
-      const members = [...byMember.values()].map((list) => ({
-        roomId: (list[0] as StreamCtl).roomId,
-        userId: (list[0] as StreamCtl).viewerId,
-      }));
-      const [positions, memberships] = await Promise.all([
-        rooms.positions(roomIds),
-        rooms.areMembers(members),
-      ]);
+      const positions = await rooms.positions(roomIds);
+      const versionOf = new Map<string, number>();
       roomIds.forEach((roomId, i) => {
         const pos = positions[i];
+        if (pos) versionOf.set(roomId, pos.membersVersion);
         for (const ctl of byRoom.get(roomId) ?? []) {
-          if (!pos || pos.epoch !== ctl.epoch) ctl.fail(historyReset());
-          else if (ctl.lastSeq() < pos.lastSeq) ctl.resync();
+          if (!pos || pos.epoch !== ctl.epoch) {
+            ctl.fail(historyReset());
+            continue;
+          }
+          if (ctl.lastSeq() < pos.lastSeq) ctl.resync();
+          // Memberships are read after the version: a removal between the two reads shows in
+          // them, or moves the version the next check compares with.
+          if (ctl.checkedMembersVersion !== pos.membersVersion) group(byMember, `${ctl.roomId}\n${ctl.viewerId}`, ctl);
         }
       });
-      [...byMember.values()].forEach((list, i) => {
-        if (memberships[i] === false) for (const ctl of list) ctl.revoke();
+      if (byMember.size === 0) return;
+      const lists = [...byMember.values()];
+      const memberships = await rooms.areMembers(
+        lists.map((list) => ({ roomId: (list[0] as StreamCtl).roomId, userId: (list[0] as StreamCtl).viewerId })),
+      );
+      lists.forEach((list, i) => {
+        for (const ctl of list) {
+          if (memberships[i] === false) ctl.revoke();
+          else ctl.checkedMembersVersion = versionOf.get(ctl.roomId) ?? null;
+        }
       });
     } catch (err) {
       logger.debug({ err: (err as Error).message }, 'position check failed');
@@ -287,6 +298,7 @@ export function createEventsService(deps: EventsServiceDeps) {
         roomId,
         viewerId: viewer.id,
         epoch,
+        checkedMembersVersion: null,
         lastSeq: () => lastSeq,
         resync() {
           gap = true;

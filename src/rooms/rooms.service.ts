@@ -243,14 +243,17 @@ export function createRoomsService(deps: RoomsServiceDeps) {
 
     areMembers,
 
-    /** Each room's latest seq and history epoch (null when the room is gone), in one round trip. */
-    async positions(roomIds: readonly string[]): Promise<({ lastSeq: number; epoch: string } | null)[]> {
+    /**
+     * Each room's latest seq, history epoch and members version (bumped by every removal and
+     * departure), null when the room is gone, in one round trip.
+     */
+    async positions(roomIds: readonly string[]): Promise<({ lastSeq: number; epoch: string; membersVersion: number } | null)[]> {
       if (roomIds.length === 0) return [];
       const pipeline = redis.pipeline();
-      for (const id of roomIds) pipeline.hmget(roomKeys.room(id), 'id', 'seq', 'epoch');
+      for (const id of roomIds) pipeline.hmget(roomKeys.room(id), 'id', 'seq', 'epoch', 'membersVersion');
       return (await execPipeline(pipeline)).map((reply) => {
-        const [id, seq, epoch] = reply as (string | null)[];
-        return id == null ? null : { lastSeq: Number(seq ?? 0), epoch: epoch ?? '' };
+        const [id, seq, epoch, membersVersion] = reply as (string | null)[];
+        return id == null ? null : { lastSeq: Number(seq ?? 0), epoch: epoch ?? '', membersVersion: Number(membersVersion ?? 0) };
       });
     },
 

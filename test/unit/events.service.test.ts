@@ -5,6 +5,8 @@ import { encodeMessageId } from '../../src/messages/message-id.js';
 import { messageKeys } from '../../src/messages/messages.keys.js';
 import { roomKeys } from '../../src/rooms/rooms.keys.js';
 import { deferred, waitFor, withTimeout } from '../helpers/clients.js';
+import { monitorRedis } from '../helpers/monitor.js';
+import { sharedRedisUrl } from '../helpers/server.js';
 import { nextOf, range, seqsOf, take, viewer, wire, type TestWiring } from '../helpers/wiring.js';
 
 /**
@@ -338,5 +340,45 @@ describe('when a message’s pub/sub event is lost and no later message reveals 
     await w.services.messages.send(bob, { roomId: room.id, text: 'after' });
     expect(seqsOf(await take(stream, 1))).toEqual([2]);
     await stream.return(undefined);
+  });
+});
+
+describe('when the position check runs while the memberships of a room do not change', () => {
+  it('should read each membership once, then one command per room, and again only after a removal', async () => {
+    const w = await wire();
+    const members = ['m1', 'm2', 'm3', 'm4'];
+    const room = await w.services.rooms.create(alice, { name: 'versions', memberIds: members });
+    const streams = await Promise.all(members.map((id) => w.services.events.openRoomStream(viewer(id), room.id, { kind: 'messages' })));
+    const commands: string[][] = [];
+    const monitor = await monitorRedis(sharedRedisUrl(), (args) => {
+      if (args.some((a) => a.startsWith(w.prefix))) commands.push(args);
+    });
+    /** The reads one check sent (MONITOR shows commands in the order Redis ran them; a GET marks the end). */
+    const checkCommands = async () => {
+      commands.length = 0;
+      await w.services.events.checkPositions();
+      await w.redis.command.get('end-of-check');
+      await waitFor(() => commands.some((c) => c[0]?.toLowerCase() === 'get'), 2000, 'the check to show in MONITOR');
+      const names = commands.slice(0, commands.findIndex((c) => c[0]?.toLowerCase() === 'get')).map((c) => c[0]?.toLowerCase());
+      return names.filter((n) => n === 'hmget' || n === 'zscore');
+    };
+    try {
+      // New streams: their memberships are read once.
+      expect((await checkCommands()).sort()).toEqual(['hmget', 'zscore', 'zscore', 'zscore', 'zscore']);
+      // Nothing changed: one read of the room, none per stream.
+      expect(await checkCommands()).toEqual(['hmget']);
+      expect(await checkCommands()).toEqual(['hmget']);
+      // A removal whose MemberLeft is lost (the script's writes, no event): the version moved, so
+      // the room's memberships are read again and m2's stream ends.
+      const removed = w.scripts.get('removeMember');
+      const [status] = (await removed([roomKeys.room(room.id), roomKeys.members(room.id)], ['alice', 'm2'])) as [number];
+      expect(status).toBe(0);
+      expect((await checkCommands()).sort()).toEqual(['hmget', 'zscore', 'zscore', 'zscore', 'zscore']);
+      expect(await withTimeout(streams[1]!.next(), 2000, "m2's stream to end")).toEqual({ done: true, value: undefined });
+      expect(await checkCommands()).toEqual(['hmget']);
+    } finally {
+      monitor.stop();
+      await Promise.all(streams.map((s) => s.return(undefined)));
+    }
   });
 });

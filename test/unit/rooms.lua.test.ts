@@ -196,16 +196,29 @@ describe('removeMember', () => {
   });
 
   describe('when the owner removes the same member concurrently', () => {
-    it('should report removed 1 exactly once', async () => {
+    it('should report removed 1 exactly once, and move the members version once', async () => {
       const roomId = await seedRoom({ owner: 'owner', members: ['bob'] });
       const results = (await Promise.all(
         Array.from({ length: 20 }, () => removeMember(keysOf(roomId), ['owner', 'bob'])),
       )) as [number, number][];
       expect(results.every(([s]) => s === 0)).toBe(true);
       expect(results.filter(([, r]) => r === 1)).toHaveLength(1);
+      expect(await membersVersionOf(roomId)).toBe(1);
+    });
+  });
+
+  describe('when a removal changes nothing or is refused', () => {
+    it('should leave the members version alone', async () => {
+      const roomId = await seedRoom({ owner: 'owner', members: ['bob'] });
+      expect(await removeMember(keysOf(roomId), ['owner', 'stranger'])).toEqual([0, 0]);
+      expect(await removeMember(keysOf(roomId), ['bob', 'owner'])).toEqual([6, 0]);
+      expect(await membersVersionOf(roomId)).toBe(0);
     });
   });
 });
+
+/** The room's members version (bumped by each removal and departure; read by the position check). */
+const membersVersionOf = async (roomId: string) => Number((await redis.hget(roomKeys.room(roomId), 'membersVersion')) ?? 0);
 
 describe('leaveRoom', () => {
   describe('when the room does not exist', () => {
@@ -215,19 +228,21 @@ describe('leaveRoom', () => {
   });
 
   describe('when the user is not a member', () => {
-    it('should answer OK with removed 0 (idempotent)', async () => {
+    it('should answer OK with removed 0 (idempotent), the members version unchanged', async () => {
       const roomId = await seedRoom({ owner: 'owner' });
       expect(await leaveRoom(keysOf(roomId), ['stranger'])).toEqual([0, 0, '']);
       expect(await ownerOf(roomId)).toBe('owner');
+      expect(await membersVersionOf(roomId)).toBe(0);
     });
   });
 
   describe('when a member who is not the owner leaves', () => {
-    it('should remove them and keep the owner', async () => {
+    it('should remove them, keep the owner and move the members version', async () => {
       const roomId = await seedRoom({ owner: 'owner', members: ['bob'] });
       expect(await leaveRoom(keysOf(roomId), ['bob'])).toEqual([0, 1, '']);
       expect(await membersOf(roomId)).toEqual(['owner']);
       expect(await ownerOf(roomId)).toBe('owner');
+      expect(await membersVersionOf(roomId)).toBe(1);
     });
   });
 
