@@ -1,5 +1,5 @@
 import DataLoader from 'dataloader';
-import type { AppContext, Loaders } from '../context.js';
+import type { AppContext } from '../context.js';
 import type { CallModel } from './calls.models.js';
 
 /** The calls domain's loaders of one operation, kept beside (not inside) the core's. */
@@ -8,13 +8,15 @@ interface CallLoaders {
   identityKey: DataLoader<string, string | null>;
 }
 
-// Keyed by the operation's Loaders: they are made anew per operation (and per subscription event),
-// and these go with them.
-const byOperation = new WeakMap<Loaders, CallLoaders>();
+// Carried by the operation's Loaders (a symbol property): they are made anew per operation (and
+// per subscription event), and these go with them. Not a WeakMap keyed by them: short-lived
+// WeakMap keys slow V8's young-generation collector.
+const CALL_LOADERS = Symbol('callLoaders');
+type WithCallLoaders = { [CALL_LOADERS]?: CallLoaders };
 
 /** The calls loaders of the operation `ctx` belongs to. */
 export function callLoaders(ctx: AppContext): CallLoaders {
-  let loaders = byOperation.get(ctx.loaders);
+  let loaders = (ctx.loaders as WithCallLoaders)[CALL_LOADERS];
   if (!loaders) {
     const { calls, callKeys } = ctx.services;
     const viewer = ctx.viewer;
@@ -25,7 +27,7 @@ export function callLoaders(ctx: AppContext): CallLoaders {
       ),
       identityKey: new DataLoader<string, string | null>((userIds) => callKeys.identityKeys(userIds)),
     };
-    byOperation.set(ctx.loaders, loaders);
+    (ctx.loaders as WithCallLoaders)[CALL_LOADERS] = loaders;
   }
   return loaders;
 }

@@ -211,7 +211,10 @@ export function useSharedExecution(opts: SharedExecutionOptions): Plugin {
   // By text, not by node: two parses of one query (no parser cache, SSE vs WebSocket) still share.
   const docs = new WeakMap<DocumentNode, { text: string; perViewer: boolean }>();
   type Entry = { result: MaybePromise<ExecutionResult>; json?: MaybePromise<string> };
-  const results = new WeakMap<object, Map<string, Entry>>();
+  // The results of an event ride on the event object itself (a symbol property), not in a WeakMap
+  // keyed by it: V8's young-generation collector handles WeakMap entries with short-lived keys
+  // slowly (scavenges measured ~10x longer) and promotes them, so they piled up in old space.
+  type WithResults = { [RESULTS]?: Map<string, Entry> };
 
   const keyOf = (args: ExecutionArgs): string => {
     let doc = docs.get(args.document);
@@ -230,10 +233,12 @@ export function useSharedExecution(opts: SharedExecutionOptions): Plugin {
   };
 
   const entryOf = (args: ExecutionArgs, key: string, payload: object): Entry => {
-    let byKey = results.get(payload);
+    let byKey = (payload as WithResults)[RESULTS];
     if (!byKey) {
+      // A frozen event cannot carry them: executed per subscriber, as without sharing.
+      if (!Object.isExtensible(payload)) return { result: run(args, payload) };
       byKey = new Map();
-      results.set(payload, byKey);
+      Object.defineProperty(payload, RESULTS, { value: byKey, enumerable: false, writable: true });
     }
     const cached = byKey.get(key);
     if (cached !== undefined) {
@@ -278,6 +283,9 @@ export function useSharedExecution(opts: SharedExecutionOptions): Plugin {
     },
   };
 }
+
+/** Where an event carries its shared results. */
+const RESULTS = Symbol('sharedResults');
 
 const isPromiseLike = <T>(v: MaybePromise<T>): v is Promise<T> =>
   typeof v === 'object' && v !== null && typeof (v as { then?: unknown }).then === 'function';

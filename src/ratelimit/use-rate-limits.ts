@@ -101,12 +101,16 @@ export function rateLimited(refused: LimitResult[]): AppError {
   );
 }
 
-/** The operation budget of a request, for the RateLimit-* response headers. */
-const budgets = new WeakMap<object, LimitResult>();
+/**
+ * The operation budget of a request, for the RateLimit-* response headers, carried by the request
+ * object itself (a WeakMap keyed by short-lived requests slows V8's young-generation collector).
+ */
+const BUDGET = Symbol('rateLimitBudget');
+type WithBudget = { [BUDGET]?: LimitResult };
 
 /** The RateLimit-* headers of a request's response (its operation budget), if it was counted. */
 export function rateLimitHeaders(request: object): Record<string, string> | null {
-  const b = budgets.get(request);
+  const b = (request as WithBudget)[BUDGET];
   if (!b) return null;
   return {
     'RateLimit-Limit': String(b.limit.max),
@@ -151,7 +155,7 @@ export function useRateLimits(opts: RateLimitOptions): Plugin {
     }
     const request = ctx.request as object | undefined;
     const star = results.find((r) => r.scope === '*');
-    if (request && star) budgets.set(request, star);
+    if (request && star && Object.isExtensible(request)) (request as WithBudget)[BUDGET] = star;
     const refused = results.filter((r) => !r.admitted);
     return refused.length > 0 ? rateLimited(refused) : null;
   };

@@ -353,13 +353,20 @@ describe('when the position check runs while the memberships of a room do not ch
     const monitor = await monitorRedis(sharedRedisUrl(), (args) => {
       if (args.some((a) => a.startsWith(w.prefix))) commands.push(args);
     });
-    /** The reads one check sent (MONITOR shows commands in the order Redis ran them; a GET marks the end). */
+    // MONITOR shows commands in the order Redis ran them, some time after: a GET of a marker key
+    // fences off what came before (a script's inner commands too).
+    const isMarker = (c: string[], name: string) => c[0]?.toLowerCase() === 'get' && (c[1] ?? '').endsWith(name);
+    const fence = async (name: string) => {
+      await w.redis.command.get(name);
+      await waitFor(() => commands.some((c) => isMarker(c, name)), 2000, `${name} to show in MONITOR`);
+    };
+    /** The reads one check sent. */
     const checkCommands = async () => {
+      await fence('start-of-check');
       commands.length = 0;
       await w.services.events.checkPositions();
-      await w.redis.command.get('end-of-check');
-      await waitFor(() => commands.some((c) => c[0]?.toLowerCase() === 'get'), 2000, 'the check to show in MONITOR');
-      const names = commands.slice(0, commands.findIndex((c) => c[0]?.toLowerCase() === 'get')).map((c) => c[0]?.toLowerCase());
+      await fence('end-of-check');
+      const names = commands.slice(0, commands.findIndex((c) => isMarker(c, 'end-of-check'))).map((c) => c[0]?.toLowerCase());
       return names.filter((n) => n === 'hmget' || n === 'zscore');
     };
     try {
