@@ -11,6 +11,7 @@ import {
   type ExecutionResult,
   type GraphQLSchema,
 } from 'graphql';
+import { compileQuery, isCompiledQuery, type CompiledQuery } from 'graphql-jit';
 import type { Plugin } from 'graphql-yoga';
 
 /** The SDL directive marking fields whose value depends on who asks. */
@@ -209,26 +210,51 @@ export function useSharedExecution(opts: SharedExecutionOptions): Plugin {
   const { viewerIdOf, maskError, highWaterBytes } = opts;
   const stats = opts.stats ?? { executions: 0, shared: 0, direct: 0 };
   // By text, not by node: two parses of one query (no parser cache, SSE vs WebSocket) still share.
-  const docs = new WeakMap<DocumentNode, { text: string; perViewer: boolean }>();
+  const docs = new WeakMap<DocumentNode, DocInfo>();
   type Entry = { result: MaybePromise<ExecutionResult>; json?: MaybePromise<string> };
   // The results of an event ride on the event object itself (a symbol property), not in a WeakMap
   // keyed by it: V8's young-generation collector handles WeakMap entries with short-lived keys
   // slowly (scavenges measured ~10x longer) and promotes them, so they piled up in old space.
   type WithResults = { [RESULTS]?: Map<string, Entry> };
 
-  const keyOf = (args: ExecutionArgs): string => {
+  const docOf = (args: ExecutionArgs): DocInfo => {
     let doc = docs.get(args.document);
     if (!doc) {
-      doc = { text: print(args.document), perViewer: readsPerViewerFields(args.schema, args.document) };
+      doc = { text: print(args.document), perViewer: readsPerViewerFields(args.schema, args.document), compiled: new Map() };
       docs.set(args.document, doc);
     }
+    return doc;
+  };
+
+  const keyOf = (args: ExecutionArgs): string => {
+    const doc = docOf(args);
     const variables = args.variableValues ? JSON.stringify(args.variableValues) : '';
     const viewer = doc.perViewer ? viewerIdOf(args.contextValue) : '';
     return `${args.operationName ?? ''}\n${variables}\n${viewer}\n${doc.text}`;
   };
 
-  const run = (args: ExecutionArgs, payload: unknown) => {
+  /**
+   * The operation compiled by graphql-jit (once per document and operation name), or null where it
+   * cannot compile it: graphql-js's execute allocates per call what V8's young generation then has
+   * to promote (its memoized field collection lives in WeakMaps keyed by each call's context), and
+   * resolves the selection anew each time; the compiled function does neither.
+   */
+  const compiledOf = (args: ExecutionArgs): CompiledQuery | null => {
+    const doc = docOf(args);
+    const name = args.operationName ?? '';
+    let compiled = doc.compiled.get(name);
+    if (compiled === undefined) {
+      const c = compileQuery(args.schema, args.document, args.operationName ?? undefined);
+      compiled = isCompiledQuery(c) ? c : null;
+      doc.compiled.set(name, compiled);
+    }
+    return compiled;
+  };
+
+  const run = (args: ExecutionArgs, payload: unknown): MaybePromise<ExecutionResult> => {
     stats.executions++;
+    const compiled = compiledOf(args);
+    if (compiled) return compiled.query(payload, args.contextValue, (args.variableValues ?? {}) as Record<string, unknown>) as MaybePromise<ExecutionResult>;
     return execute({ ...args, rootValue: payload });
   };
 
@@ -282,6 +308,14 @@ export function useSharedExecution(opts: SharedExecutionOptions): Plugin {
       });
     },
   };
+}
+
+/** What the plugin keeps of an operation's document. */
+interface DocInfo {
+  text: string;
+  perViewer: boolean;
+  /** By operation name: the graphql-jit compilation, null where it failed. */
+  compiled: Map<string, CompiledQuery | null>;
 }
 
 /** Where an event carries its shared results. */
