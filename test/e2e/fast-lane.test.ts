@@ -106,6 +106,11 @@ describe('when a plain query or mutation is POSTed as JSON', () => {
     expect(JSON.stringify(anonymous.body)).toContain('"code":"UNAUTHENTICATED"');
     const badInput = await both({ query: 'mutation { sendMessage(input: { roomId: "x", text: "" }) { id } }' }, auth());
     expect(JSON.stringify(badInput.body)).toMatch(/"code":"(BAD_USER_INPUT|NOT_FOUND|FORBIDDEN)"/);
+    // Variables that do not coerce: refused before execution (400 under graphql-response+json).
+    for (const accept of ['application/graphql-response+json', 'application/json']) {
+      const badVariables = await both({ query: 'query($id: ID!) { room(id: $id) { id } }', variables: { id: { a: 1 } } }, { ...auth(), accept });
+      expect(JSON.stringify(badVariables.body)).toContain('"code":"BAD_USER_INPUT"');
+    }
   });
 
   it('should answer a rate-limited mutation 429 with Retry-After and the RateLimit headers, as yoga does', async () => {
