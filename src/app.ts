@@ -30,6 +30,7 @@ import { createDemoHandler } from './demo/demo.handler.js';
 import { EnvelopArmorPlugin } from '@escape.tech/graphql-armor';
 import { rateLimitHeaders, useRateLimits } from './ratelimit/use-rate-limits.js';
 import { createFastLane } from './infra/fast-lane.js';
+import { useJitExecution } from './infra/jit-execution.js';
 import { CloseCode, useWsMessageLimits } from './infra/ws-limits.js';
 import { messagesResolvers } from './messages/messages.resolvers.js';
 import { roomsResolvers } from './rooms/rooms.resolvers.js';
@@ -298,6 +299,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
           ]),
       useErrorCodes(),
       ...(config.isProduction ? [] : [useRedisDebug()]),
+      useJitExecution(),
       useSharedExecution({
         viewerIdOf: (ctx) => (ctx as AppContext).viewer?.id ?? '',
         stats: executionStats,

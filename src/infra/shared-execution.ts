@@ -11,8 +11,8 @@ import {
   type ExecutionResult,
   type GraphQLSchema,
 } from 'graphql';
-import { compileQuery, isCompiledQuery, type CompiledQuery } from 'graphql-jit';
 import type { Plugin } from 'graphql-yoga';
+import { compiledOperation, runCompiled } from './jit-execution.js';
 
 /** The SDL directive marking fields whose value depends on who asks. */
 export const PER_VIEWER_DIRECTIVE = 'perViewer';
@@ -220,7 +220,7 @@ export function useSharedExecution(opts: SharedExecutionOptions): Plugin {
   const docOf = (args: ExecutionArgs): DocInfo => {
     let doc = docs.get(args.document);
     if (!doc) {
-      doc = { text: print(args.document), perViewer: readsPerViewerFields(args.schema, args.document), compiled: new Map() };
+      doc = { text: print(args.document), perViewer: readsPerViewerFields(args.schema, args.document) };
       docs.set(args.document, doc);
     }
     return doc;
@@ -233,28 +233,12 @@ export function useSharedExecution(opts: SharedExecutionOptions): Plugin {
     return `${args.operationName ?? ''}\n${variables}\n${viewer}\n${doc.text}`;
   };
 
-  /**
-   * The operation compiled by graphql-jit (once per document and operation name), or null where it
-   * cannot compile it: graphql-js's execute allocates per call what V8's young generation then has
-   * to promote (its memoized field collection lives in WeakMaps keyed by each call's context), and
-   * resolves the selection anew each time; the compiled function does neither.
-   */
-  const compiledOf = (args: ExecutionArgs): CompiledQuery | null => {
-    const doc = docOf(args);
-    const name = args.operationName ?? '';
-    let compiled = doc.compiled.get(name);
-    if (compiled === undefined) {
-      const c = compileQuery(args.schema, args.document, args.operationName ?? undefined);
-      compiled = isCompiledQuery(c) ? c : null;
-      doc.compiled.set(name, compiled);
-    }
-    return compiled;
-  };
-
   const run = (args: ExecutionArgs, payload: unknown): MaybePromise<ExecutionResult> => {
     stats.executions++;
-    const compiled = compiledOf(args);
-    if (compiled) return compiled.query(payload, args.contextValue, (args.variableValues ?? {}) as Record<string, unknown>) as MaybePromise<ExecutionResult>;
+    // Compiled by graphql-jit where it compiles (jit-execution.ts): graphql-js's execute allocates
+    // per call what V8's young generation then promotes.
+    const compiled = compiledOperation(args);
+    if (compiled) return runCompiled(compiled, args, payload);
     return execute({ ...args, rootValue: payload });
   };
 
@@ -314,8 +298,6 @@ export function useSharedExecution(opts: SharedExecutionOptions): Plugin {
 interface DocInfo {
   text: string;
   perViewer: boolean;
-  /** By operation name: the graphql-jit compilation, null where it failed. */
-  compiled: Map<string, CompiledQuery | null>;
 }
 
 /** Where an event carries its shared results. */
