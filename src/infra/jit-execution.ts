@@ -1,36 +1,48 @@
-import type { DocumentNode, ExecutionArgs, ExecutionResult } from 'graphql';
+import { getOperationAST, getVariableValues, type DocumentNode, type ExecutionArgs, type ExecutionResult, type OperationDefinitionNode } from 'graphql';
 import { compileQuery, isCompiledQuery, type CompiledQuery } from 'graphql-jit';
 import type { Plugin } from 'graphql-yoga';
 
-/** Compilations by document, then operation name (null: graphql-jit could not compile it). */
-const compiledByDocument = new WeakMap<DocumentNode, Map<string, CompiledQuery | null>>();
+/** By document, then operation name: the compilation (null: graphql-jit could not compile it). */
+const compiledByDocument = new WeakMap<DocumentNode, Map<string, Compiled | null>>();
+
+/** A compiled operation, with its definition (for checking variables as graphql-js does). */
+export interface Compiled {
+  query: CompiledQuery;
+  operation: OperationDefinitionNode;
+}
 
 /**
- * The operation of `args` compiled by graphql-jit (once per document and operation name), or null
- * where it cannot be: callers then execute as usual. Documents come from the parser cache, so the
- * same request text compiles once.
+ * The operation of `args` compiled by graphql-jit, once per document and operation name (documents
+ * come from the parser cache, so the same request text is the same document), or null where it
+ * cannot be compiled: callers then execute as usual. Compiled from the first run, so an operation's
+ * answers keep one shape (graphql-jit leaves `locations` out of resolver errors).
  */
-export function compiledOperation(args: ExecutionArgs): CompiledQuery | null {
+export function compiledOperation(args: ExecutionArgs): Compiled | null {
   let byName = compiledByDocument.get(args.document);
   if (!byName) {
     byName = new Map();
     compiledByDocument.set(args.document, byName);
   }
   const name = args.operationName ?? '';
-  let compiled = byName.get(name);
-  if (compiled === undefined) {
-    const c = compileQuery(args.schema, args.document, args.operationName ?? undefined);
-    compiled = isCompiledQuery(c) ? c : null;
-    byName.set(name, compiled);
-  }
+  const known = byName.get(name);
+  if (known !== undefined) return known;
+  const c = compileQuery(args.schema, args.document, args.operationName ?? undefined);
+  const operation = getOperationAST(args.document, args.operationName ?? undefined);
+  const compiled = isCompiledQuery(c) && operation ? { query: c, operation } : null;
+  byName.set(name, compiled);
   return compiled;
 }
 
-/** Runs a compiled operation with the arguments graphql-js's execute takes. */
-export function runCompiled(compiled: CompiledQuery, args: ExecutionArgs, rootValue: unknown = args.rootValue) {
-  return compiled.query(rootValue, args.contextValue, (args.variableValues ?? {}) as Record<string, unknown>) as
-    | ExecutionResult
-    | Promise<ExecutionResult>;
+/**
+ * Runs a compiled operation with the arguments graphql-js's execute takes. Variables are checked by
+ * graphql-js first, so a request that does not coerce is refused with the same errors whether or
+ * not its operation was compiled yet (graphql-jit words them differently).
+ */
+export function runCompiled(compiled: Compiled, args: ExecutionArgs, rootValue: unknown = args.rootValue): ExecutionResult | Promise<ExecutionResult> {
+  const variables = (args.variableValues ?? {}) as Record<string, unknown>;
+  const checked = getVariableValues(args.schema, compiled.operation.variableDefinitions ?? [], variables);
+  if (checked.errors) return { errors: checked.errors };
+  return compiled.query.query(rootValue, args.contextValue, variables) as ExecutionResult | Promise<ExecutionResult>;
 }
 
 /**
