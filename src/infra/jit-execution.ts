@@ -1,6 +1,6 @@
 import { getOperationAST, getVariableValues, type DocumentNode, type ExecutionArgs, type ExecutionResult, type OperationDefinitionNode } from 'graphql';
 import { compileQuery, isCompiledQuery, type CompiledQuery } from 'graphql-jit';
-import type { Plugin } from 'graphql-yoga';
+import { isPromise, type Plugin } from 'graphql-yoga';
 
 /** By document, then operation name: the compilation (null: graphql-jit could not compile it). */
 const compiledByDocument = new WeakMap<DocumentNode, Map<string, Compiled | null>>();
@@ -34,20 +34,22 @@ export function compiledOperation(args: ExecutionArgs): Compiled | null {
 }
 
 /**
- * Runs a compiled operation with the arguments graphql-js's execute takes. Variables are checked by
- * graphql-js first, so a request that does not coerce is refused with the same errors whether or
- * not its operation was compiled yet (graphql-jit words them differently).
+ * Runs a compiled operation with the arguments graphql-js's execute takes. Variables that do not
+ * coerce are refused with graphql-js's errors (graphql-jit words them differently); graphql-js
+ * reads them only then, so a request that coerces pays for one coercion, graphql-jit's.
  */
 export function runCompiled(compiled: Compiled, args: ExecutionArgs, rootValue: unknown = args.rootValue): ExecutionResult | Promise<ExecutionResult> {
   const variables = (args.variableValues ?? {}) as Record<string, unknown>;
+  const result = compiled.query.query(rootValue, args.contextValue, variables) as ExecutionResult | Promise<ExecutionResult>;
+  // graphql-jit answers a variable it cannot coerce synchronously, with errors and no data at all.
+  if (isPromise(result) || 'data' in result || !result.errors) return result;
   const checked = getVariableValues(args.schema, compiled.operation.variableDefinitions ?? [], variables);
-  if (checked.errors) return { errors: checked.errors };
-  return compiled.query.query(rootValue, args.contextValue, variables) as ExecutionResult | Promise<ExecutionResult>;
+  return checked.errors ? { errors: checked.errors } : result;
 }
 
 /**
- * Queries and mutations over HTTP run compiled by graphql-jit where it compiles them (graphql-js's
- * executor otherwise): no per-call field collection, whose memoization in WeakMaps keyed by each
+ * Queries and mutations (HTTP and WebSocket) run compiled by graphql-jit where it compiles them
+ * (graphql's executor otherwise): no per-call field collection, whose memoization in WeakMaps keyed by each
  * call's context V8's young generation handles slowly. Subscriptions are useSharedExecution's.
  */
 export function useJitExecution(): Plugin {

@@ -11,7 +11,7 @@ import {
   type ExecutionResult,
   type GraphQLSchema,
 } from 'graphql';
-import type { Plugin } from 'graphql-yoga';
+import { isPromise, type Plugin } from 'graphql-yoga';
 import { compiledOperation, runCompiled } from './jit-execution.js';
 
 /** The SDL directive marking fields whose value depends on who asks. */
@@ -270,7 +270,7 @@ export function useSharedExecution(opts: SharedExecutionOptions): Plugin {
       const entry = entryOf(args, key, payload);
       if (entry.json === undefined) {
         const { result } = entry;
-        entry.json = isPromiseLike(result)
+        entry.json = isPromise(result)
           ? Promise.resolve(result).then((r) => JSON.stringify(masked(r)))
           : JSON.stringify(masked(result));
       }
@@ -302,6 +302,3 @@ interface DocInfo {
 
 /** Where an event carries its shared results. */
 const RESULTS = Symbol('sharedResults');
-
-const isPromiseLike = <T>(v: MaybePromise<T>): v is Promise<T> =>
-  typeof v === 'object' && v !== null && typeof (v as { then?: unknown }).then === 'function';
