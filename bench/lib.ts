@@ -11,6 +11,7 @@ import { dirname, join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { createClient, type Client } from 'graphql-ws';
+import WebSocket from 'ws';
 import type { Redis } from 'ioredis';
 import { freePort, startRedisServer, type EmbeddedRedis } from '../src/infra/embedded-redis.js';
 
@@ -326,6 +327,9 @@ export class BenchRun {
 // Server children
 
 /** What the servers wrote at warn level and above, and how they ended. */
+/** What node prints when the bench opens a server's inspector (collectGarbage): not the server's. */
+const INSPECTOR_LINE = /^(Debugger (listening on|attached|ending on)|For help, see: https:\/\/nodejs\.org)/;
+
 export class ServerIssues {
   warnings = 0;
   errors = 0;
@@ -334,7 +338,7 @@ export class ServerIssues {
 
   /** Counts one line of a server's output (pino JSON; anything else counts as an error). */
   note(label: string, line: string) {
-    if (!line.trim()) return;
+    if (!line.trim() || INSPECTOR_LINE.test(line)) return;
     let level = 50;
     let msg = line;
     try {
@@ -517,6 +521,8 @@ export function connectClient(
 
 /** A Switchboard server child with its addresses and keep-alive agent. */
 export interface ServerProc extends ServerChild {
+  /** The inspector's port, when started `inspectable`. */
+  inspectPort?: number;
   name: string;
   port: number;
   url: string;
@@ -540,12 +546,17 @@ export async function startBenchServer(
     env?: NodeJS.ProcessEnv;
     /** What node runs instead of `dist/index.js` (its arguments). */
     entry?: string[];
+    /** Gives the child an inspector port (opened on SIGUSR1) so the bench can ask for a full GC ({@link collectGarbage}). */
+    inspectable?: boolean;
   },
 ): Promise<ServerProc> {
   const { name } = o;
   const port = await freePort();
+  const inspectPort = o.inspectable ? await freePort() : undefined;
   const env = serverEnv(port, o.redisUrl, o.secret, name, o.env ?? {}, ['JWT_JWKS_URL', 'GRAPHIQL', 'BENCH_SERVER_NODE_ARGS']);
   const nodeArgs = (process.env.BENCH_SERVER_NODE_ARGS ?? '').split(/\s+/).filter(Boolean);
+  // The port only: the inspector stays closed until the bench sends SIGUSR1 (collectGarbage).
+  if (inspectPort !== undefined) nodeArgs.push(`--inspect-port=127.0.0.1:${inspectPort}`);
   const child = spawnServer(run, issues, {
     label: name,
     args: [...nodeArgs, ...(o.entry ?? [DIST_INDEX])],
@@ -557,6 +568,7 @@ export async function startBenchServer(
     ...child,
     name,
     port,
+    inspectPort,
     url: `http://127.0.0.1:${port}/graphql`,
     wsUrl: `ws://127.0.0.1:${port}/graphql`,
     // Idle sockets close after 2 s, before the server's 5 s keep-alive timeout would close them
@@ -622,4 +634,49 @@ export async function postOk<T>(s: ServerProc, token: string, query: string, var
   const r = await post<T>(s, token, query, variables);
   if (r.errors?.length || !r.data) throw new Error(`GraphQL error from ${s.name}: ${JSON.stringify(r.errors ?? r)}`);
   return r.data;
+}
+
+/**
+ * Runs a full garbage collection in a server started `inspectable`, through the inspector
+ * protocol (HeapProfiler.collectGarbage): SIGUSR1 opens the inspector on its port, a WebSocket asks
+ * for the collection. The server's code is not involved. Used so an RSS reading counts what the
+ * process holds, not garbage V8 has not collected yet (when it does depends on its heuristics).
+ */
+export async function collectGarbage(s: ServerProc, times = 2): Promise<void> {
+  if (s.inspectPort === undefined) throw new Error(`${s.name} was not started inspectable`);
+  process.kill(s.pid, 'SIGUSR1');
+  const target = await withTimeout(
+    (async () => {
+      for (;;) {
+        try {
+          const res = await fetch(`http://127.0.0.1:${s.inspectPort}/json/list`);
+          const list = (await res.json()) as { webSocketDebuggerUrl: string }[];
+          if (list[0]) return list[0].webSocketDebuggerUrl;
+        } catch {
+          // Not listening yet.
+        }
+        await sleep(100);
+      }
+    })(),
+    10_000,
+    `${s.name}'s inspector`,
+  );
+  const ws = new WebSocket(target);
+  await withTimeout(new Promise((resolve, reject) => ws.once('open', resolve).once('error', reject)), 10_000, 'inspector socket');
+  try {
+    for (let i = 1; i <= times; i++) {
+      const done = new Promise<void>((resolve) => {
+        const onMessage = (data: WebSocket.RawData) => {
+          if ((JSON.parse(String(data)) as { id?: number }).id !== i) return;
+          ws.off('message', onMessage);
+          resolve();
+        };
+        ws.on('message', onMessage);
+      });
+      ws.send(JSON.stringify({ id: i, method: 'HeapProfiler.collectGarbage' }));
+      await withTimeout(done, 60_000, 'HeapProfiler.collectGarbage');
+    }
+  } finally {
+    ws.close();
+  }
 }

@@ -18,7 +18,7 @@ import { systemClock, type Clock } from './infra/clock.js';
 import { startRedisServer, type EmbeddedRedis } from './infra/embedded-redis.js';
 import { createLogger, type Logger } from './infra/logger.js';
 import { redisTrace, traced, waitReady } from './infra/redis.js';
-import { useSharedExecution, type SharedExecutionStats } from './infra/shared-execution.js';
+import { directStreamOf, useSharedExecution, type SharedExecutionStats } from './infra/shared-execution.js';
 import {
   createPersistedOperations,
   loadManifests,
@@ -514,6 +514,9 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
       },
       execute: (args) => (args.rootValue as { execute: (a: ExecutionArgs) => unknown }).execute(args) as never,
       subscribe: (args) => (args.rootValue as { subscribe: (a: ExecutionArgs) => unknown }).subscribe(args) as never,
+      // A subscription with a direct sink runs its own stream, which masks as yoga would, rather
+      // than yoga's wrappers of it (shared-execution.ts, directStreamOf).
+      onOperation: (_ctx, _id, _payload, args) => directStreamOf(args.contextValue),
       onClose: (ctx) => {
         void ctx.extra.connection
           ?.then((id) => (id ? services.presence.disconnect(id) : undefined))

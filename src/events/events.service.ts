@@ -1,6 +1,5 @@
 import { AppError, badInput, cursorExpired, isRedisUnavailableError, unavailable } from '../errors.js';
 import { BoundedQueue } from '../infra/bounded-queue.js';
-import { releasable } from '../infra/releasable.js';
 import type { Logger } from '../infra/logger.js';
 import type { EventSink } from '../infra/shared-execution.js';
 import { checkedId } from '../infra/text.js';
@@ -84,29 +83,12 @@ export function createEventsService(deps: EventsServiceDeps) {
       }
     }
   }
-  /** A marker that wakes a stream so it re-reads storage. */
-  type Resync = { type: 'Resync' };
-  /** What the service keeps of each open stream. */
-  interface StreamCtl {
-    roomId: string;
-    viewerId: string;
-    epoch: string;
-    lastSeq(): number;
-    /** Re-read storage from the last delivered seq. */
-    resync(): void;
-    /** End with an error (history reset). */
-    fail(error: AppError): void;
-    /** End quietly: the viewer is no longer a member (its MemberLeft event was lost). */
-    revoke(): void;
-    /** The room's members version at which the viewer's membership was last confirmed by a check. */
-    checkedMembersVersion: number | null;
-  }
-  const open = new Map<BoundedQueue<RoomEventPayload | Resync>, StreamCtl>();
-  let streamHooks: StreamHooks | null = null;
+  const open = new Set<RoomStream>();
+  const env: StreamEnv = { pubsub, rooms, logger, bufferSize, readWhenStorageIsBack, hooks: null, open };
   // Events published while the subscriber connection was down are gone: every stream checks storage.
   pubsub.onResubscribed(() => {
     logger.info({ streams: open.size }, 'pub/sub reconnected: streams catch up from storage');
-    for (const ctl of open.values()) ctl.resync();
+    for (const stream of open) stream.resync();
   });
 
   let checking = false;
@@ -123,14 +105,14 @@ export function createEventsService(deps: EventsServiceDeps) {
     if (checking || open.size === 0) return;
     checking = true;
     try {
-      const byRoom = new Map<string, StreamCtl[]>();
-      const byMember = new Map<string, StreamCtl[]>();
-      const group = (map: Map<string, StreamCtl[]>, key: string, ctl: StreamCtl) => {
+      const byRoom = new Map<string, RoomStream[]>();
+      const byMember = new Map<string, RoomStream[]>();
+      const group = (map: Map<string, RoomStream[]>, key: string, ctl: RoomStream) => {
         const list = map.get(key);
         if (list) list.push(ctl);
         else map.set(key, [ctl]);
       };
-      for (const ctl of open.values()) group(byRoom, ctl.roomId, ctl);
+      for (const ctl of open) group(byRoom, ctl.roomId, ctl);
       const roomIds = [...byRoom.keys()];
       const positions = await rooms.positions(roomIds);
       const versionOf = new Map<string, number>();
@@ -142,7 +124,7 @@ export function createEventsService(deps: EventsServiceDeps) {
             ctl.fail(historyReset());
             continue;
           }
-          if (ctl.lastSeq() < pos.lastSeq) ctl.resync();
+          if (ctl.lastSeq < pos.lastSeq) ctl.resync();
           // Memberships are read after the version: a removal between the two reads shows in
           // them, or moves the version the next check compares with.
           if (ctl.checkedMembersVersion !== pos.membersVersion) group(byMember, `${ctl.roomId}\n${ctl.viewerId}`, ctl);
@@ -151,7 +133,7 @@ export function createEventsService(deps: EventsServiceDeps) {
       if (byMember.size === 0) return;
       const lists = [...byMember.values()];
       const memberships = await rooms.areMembers(
-        lists.map((list) => ({ roomId: (list[0] as StreamCtl).roomId, userId: (list[0] as StreamCtl).viewerId })),
+        lists.map((list) => ({ roomId: (list[0] as RoomStream).roomId, userId: (list[0] as RoomStream).viewerId })),
       );
       lists.forEach((list, i) => {
         for (const ctl of list) {
@@ -191,7 +173,7 @@ export function createEventsService(deps: EventsServiceDeps) {
 
     /** Lets a feature follow streams opening and closing (room presence). */
     setStreamHooks(hooks: StreamHooks): void {
-      streamHooks = hooks;
+      env.hooks = hooks;
     },
 
     /** Runs the position check now (tests; the timer runs it every `positionCheckMs`). */
@@ -200,7 +182,7 @@ export function createEventsService(deps: EventsServiceDeps) {
     /** Ends every open stream (graceful shutdown): their subscriptions complete. */
     closeAll(): void {
       if (positionTimer) clearInterval(positionTimer);
-      for (const queue of [...open.keys()]) queue.end();
+      for (const stream of [...open]) stream.queue.end();
     },
 
     /**
@@ -222,62 +204,13 @@ export function createEventsService(deps: EventsServiceDeps) {
          */
         sink?: EventSink;
       },
-    ): Promise<AsyncGenerator<StreamItem>> {
+    ): Promise<AsyncGenerator<StreamItem, void, undefined>> {
       const roomId = checkedId('roomId', roomIdArg);
       const after = opts.after != null ? decodeMessageId('after', opts.after) : null;
       if (after && after.roomId !== roomId) throw badInput('after', 'after is a message of another room');
-
-      let gap = false;
-      let failure: AppError | null = null;
-      let revoked = false;
-      const queue = new BoundedQueue<RoomEventPayload | Resync>(bufferSize, () => open.delete(queue));
-      // Only streams that emit messages follow the room's seq (replay, gap fill); typing and
-      // presence streams carry ephemeral state and skip that machinery.
-      const tracksMessages = opts.kind === 'messages' || opts.kind === 'all';
-      const wanted = (ev: RoomEventPayload) => {
-        if (ev.type === 'MemberLeft' && ev.userId === viewer.id) return true;
-        // A private receipt is for the reader's own devices only.
-        if (opts.kind === 'all') return ev.type !== 'ReadReceipt' || !ev.private || ev.userId === viewer.id;
-        return ev.type === KIND_EVENTS[opts.kind] && (opts.match?.(ev) ?? true);
-      };
-      const sink = opts.sink;
-      /**
-       * The direct path: an event goes out from the listener itself when nothing is queued or being
-       * handed over (the loop waits on an empty queue), no gap is open, and the socket keeps up. A
-       * message that does not follow the last one, and the viewer's own MemberLeft, take the queue.
-       */
-      const direct = (ev: RoomEventPayload): boolean => {
-        if (!sink || !queue.waiting || gap || failure || revoked || !sink.ready) return false;
-        if (ev.type === 'MessageAdded') {
-          const seq = ev.message.seq;
-          if (seq <= lastSeq) return true; // already delivered
-          if (seq !== lastSeq + 1) return false;
-          lastSeq = seq;
-        } else if (ev.type === 'MemberLeft' && ev.userId === viewer.id) {
-          return false;
-        }
-        sink.push(ev);
-        return true;
-      };
-      const listener = pubsub.listen('room', roomId, (ev) => {
-        if (!wanted(ev) || direct(ev) || queue.push(ev)) return;
-        // Full. Messages can be read again from storage, so drop them and remember the gap; other
-        // events cannot, so a client that still has no room for one is told instead of losing it.
-        queue.retain((e) => e.type !== 'MessageAdded');
-        gap = true;
-        if (ev.type !== 'MessageAdded' && !queue.push(ev)) {
-          failure = cursorExpired(
-            'This subscription fell too far behind and was ended: resubscribe with `after` set to the last message id received',
-            'SLOW_CONSUMER',
-          );
-          logger.warn({ roomId, userId: viewer.id }, 'slow subscriber ended');
-          queue.end();
-        }
-      });
-      let lastSeq: number;
-      let epoch: string;
+      const stream = new RoomStream(env, viewer.id, roomId, opts.kind, opts.match, opts.sink);
       try {
-        await withTimeout(listener.ready);
+        await withTimeout(stream.listener.ready);
         const room = await rooms.requireMember(viewer, roomId).catch((err: unknown) => {
           // A cursor into a room that no longer exists: its history was lost (Redis reset).
           throw after && err instanceof AppError && err.code === 'NOT_FOUND' ? historyReset() : err;
@@ -286,117 +219,251 @@ export function createEventsService(deps: EventsServiceDeps) {
         if (after && after.seq < room.firstSeq - 1) {
           throw cursorExpired('after is older than the history kept for this room: reload the history', 'RETENTION');
         }
-        lastSeq = after?.seq ?? room.lastSeq;
-        epoch = room.epoch;
-        // ||=: the listener may already have marked a gap (overflow) during the reads above.
-        gap ||= lastSeq < room.lastSeq;
+        stream.start(after?.seq ?? room.lastSeq, room.epoch, room.lastSeq);
       } catch (err) {
-        listener.remove();
+        stream.listener.remove();
         throw err;
       }
-      open.set(queue, {
-        roomId,
-        viewerId: viewer.id,
-        epoch,
-        checkedMembersVersion: null,
-        lastSeq: () => lastSeq,
-        resync() {
-          gap = true;
-          queue.push({ type: 'Resync' });
-        },
-        fail(error) {
-          failure ??= error;
-          queue.end();
-        },
-        revoke() {
-          revoked = true;
-          queue.end();
-        },
-      });
-
-      // Room presence: a member is present while one of their subscriptions holds the room.
-      let held = false;
-      const hold = () => {
-        if (held || !streamHooks) return;
-        held = true;
-        streamHooks.opened(roomId, viewer.id).catch((err: Error) => logger.debug({ err: err.message }, 'stream hook failed'));
-      };
-      const unhold = () => {
-        if (!held || !streamHooks) return;
-        held = false;
-        streamHooks.closed(roomId, viewer.id).catch((err: Error) => logger.debug({ err: err.message }, 'stream hook failed'));
-      };
-      hold();
-
-      async function* run(): AsyncGenerator<StreamItem> {
-        try {
-          for (;;) {
-            // Queued events still drain after fail()/revoke() ended the queue; storage reads stop.
-            if (gap && !tracksMessages) gap = false;
-            if (gap && !failure && !revoked) {
-              const batch = await readWhenStorageIsBack(roomId, lastSeq + 1, lastSeq + CATCH_UP_BATCH);
-              if (!batch || batch.epoch !== epoch) {
-                failure = historyReset();
-                break;
-              }
-              if (lastSeq + 1 < batch.firstSeq) {
-                failure = cursorExpired('This subscription fell behind the history kept for this room: reload the history', 'RETENTION');
-                break;
-              }
-              if (batch.messages.length === 0 && lastSeq < batch.lastSeq) {
-                failure = historyReset();
-                break;
-              }
-              gap = lastSeq + batch.messages.length < batch.lastSeq;
-              for (const message of batch.messages) {
-                lastSeq = message.seq;
-                const ev: RoomEventPayload = { type: 'MessageAdded', message };
-                if (sink) await sink.send(ev);
-                else yield ev;
-              }
-              continue;
-            }
-            const next = await queue.next();
-            if (next.done) break;
-            const ev = next.value;
-            if (ev.type === 'Resync') continue;
-            if (ev.type === 'MessageAdded') {
-              const seq = ev.message.seq;
-              if (seq <= lastSeq) continue;
-              // An event went missing (dropped on overflow, or lost by pub/sub): storage has it.
-              if (seq > lastSeq + 1) {
-                gap = true;
-                continue;
-              }
-              lastSeq = seq;
-              if (sink) await sink.send(ev);
-              else yield ev;
-            } else if (ev.type === 'MemberLeft' && ev.userId === viewer.id) {
-              if (opts.kind === 'all') {
-                if (sink) await sink.send(ev);
-                else yield ev;
-              }
-              return;
-            } else if (sink) {
-              await sink.send(ev);
-            } else {
-              yield ev;
-            }
-          }
-          if (failure) yield { type: 'StreamError', error: failure };
-        } catch (err) {
-          yield { type: 'StreamError', error: err instanceof AppError ? err : unavailable() };
-        } finally {
-          listener.remove();
-          queue.end();
-          unhold();
-        }
-      }
-      return releasable(run(), () => {
-        listener.remove();
-        queue.end();
-        unhold();
-      });
+      return stream;
     },
   };
+}
+
+/** A marker that wakes a stream so it re-reads storage. */
+type Resync = { type: 'Resync' };
+
+/** What every stream of the service shares. */
+interface StreamEnv {
+  pubsub: AppPubSub;
+  rooms: RoomsService;
+  logger: Logger;
+  bufferSize: number;
+  readWhenStorageIsBack(roomId: string, from: number, to: number): ReturnType<MessagesService['readRun']>;
+  /** Room presence's hooks, once set. */
+  hooks: StreamHooks | null;
+  /** The open streams (for the position check, a pub/sub reconnect, and shutdown). */
+  open: Set<RoomStream>;
+}
+
+/**
+ * One open room stream: an async generator to its subscription, listening to the room's channel.
+ * A class, so an idle subscription holds one object and its queue rather than a dozen closures
+ * over shared variables (memory per idle subscription: README § Delivery).
+ *
+ * `return()` and `throw()` release first: a generator paused at an await on a quiet source (no
+ * event in the room) would only see `return()` once the next event arrives, and one never started
+ * skips its `finally`; releasing the listener and waking the await first frees everything at once
+ * when a client unsubscribes or disconnects.
+ */
+class RoomStream implements AsyncGenerator<StreamItem, void, undefined> {
+  /** Storage holds messages not delivered yet: read them before anything newer. */
+  gap = false;
+  failure: AppError | null = null;
+  revoked = false;
+  lastSeq = 0;
+  epoch = '';
+  /** The room's members version at which the viewer's membership was last confirmed by a check. */
+  checkedMembersVersion: number | null = null;
+  held = false;
+  readonly queue: BoundedQueue<RoomEventPayload | Resync>;
+  readonly listener: { ready: Promise<void>; remove: () => void };
+  #gen: AsyncGenerator<StreamItem, void, undefined> | null = null;
+
+  constructor(
+    private readonly env: StreamEnv,
+    readonly viewerId: string,
+    readonly roomId: string,
+    private readonly kind: StreamKind,
+    private readonly match: ((ev: RoomEventPayload) => boolean) | undefined,
+    /**
+     * The subscription's WebSocket sink (see shared-execution.ts). With one, events go to it instead
+     * of being yielded: straight from the pub/sub listener while the stream is live and in order,
+     * from the loop otherwise. Only an ending error is yielded.
+     */
+    private readonly sink: EventSink | undefined,
+  ) {
+    this.queue = new BoundedQueue<RoomEventPayload | Resync>(env.bufferSize, () => env.open.delete(this));
+    this.listener = env.pubsub.listen('room', roomId, (ev) => this.onEvent(ev));
+  }
+
+  /** Live from `lastSeq` on (the room read after the listener was ready). */
+  start(lastSeq: number, epoch: string, roomLastSeq: number): void {
+    this.lastSeq = lastSeq;
+    this.epoch = epoch;
+    // ||=: the listener may already have marked a gap (overflow) during the reads.
+    this.gap ||= lastSeq < roomLastSeq;
+    // Not if the queue already ended (overflowed past recovery during the reads): the loop reports it.
+    if (!this.queue.closed) this.env.open.add(this);
+    this.hold();
+  }
+
+  /** Only streams that emit messages follow the room's seq (replay, gap fill); typing and presence streams carry ephemeral state. */
+  get tracksMessages(): boolean {
+    return this.kind === 'messages' || this.kind === 'all';
+  }
+
+  wanted(ev: RoomEventPayload): boolean {
+    if (ev.type === 'MemberLeft' && ev.userId === this.viewerId) return true;
+    // A private receipt is for the reader's own devices only.
+    if (this.kind === 'all') return ev.type !== 'ReadReceipt' || !ev.private || ev.userId === this.viewerId;
+    return ev.type === KIND_EVENTS[this.kind] && (this.match?.(ev) ?? true);
+  }
+
+  /**
+   * The direct path: an event goes out from the listener itself when nothing is queued or being
+   * handed over (the loop waits on an empty queue), no gap is open, and the socket keeps up. A
+   * message that does not follow the last one, and the viewer's own MemberLeft, take the queue.
+   */
+  direct(ev: RoomEventPayload): boolean {
+    const sink = this.sink;
+    if (!sink || !this.queue.waiting || this.gap || this.failure || this.revoked || !sink.ready) return false;
+    if (ev.type === 'MessageAdded') {
+      const seq = ev.message.seq;
+      if (seq <= this.lastSeq) return true; // already delivered
+      if (seq !== this.lastSeq + 1) return false;
+      this.lastSeq = seq;
+    } else if (ev.type === 'MemberLeft' && ev.userId === this.viewerId) {
+      return false;
+    }
+    sink.push(ev);
+    return true;
+  }
+
+  onEvent(ev: RoomEventPayload): void {
+    if (!this.wanted(ev) || this.direct(ev) || this.queue.push(ev)) return;
+    // Full. Messages can be read again from storage, so drop them and remember the gap; other
+    // events cannot, so a client that still has no room for one is told instead of losing it.
+    this.queue.retain((e) => e.type !== 'MessageAdded');
+    this.gap = true;
+    if (ev.type !== 'MessageAdded' && !this.queue.push(ev)) {
+      this.failure = cursorExpired(
+        'This subscription fell too far behind and was ended: resubscribe with `after` set to the last message id received',
+        'SLOW_CONSUMER',
+      );
+      this.env.logger.warn({ roomId: this.roomId, userId: this.viewerId }, 'slow subscriber ended');
+      this.queue.end();
+    }
+  }
+
+  /** Re-read storage from the last delivered seq. */
+  resync(): void {
+    this.gap = true;
+    this.queue.push({ type: 'Resync' });
+  }
+
+  /** End with an error (history reset). */
+  fail(error: AppError): void {
+    this.failure ??= error;
+    this.queue.end();
+  }
+
+  /** End quietly: the viewer is no longer a member (its MemberLeft event was lost). */
+  revoke(): void {
+    this.revoked = true;
+    this.queue.end();
+  }
+
+  /** Room presence: a member is present while one of their subscriptions holds the room. */
+  hold(): void {
+    const hooks = this.env.hooks;
+    if (this.held || !hooks) return;
+    this.held = true;
+    hooks.opened(this.roomId, this.viewerId).catch((err: Error) => this.env.logger.debug({ err: err.message }, 'stream hook failed'));
+  }
+
+  unhold(): void {
+    const hooks = this.env.hooks;
+    if (!this.held || !hooks) return;
+    this.held = false;
+    hooks.closed(this.roomId, this.viewerId).catch((err: Error) => this.env.logger.debug({ err: err.message }, 'stream hook failed'));
+  }
+
+  release(): void {
+    this.listener.remove();
+    this.queue.end();
+    this.unhold();
+  }
+
+  /** Hands an event to the sink (waiting for it to leave: back-pressure), or answers it for yielding. */
+  async *run(): AsyncGenerator<StreamItem, void, undefined> {
+    const sink = this.sink;
+    try {
+      for (;;) {
+        // Queued events still drain after fail()/revoke() ended the queue; storage reads stop.
+        if (this.gap && !this.tracksMessages) this.gap = false;
+        if (this.gap && !this.failure && !this.revoked) {
+          const batch = await this.env.readWhenStorageIsBack(this.roomId, this.lastSeq + 1, this.lastSeq + CATCH_UP_BATCH);
+          if (!batch || batch.epoch !== this.epoch) {
+            this.failure = historyReset();
+            break;
+          }
+          if (this.lastSeq + 1 < batch.firstSeq) {
+            this.failure = cursorExpired('This subscription fell behind the history kept for this room: reload the history', 'RETENTION');
+            break;
+          }
+          if (batch.messages.length === 0 && this.lastSeq < batch.lastSeq) {
+            this.failure = historyReset();
+            break;
+          }
+          this.gap = this.lastSeq + batch.messages.length < batch.lastSeq;
+          for (const message of batch.messages) {
+            this.lastSeq = message.seq;
+            const ev: RoomEventPayload = { type: 'MessageAdded', message };
+            if (sink) await sink.send(ev);
+            else yield ev;
+          }
+          continue;
+        }
+        const next = await this.queue.next();
+        if (next.done) break;
+        const ev = next.value;
+        if (ev.type === 'Resync') continue;
+        if (ev.type === 'MessageAdded') {
+          const seq = ev.message.seq;
+          if (seq <= this.lastSeq) continue;
+          // An event went missing (dropped on overflow, or lost by pub/sub): storage has it.
+          if (seq > this.lastSeq + 1) {
+            this.gap = true;
+            continue;
+          }
+          this.lastSeq = seq;
+          if (sink) await sink.send(ev);
+          else yield ev;
+        } else if (ev.type === 'MemberLeft' && ev.userId === this.viewerId) {
+          if (this.kind === 'all') {
+            if (sink) await sink.send(ev);
+            else yield ev;
+          }
+          return;
+        } else if (sink) {
+          await sink.send(ev);
+        } else {
+          yield ev;
+        }
+      }
+      if (this.failure) yield { type: 'StreamError', error: this.failure };
+    } catch (err) {
+      yield { type: 'StreamError', error: err instanceof AppError ? err : unavailable() };
+    } finally {
+      this.release();
+    }
+  }
+
+  get #it(): AsyncGenerator<StreamItem, void, undefined> {
+    return (this.#gen ??= this.run());
+  }
+  next(): Promise<IteratorResult<StreamItem, void>> {
+    return this.#it.next();
+  }
+  return(): Promise<IteratorResult<StreamItem, void>> {
+    this.release();
+    return this.#it.return(undefined);
+  }
+  throw(err: unknown): Promise<IteratorResult<StreamItem, void>> {
+    this.release();
+    return this.#it.throw(err);
+  }
+  [Symbol.asyncIterator](): this {
+    return this;
+  }
 }

@@ -24,24 +24,31 @@ const isAsyncIterable = (v: unknown): v is AsyncIterable<unknown> =>
 
 /**
  * Maps an async iterator, passing `return()` through at once so the source is released. A class, so
- * an open subscription holds one small object rather than a set of closures.
+ * an open subscription holds one small object rather than a set of closures; `next()` chains
+ * promises instead of suspending an async function per subscription.
  */
 class MappedIterator<T, U> implements AsyncGenerator<U, void, void> {
   private readonly it: AsyncIterator<T>;
   constructor(
     source: AsyncIterable<T>,
     private readonly fn: (value: T) => MaybePromise<U>,
+    /** When set, masks what the source throws (the direct path, which skips yoga's masking). */
+    private readonly maskThrown?: (error: unknown) => unknown,
   ) {
     this.it = source[Symbol.asyncIterator]();
   }
-  async next(): Promise<IteratorResult<U, void>> {
-    const r = await this.it.next();
-    if (r.done) return { done: true, value: undefined };
-    return { done: false, value: await this.fn(r.value) };
+  next(): Promise<IteratorResult<U, void>> {
+    return this.it.next().then(
+      (r) => (r.done ? DONE : Promise.resolve(this.fn(r.value)).then((value) => ({ done: false, value }))),
+      this.maskThrown &&
+        ((err: unknown) => {
+          throw (this.maskThrown as (error: unknown) => unknown)(err);
+        }),
+    );
   }
   async return(): Promise<IteratorResult<U, void>> {
     await this.it.return?.();
-    return { done: true, value: undefined };
+    return DONE;
   }
   async throw(err: unknown): Promise<IteratorResult<U, void>> {
     if (this.it.throw) await this.it.throw(err);
@@ -51,6 +58,8 @@ class MappedIterator<T, U> implements AsyncGenerator<U, void, void> {
     return this;
   }
 }
+
+const DONE: IteratorResult<never, void> = Object.freeze({ done: true, value: undefined });
 
 /** True when the operation reads a field marked `@perViewer`. */
 function readsPerViewerFields(schema: GraphQLSchema, document: DocumentNode): boolean {
@@ -91,11 +100,29 @@ export interface EventSink {
   send(event: object): Promise<void>;
 }
 
+/** Where a direct-path context holds its subscription's own stream (see {@link directStreamOf}). */
+const DIRECT_STREAM = Symbol('directStream');
+
 /** The context fields a WebSocket subscription carries (set in app.ts), and the sink made from them. */
 export interface SinkContext {
   socket?: unknown;
   wsSubscriptionId?: string;
   eventSink?: EventSink;
+  [DIRECT_STREAM]?: AsyncGenerator<ExecutionResult, void, void>;
+}
+
+/**
+ * The stream of a WebSocket subscription that has a sink, for graphql-ws' `onOperation` to run in
+ * place of the result envelop returned: that one wraps it in two iterators per subscription (yoga's
+ * masked errors: a map of each result and a catch of each error), closures an idle subscription
+ * would hold for its whole life. The stream masks results and errors itself, the same way. Taken
+ * once: the context does not keep it.
+ */
+export function directStreamOf(context: unknown): AsyncGenerator<ExecutionResult, void, void> | undefined {
+  const ctx = context as SinkContext | undefined;
+  const stream = ctx?.[DIRECT_STREAM];
+  if (stream) ctx[DIRECT_STREAM] = undefined;
+  return stream;
 }
 
 /** What the direct path needs of a `ws` WebSocket. */
@@ -283,12 +310,25 @@ export function useSharedExecution(opts: SharedExecutionOptions): Plugin {
       setSubscribeFn(async (args) => {
         const key = keyOf(args);
         const ctx = args.contextValue as SinkContext | undefined;
-        if (ctx && ctx.wsSubscriptionId !== undefined && isWsSocket(ctx.socket)) {
-          ctx.eventSink = new SocketSink(ctx.socket, ctx.wsSubscriptionId, shared, args, key, highWaterBytes, stats);
+        const direct = ctx !== undefined && ctx.wsSubscriptionId !== undefined && isWsSocket(ctx.socket);
+        if (direct) {
+          ctx.eventSink = new SocketSink(ctx.socket as WsSocket, ctx.wsSubscriptionId as string, shared, args, key, highWaterBytes, stats);
         }
         const source = await createSourceEventStream(args);
         if (!isAsyncIterable(source)) return source;
-        return new MappedIterator(source, (payload: unknown) => shared.result(args, key, payload));
+        if (!direct) return new MappedIterator(source, (payload: unknown) => shared.result(args, key, payload));
+        // What the stream still yields (only an ending error) is masked here: graphql-ws gets this
+        // iterator itself (directStreamOf), not the one yoga's masking wraps around it.
+        const stream = new MappedIterator(
+          source,
+          (payload: unknown) => {
+            const result = shared.result(args, key, payload);
+            return isPromise(result) ? result.then(masked) : masked(result);
+          },
+          maskError as (error: unknown) => unknown,
+        );
+        (ctx as SinkContext)[DIRECT_STREAM] = stream;
+        return stream;
       });
     },
   };

@@ -1,7 +1,7 @@
 import { createSchema, createYoga } from 'graphql-yoga';
 import { GraphQLError, parse, type ExecutionArgs } from 'graphql';
 import { describe, expect, it } from 'vitest';
-import { useSharedExecution, type EventSink, type SharedExecutionStats } from '../../src/infra/shared-execution.js';
+import { directStreamOf, useSharedExecution, type EventSink, type SharedExecutionStats } from '../../src/infra/shared-execution.js';
 
 /** What the direct path sees of a `ws` WebSocket: frames are recorded, the write callback comes a turn later. */
 class RecordingSocket {
@@ -173,6 +173,91 @@ describe('the direct path of WebSocket subscriptions (EventSink)', () => {
     it('should give it no sink, so its events take the iterator path', async () => {
       const h = harness();
       expect(await h.open(null, 'none')).toBeUndefined();
+    });
+  });
+
+  describe("when graphql-ws runs the subscription's own stream (directStreamOf) instead of yoga's wrappers", () => {
+    /** A stream that yields what the test hands it, then throws what it is told to. */
+    function streaming() {
+      const items: unknown[] = [];
+      let wake: (() => void) | null = null;
+      const yoga = createYoga({
+        schema: createSchema({
+          typeDefs: /* GraphQL */ `
+            type Query { ok: Boolean }
+            type Event { text: String! }
+            type Subscription { events: Event! }
+          `,
+          resolvers: {
+            Event: {
+              text: (e: Ev) => {
+                if (e.fail) throw new Error('secret detail');
+                return e.text;
+              },
+            },
+            Subscription: {
+              events: {
+                subscribe: async function* () {
+                  for (;;) {
+                    while (items.length === 0) await new Promise<void>((r) => (wake = r));
+                    const item = items.shift();
+                    if (item instanceof Error) throw item;
+                    yield item;
+                  }
+                },
+                resolve: (e: unknown) => e,
+              },
+            },
+          },
+        }),
+        plugins: [
+          useSharedExecution({
+            viewerIdOf: () => '',
+            maskError: (e) => new GraphQLError('masked', { originalError: (e as GraphQLError).originalError ?? e }),
+            highWaterBytes: 1000,
+          }),
+        ],
+      });
+      const feed = (item: unknown) => {
+        items.push(item);
+        wake?.();
+      };
+      const open = async (initial: Record<string, unknown>) => {
+        const { subscribe, contextFactory, schema } = yoga.getEnveloped(initial);
+        const contextValue = await contextFactory();
+        const args: ExecutionArgs = { schema, document: parse('subscription { events { text } }'), contextValue };
+        const wrapped = (await subscribe(args)) as AsyncGenerator;
+        return { wrapped, contextValue };
+      };
+      return { feed, open };
+    }
+
+    it('should hand over the stream once, and mask what it yields and what it throws', async () => {
+      const h = streaming();
+      const { wrapped, contextValue } = await h.open({ socket: new RecordingSocket(), wsSubscriptionId: 'd' });
+      const stream = directStreamOf(contextValue);
+      expect(stream).toBeDefined();
+      expect(stream).not.toBe(wrapped); // yoga wrapped it; graphql-ws gets the stream itself
+      expect(directStreamOf(contextValue)).toBeUndefined(); // taken once
+      const it = stream as AsyncGenerator<{ data?: unknown; errors?: readonly GraphQLError[] }>;
+      h.feed({ text: 'ok' });
+      expect((await it.next()).value?.data).toEqual({ events: { text: 'ok' } });
+      h.feed({ text: 'x', fail: true });
+      const failed = (await it.next()).value;
+      expect(failed?.errors?.map((e: GraphQLError) => e.message)).toEqual(['masked']);
+      h.feed(new Error('internal secret'));
+      const thrown = await it.next().then(
+        () => null,
+        (err: unknown) => err,
+      );
+      expect(thrown).toBeInstanceOf(GraphQLError);
+      expect((thrown as Error).message).toBe('masked');
+    });
+
+    it('should not exist for a subscription without a socket (SSE): yoga masks that one', async () => {
+      const h = streaming();
+      const { contextValue } = await h.open({});
+      expect(directStreamOf(contextValue)).toBeUndefined();
     });
   });
 });
