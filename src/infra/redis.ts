@@ -65,11 +65,29 @@ export function createRedisClients(opts: RedisClientOptions): RedisClients {
     subscriber,
     flushCommands,
     async close() {
-      await Promise.allSettled([command.quit(), subscriber.quit()]);
-      command.disconnect();
-      subscriber.disconnect();
+      await Promise.all([closeConnection(command), closeConnection(subscriber)]);
     },
   };
+}
+
+/**
+ * Closes a connection: QUIT (its replies in flight arrive first) when it is up, bounded by
+ * `graceMs`, then disconnect. A connection that is not up disconnects at once: QUIT would queue
+ * on a connection with an offline queue (the subscriber, bullmq's) and wait for Redis to come
+ * back, so a shutdown during an outage would never end.
+ */
+export async function closeConnection(client: Redis, graceMs = 1000): Promise<void> {
+  if (client.status === 'ready') {
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      client.quit().catch(() => undefined),
+      new Promise<void>((resolve) => {
+        timer = setTimeout(resolve, graceMs);
+      }),
+    ]);
+    clearTimeout(timer);
+  }
+  client.disconnect();
 }
 
 const COALESCING = Symbol('switchboard.coalescing');

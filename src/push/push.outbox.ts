@@ -11,6 +11,9 @@ export interface OutboxEntry {
   senderId: string;
 }
 
+/** How long `stop()` waits for the reading loop to end. */
+const STOP_GRACE_MS = 2000;
+
 /** Dependencies of {@link createOutboxConsumer}. */
 export interface OutboxConsumerDeps {
   /** The command connection (fails fast). */
@@ -106,12 +109,18 @@ export function createOutboxConsumer(deps: OutboxConsumerDeps) {
       running = loop();
     },
 
-    /** Stops reading; resolves once the batch in hand (if any) is handled. */
+    /** Stops reading; resolves once the batch in hand (if any) is handled, within `STOP_GRACE_MS`. */
     async stop(): Promise<void> {
       stopped = true;
-      // Ends the blocking read at once; a batch being handled finishes on the command connection.
+      // Ends the blocking read at once; a batch being handled finishes on the command connection
+      // (whose commands time out). A read queued while Redis is away is another matter: after
+      // disconnect() ioredis never settles what waits in the offline queue of a reconnecting
+      // connection, so the loop is waited for only so long (what it read stays pending and is
+      // taken over by reclaim()).
       reader.disconnect();
-      await running;
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([running, new Promise((resolve) => (timer = setTimeout(resolve, STOP_GRACE_MS)))]);
+      clearTimeout(timer);
       running = null;
     },
 

@@ -4,7 +4,7 @@ import type { PushConfig } from '../config.js';
 import { badInput, forbidden, notConfigured, unavailable } from '../errors.js';
 import type { Clock } from '../infra/clock.js';
 import type { Logger } from '../infra/logger.js';
-import { execPipeline } from '../infra/redis.js';
+import { closeConnection, execPipeline } from '../infra/redis.js';
 import { repeatUnlessBusy } from '../infra/repeat.js';
 import type { ScriptRegistry } from '../infra/scripts.js';
 import { decodeMessageId, encodeMessageId, type MessageRef } from '../messages/message-id.js';
@@ -74,6 +74,9 @@ export function preview(text: string, max = PREVIEW_CHARS): string {
   const chars = Array.from(text.replace(/\s+/g, ' ').trim());
   return chars.length <= max ? chars.join('') : `${chars.slice(0, max - 1).join('')}…`;
 }
+
+/** How long each step of `stop()` may take beyond draining before its connections are dropped. */
+const CLOSE_GRACE_MS = 2000;
 
 /** Rejects with `UNAVAILABLE` when `p` takes longer than `ms` (bullmq waits for Redis; requests must not). */
 function withDeadline<T>(p: Promise<T>, ms: number): Promise<T> {
@@ -338,15 +341,27 @@ export function createPushService(deps: PushServiceDeps) {
       if (sweeper) clearInterval(sweeper);
       sweeper = null;
       await outbox?.stop();
+      // Each step is bounded: bullmq's connections wait for Redis, so during an outage a close would
+      // never end; past its bound the connections are dropped (a job in flight is retried later).
+      // (Not waited for either: bullmq's disconnect() waits on the same connections.)
+      const bounded = (what: string, p: Promise<unknown>, ms: number, drop: () => Promise<unknown>) =>
+        withDeadline(p, ms).catch((err: Error) => {
+          logger.warn({ err: err.message }, `${what} did not close in time: disconnected`);
+          drop().catch(() => undefined);
+        });
       if (worker) {
+        const w = worker;
         const abort = setTimeout(() => shutdown.abort(), drainMs);
-        await worker.close().catch((err: Error) => logger.warn({ err: err.message }, 'push worker close failed'));
+        await bounded('push worker', w.close(), drainMs + CLOSE_GRACE_MS, () => w.disconnect());
         clearTimeout(abort);
       }
       if (queues) {
-        await Promise.allSettled([queues.queue.close(), queues.dead.close()]);
-        await queues.connection.quit().catch(() => undefined);
-        queues.connection.disconnect();
+        const { queue, dead, connection } = queues;
+        await Promise.all([
+          bounded('push queue', queue.close(), CLOSE_GRACE_MS, () => queue.disconnect()),
+          bounded('push dead-letter queue', dead.close(), CLOSE_GRACE_MS, () => dead.disconnect()),
+        ]);
+        await closeConnection(connection, CLOSE_GRACE_MS);
       }
       worker = null;
       outbox = null;

@@ -30,6 +30,7 @@ import {
   withTimeout,
   wsClient,
 } from '../helpers/clients.js';
+import { pushEnv } from '../helpers/push.js';
 import { startServer, type ChildServer } from '../helpers/process.js';
 import { sharedRedisUrl, testEnv, TEST_JWT_SECRET, tokenFor, uniquePrefix } from '../helpers/server.js';
 
@@ -442,5 +443,39 @@ describe('when Redis becomes unreachable', () => {
     const lastSeq = fresh.results[0]!.data!.messageAdded.seq;
     await waitFor(() => old.done() || old.results.length >= lastSeq - 3, 5000, 'the old subscription to continue or end');
     if (!old.done()) expect(seqsOf(old)).toEqual(range(4, lastSeq));
+  });
+
+  it('should shut down within a bound while Redis is down, push worker, subscriber and live subscriptions included', async () => {
+    // A second instance with push deliveries on (bullmq worker and queues, which wait for Redis).
+    const other = await buildApp(
+      loadConfig(
+        testEnv({
+          ...UNLIMITED,
+          ...pushEnv('http://127.0.0.1:9/never'),
+          REDIS_URL: redis!.url,
+          REDIS_COMMAND_TIMEOUT_MS: '1000',
+          REDIS_KEY_PREFIX: uniquePrefix('outage-stop'),
+          SHUTDOWN_TIMEOUT_MS: '2000',
+        }),
+      ),
+      { logger: captureLogger().logger },
+    );
+    const { port: otherPort, url: otherUrl } = await other.start();
+    const roomId = await createRoom(otherUrl, 'alice', ['bob']);
+    const c = wsClient(`ws://127.0.0.1:${otherPort}/graphql`, tokens.bob!);
+    clients.push(c);
+    const before = other.services.events.openCount();
+    subscribe(c, OnMessageAddedDocument, { roomId });
+    await waitFor(() => other.services.events.openCount() > before, 5000, 'the subscription to be live');
+
+    await redis!.stop();
+    redis = undefined;
+    // The subscriber connection is reconnecting (its QUIT would wait for Redis), bullmq's too.
+    const t0 = Date.now();
+    await withTimeout(other.stop(), 20_000, 'the instance to stop during the outage');
+    // Drain (2 s) plus each bounded close: well under the 20 s the test allows.
+    expect(Date.now() - t0).toBeLessThan(12_000);
+    await startOwnRedis();
+    await waitFor(async () => (await status('/ready')) === 200, 10_000, '/ready to answer 200 again');
   });
 });
