@@ -18,8 +18,22 @@ export const MAX_TERMS_PER_MESSAGE = 1000;
 export const MAX_QUERY_CHARS = 200;
 export const MAX_QUERY_WORDS = 8;
 
+/** Printable ASCII without spaces: folding it is lowercasing it. */
+const PLAIN_ASCII = /^[\x21-\x7e]*$/;
+
 /** Folds one word; a compatibility decomposition with spaces (`ﷺ`) gives several terms. */
 export function foldWord(word: string): string[] {
+  // The common word: NFKD, mark stripping and NFC leave printable ASCII as it is, and it holds no
+  // ß, ς or space; one character per code unit, so the cut is a slice.
+  if (PLAIN_ASCII.test(word)) {
+    const lower = word.toLowerCase();
+    return lower.length === 0 ? [] : [lower.length > MAX_TERM_CHARS ? lower.slice(0, MAX_TERM_CHARS) : lower];
+  }
+  return foldAnyWord(word);
+}
+
+/** {@link foldWord} for any word (exported for the test that checks the ASCII shortcut against it). */
+export function foldAnyWord(word: string): string[] {
   const folded = word
     .toLowerCase()
     .normalize('NFKD')

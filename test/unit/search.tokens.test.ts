@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { AppError } from '../../src/errors.js';
-import { foldWord, indexTerms, MAX_TERM_CHARS, parseQuery, words } from '../../src/search/search.tokens.js';
+import { foldAnyWord, foldWord, indexTerms, MAX_TERM_CHARS, parseQuery, words } from '../../src/search/search.tokens.js';
 
 /** The tokenizer: segmentation, folding, index terms and query parsing (pure logic). */
 
@@ -38,6 +38,17 @@ describe('folding a word', () => {
 
   it('should cut a very long word', () => {
     expect(foldWord('a'.repeat(500))).toEqual(['a'.repeat(MAX_TERM_CHARS)]);
+  });
+
+  it('should fold printable ASCII (its shortcut) exactly as any word is folded', () => {
+    const ascii = Array.from({ length: 0x7e - 0x21 + 1 }, (_, i) => String.fromCharCode(0x21 + i));
+    let seed = 7;
+    const next = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31);
+    const samples = ['', 'Hello', 'ABC123', "don't", 'e-mail', 'X'.repeat(MAX_TERM_CHARS + 5), ascii.join('')];
+    for (let i = 0; i < 2000; i++) {
+      samples.push(Array.from({ length: 1 + (next() % 80) }, () => ascii[next() % ascii.length]).join(''));
+    }
+    for (const word of samples) expect(foldWord(word), word).toEqual(foldAnyWord(word));
   });
 });
 
