@@ -166,22 +166,32 @@ export interface CommandStat {
 }
 
 /**
- * Counts the writes to an ioredis client's socket from now until `restore()`: one per round trip
- * (a command, or a whole pipeline, is one write). Used by bench/delivery and the push service test.
+ * Counts the writes an ioredis client's socket makes from now until `restore()`: one per round
+ * trip (a command, or a whole pipeline, is one write, and on a connection that coalesces the
+ * writes of a turn, everything sent in one turn is). Counted where the socket hands data to the
+ * kernel (`_write`/`_writev`), after corking. Used by bench/delivery and the push service test.
  */
 export function countRoundTrips(client: Redis): { readonly count: number; restore(): void } {
-  const stream = (client as unknown as { stream: { write: (...args: unknown[]) => boolean } }).stream;
-  const write = stream.write;
+  type Writer = (...args: unknown[]) => unknown;
+  const stream = (client as unknown as { stream: { _write: Writer; _writev?: Writer } }).stream;
+  const originals = { _write: stream._write, _writev: stream._writev };
   let count = 0;
-  stream.write = (...args: unknown[]) => {
-    count++;
-    return write.apply(stream, args);
-  };
+  for (const name of ['_write', '_writev'] as const) {
+    const original = originals[name];
+    if (!original) continue;
+    stream[name] = (...args: unknown[]) => {
+      count++;
+      return original.apply(stream, args);
+    };
+  }
   return {
     get count() {
       return count;
     },
-    restore: () => void (stream.write = write),
+    restore: () => {
+      stream._write = originals._write;
+      if (originals._writev) stream._writev = originals._writev;
+    },
   };
 }
 

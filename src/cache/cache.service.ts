@@ -6,6 +6,7 @@ import type { Logger } from '../infra/logger.js';
 import { redisTrace } from '../infra/redis.js';
 import type { ScriptRegistry } from '../infra/scripts.js';
 import { cacheKeys as keys } from './cache.keys.js';
+import { pipelineOf } from '../infra/direct-pipeline.js';
 
 /** Dependencies of {@link createCacheService}. */
 export interface CacheServiceDeps {
@@ -164,7 +165,7 @@ export function createCacheService(deps: CacheServiceDeps) {
     stats.waits++;
     for (let polls = Math.ceil(lockMs / WAIT_POLL_MS); polls > 0; polls--) {
       await new Promise((resolve) => setTimeout(resolve, WAIT_POLL_MS));
-      const [entry, lock] = (await redis.pipeline().getBuffer(keys.entry(digest)).exists(keys.lock(digest)).exec()) ?? [];
+      const [entry, lock] = (await pipelineOf(redis).getBuffer(keys.entry(digest)).exists(keys.lock(digest)).exec()) ?? [];
       if (entry?.[1]) return { value: decodeEntry<T>(entry[1] as Buffer) };
       if (lock?.[1] === 0) return null; // the loader gave up (failed, or its value was too large)
     }

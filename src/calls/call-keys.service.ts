@@ -12,6 +12,7 @@ import { callKeySignedText, decodeBase64, PUBLIC_KEY_BYTES, publicKeyObject, SIG
 import { callKeys as keys, publishCallKeyKeys } from './calls.keys.js';
 import { requireLiveKit, type LiveKit } from './calls.livekit.js';
 import { CALL_STATUS, callScriptError, type CallKeyModel } from './calls.models.js';
+import { pipelineOf } from '../infra/direct-pipeline.js';
 
 /** Dependencies of {@link createCallKeysService}. */
 export interface CallKeysServiceDeps {
@@ -76,7 +77,7 @@ export function createCallKeysService(deps: CallKeysServiceDeps) {
       if (previous === publicKey) return true;
       const roomIds = await redis.smembers(userKeys.rooms(viewer.id));
       if (roomIds.length > 0) {
-        const pipeline = redis.pipeline();
+        const pipeline = pipelineOf(redis);
         for (const roomId of roomIds) pipeline.hdel(keys.mediaKeys(roomId), viewer.id);
         await execPipeline(pipeline);
       }
@@ -89,7 +90,7 @@ export function createCallKeysService(deps: CallKeysServiceDeps) {
     /** Identity keys of users (null: none registered), in one round trip. */
     async identityKeys(userIds: readonly string[]): Promise<(string | null)[]> {
       if (userIds.length === 0) return [];
-      const pipeline = redis.pipeline();
+      const pipeline = pipelineOf(redis);
       for (const id of userIds) pipeline.get(keys.identity(id));
       return (await execPipeline(pipeline)) as (string | null)[];
     },

@@ -1,5 +1,6 @@
 import type { Redis } from 'ioredis';
 import type { PipelineRead } from './redis.js';
+import { pipelineOf } from './direct-pipeline.js';
 
 interface Pending {
   read: PipelineRead<unknown>;
@@ -34,7 +35,7 @@ export class PipelineBatch {
   async #flush(): Promise<void> {
     this.#scheduled = false;
     const batch = this.#pending.splice(0);
-    const pipeline = this.redis.pipeline();
+    const pipeline = pipelineOf(this.redis);
     const parts: { entry: Pending; from: number; to: number; parse: (replies: unknown[]) => unknown }[] = [];
     for (const entry of batch) {
       const from = pipeline.length;

@@ -1,6 +1,7 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import type { Socket } from 'node:net';
 import { Redis, type ChainableCommander, type RedisOptions } from 'ioredis';
+import { pipelineOf, sendingBatch } from './direct-pipeline.js';
 import type { Logger } from './logger.js';
 
 /** The two Redis connections every instance holds. */
@@ -239,8 +240,8 @@ export const unawaited = <T>(fn: () => T): T => (redisTrace.getStore() ? unawait
 
 /**
  * Wraps the connection's `sendCommand` once, attributing each command to the trace of the async
- * context that sent it. A pipeline's commands share one stream object: its first command counts the
- * round trip. A script retried after NOSCRIPT counts twice, as it costs.
+ * context that sent it. A pipeline's commands share one stream object, a direct pipeline's are sent
+ * while it is `sendingBatch()`: its first command counts the round trip. A script retried after NOSCRIPT counts twice, as it costs.
  */
 export function traceRoundTrips(client: Redis): void {
   const send = client.sendCommand.bind(client);
@@ -249,7 +250,7 @@ export function traceRoundTrips(client: Redis): void {
     if (store) {
       const trace = unawaitedWork.getStore() ? store.unawaited : store;
       trace.commands++;
-      const pipeline = (stream as { isPipeline?: boolean } | undefined)?.isPipeline ? (stream as object) : null;
+      const pipeline = (stream as { isPipeline?: boolean } | undefined)?.isPipeline ? (stream as object) : sendingBatch();
       if (!pipeline) trace.roundTrips++;
       else if (!trace.pipelines.has(pipeline)) {
         trace.pipelines.add(pipeline);
@@ -268,7 +269,7 @@ export type PipelineRead<T> = (pipeline: ChainableCommander) => (replies: unknow
 
 /** Runs a read on a pipeline of its own: one round trip. */
 export async function runRead<T>(redis: Redis, read: PipelineRead<T>): Promise<T> {
-  const pipeline = redis.pipeline();
+  const pipeline = pipelineOf(redis);
   const parse = read(pipeline);
   return parse(pipeline.length > 0 ? await execPipeline(pipeline) : []);
 }

@@ -14,6 +14,7 @@ import type { Viewer } from '../users/users.models.js';
 import { decodeMessageId, encodeMessageId } from './message-id.js';
 import { messageKeys } from './messages.keys.js';
 import type { MessageModel } from './messages.models.js';
+import { pipelineOf } from '../infra/direct-pipeline.js';
 
 /** Dependencies of {@link createMessagesService}. */
 export interface MessagesServiceDeps {
@@ -219,7 +220,7 @@ export function createMessagesService(deps: MessagesServiceDeps) {
       const message = parseMessage(json);
       if (created === 1) {
         // The features' commands and the event in one round trip; the event after them.
-        const pipeline = redis.pipeline();
+        const pipeline = pipelineOf(redis);
         const settle = messageHooks.apply(pipeline, { message, viewer });
         pubsub.publishIn(pipeline, 'room', roomId, { type: 'MessageAdded', message, senderName: viewer.name });
         settle(await execPipeline(pipeline));
@@ -240,7 +241,7 @@ export function createMessagesService(deps: MessagesServiceDeps) {
       ])) as [number, string];
       if (status !== SCRIPT_STATUS.OK) throw scriptError(status);
       const message = parseMessage(json);
-      const pipeline = redis.pipeline();
+      const pipeline = pipelineOf(redis);
       const settle = editHooks?.apply(pipeline, { message });
       pubsub.publishIn(pipeline, 'room', roomId, { type: 'MessageEdited', message, senderName: viewer.name });
       const replies = await execPipeline(pipeline);
@@ -260,7 +261,7 @@ export function createMessagesService(deps: MessagesServiceDeps) {
       if (status !== SCRIPT_STATUS.OK) throw scriptError(status);
       const message = parseMessage(json);
       if (changed === 1) {
-        const pipeline = redis.pipeline();
+        const pipeline = pipelineOf(redis);
         const settle = deleteHooks.apply(pipeline, { message });
         pubsub.publishIn(pipeline, 'room', roomId, { type: 'MessageDeleted', message });
         settle(await execPipeline(pipeline));

@@ -18,6 +18,7 @@ import type { Viewer } from '../users/users.models.js';
 import { decodeOptionId, decodePollId, encodePollId } from './poll-id.js';
 import { closePollKeys, createPollKeys, pollKeys as keys, voteKeys, type PollRef } from './polls.keys.js';
 import type { PollModel } from './polls.models.js';
+import { pipelineOf } from '../infra/direct-pipeline.js';
 
 /** Dependencies of {@link createPollsService}. */
 export interface PollsServiceDeps {
@@ -120,7 +121,7 @@ export function createPollsService(deps: PollsServiceDeps) {
   /** Polls by ref, in one round trip; null where absent. */
   async function read(refs: readonly PollRef[]): Promise<(PollModel | null)[]> {
     if (refs.length === 0) return [];
-    const pipeline = redis.pipeline();
+    const pipeline = pipelineOf(redis);
     for (const r of refs) pipeline.hgetall(keys.poll(r.roomId, r.localId));
     const now = clock.now();
     return (await execPipeline(pipeline)).map((h) => parsePoll(h as Record<string, string>, now));
@@ -130,7 +131,7 @@ export function createPollsService(deps: PollsServiceDeps) {
   async function get(viewer: Viewer, pollId: string, field = 'id'): Promise<PollModel | null> {
     const ref = decodePollId(field, pollId);
     const [hash, score] = await execPipeline(
-      redis.pipeline().hgetall(keys.poll(ref.roomId, ref.localId)).zscore(roomKeys.members(ref.roomId), viewer.id),
+      pipelineOf(redis).hgetall(keys.poll(ref.roomId, ref.localId)).zscore(roomKeys.members(ref.roomId), viewer.id),
     );
     const poll = parsePoll(hash as Record<string, string>, clock.now());
     if (!poll) return null;
@@ -276,7 +277,7 @@ export function createPollsService(deps: PollsServiceDeps) {
     /** Each poll's vote of one viewer (option indexes), in one round trip. */
     async votesOf(viewerId: string, polls: readonly PollModel[]): Promise<number[][]> {
       if (polls.length === 0) return [];
-      const pipeline = redis.pipeline();
+      const pipeline = pipelineOf(redis);
       for (const p of polls) {
         const ref = decodePollId('pollId', p.id);
         pipeline.hget(keys.votes(ref.roomId, ref.localId), viewerId);
@@ -287,7 +288,7 @@ export function createPollsService(deps: PollsServiceDeps) {
     /** Who chose each option (at most `first` each, by id), in one round trip; nobody for anonymous polls. */
     async voters(options: readonly { poll: PollModel; index: number; first: number }[]): Promise<string[][]> {
       const shown = options.filter((o) => !o.poll.anonymous && o.first > 0);
-      const pipeline = redis.pipeline();
+      const pipeline = pipelineOf(redis);
       for (const { poll, index, first } of shown) {
         const ref = decodePollId('pollId', poll.id);
         pipeline.zrangebyscore(keys.voters(ref.roomId, ref.localId), index, index, 'LIMIT', 0, first);

@@ -2,6 +2,7 @@ import type { Redis } from 'ioredis';
 import type { Logger } from '../infra/logger.js';
 import { execPipeline } from '../infra/redis.js';
 import { OUTBOX_GROUP, pushKeys } from './push.keys.js';
+import { pipelineOf } from '../infra/direct-pipeline.js';
 
 /** One outbox entry: a stored message waiting to become deliveries. */
 export interface OutboxEntry {
@@ -72,7 +73,7 @@ export function createOutboxConsumer(deps: OutboxConsumerDeps) {
     if (entries.length === 0) return;
     await handle(entries.filter((e) => e.messageId !== ''));
     const ids = entries.map((e) => e.id);
-    await execPipeline(redis.pipeline().xack(key, OUTBOX_GROUP, ...ids).xdel(key, ...ids));
+    await execPipeline(pipelineOf(redis).xack(key, OUTBOX_GROUP, ...ids).xdel(key, ...ids));
   }
 
   async function loop(): Promise<void> {

@@ -28,6 +28,7 @@ import type {
 } from './push.models.js';
 import { createOutboxConsumer, type OutboxEntry } from './push.outbox.js';
 import { postDelivery, retryDelay } from './push.webhook.js';
+import { pipelineOf } from '../infra/direct-pipeline.js';
 
 /** Dependencies of {@link createPushService}. */
 export interface PushServiceDeps {
@@ -135,13 +136,13 @@ export function createPushService(deps: PushServiceDeps) {
       }
     });
     const roomIds = [...new Set(messages.map((m) => m.ref.roomId))];
-    const membersPipeline = redis.pipeline();
+    const membersPipeline = pipelineOf(redis);
     for (const roomId of roomIds) membersPipeline.zrange(roomKeys.members(roomId), 0, -1);
     const membersByRoom = new Map(
       (roomIds.length > 0 ? await execPipeline(membersPipeline) : []).map((r, i) => [roomIds[i] as string, r as string[]]),
     );
     const candidates = [...new Set([...membersByRoom.values()].flat())];
-    const onlinePipeline = redis.pipeline();
+    const onlinePipeline = pipelineOf(redis);
     for (const userId of candidates) onlinePipeline.scard(presenceKeys.connections(userId));
     const connections = candidates.length > 0 ? await execPipeline(onlinePipeline) : [];
     const offline = new Set(candidates.filter((_, i) => Number(connections[i]) === 0));
@@ -168,8 +169,7 @@ export function createPushService(deps: PushServiceDeps) {
   async function claim(job: Job<DeliveryData>, ref: MessageRef): Promise<NonNullable<DeliveryData['claim']> | DeliveryResult> {
     const { recipientId } = job.data;
     const [room, member, read] = await execPipeline(
-      redis
-        .pipeline()
+      pipelineOf(redis)
         .hmget(roomKeys.room(ref.roomId), 'epoch', 'seq')
         .zscore(roomKeys.members(ref.roomId), recipientId)
         .hget(receiptKeys.ownMarks(ref.roomId), recipientId),
@@ -206,7 +206,7 @@ export function createPushService(deps: PushServiceDeps) {
       // Saved with the job: a retry (or a retry from the dead letters) sends this same push.
       await job.updateData({ ...job.data, claim: range });
     }
-    const pipeline = redis.pipeline();
+    const pipeline = pipelineOf(redis);
     scripts.queue(pipeline, 'pushSummary', pushSummaryKeys(ref.roomId), [recipientId, range.from, range.to, range.epoch]);
     pipeline.smembers(userKeys.rooms(recipientId)).scard(presenceKeys.connections(recipientId));
     const [summary, roomIds, connections] = await execPipeline(pipeline);

@@ -4,6 +4,7 @@ import type { Clock } from '../infra/clock.js';
 import { execPipeline } from '../infra/redis.js';
 import type { ScriptRegistry } from '../infra/scripts.js';
 import { rateLimitKeys } from './ratelimit.keys.js';
+import { pipelineOf } from '../infra/direct-pipeline.js';
 
 /** A limit: at most `max` hits in any window of `windowMs`. */
 export interface Limit {
@@ -79,7 +80,7 @@ export function createRateLimitService(deps: { redis: Redis; scripts: ScriptRegi
   return {
     async check(identity: string, checks: readonly LimitCheck[]): Promise<LimitResult[]> {
       if (checks.length === 0) return [];
-      const pipeline = redis.pipeline();
+      const pipeline = pipelineOf(redis);
       const now = clock.now();
       const requestId = randomBytes(8).toString('base64url');
       for (const c of checks) {

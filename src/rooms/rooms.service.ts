@@ -20,6 +20,7 @@ import type { Viewer } from '../users/users.models.js';
 import type { UsersService } from '../users/users.service.js';
 import { roomKeys } from './rooms.keys.js';
 import type { RoomModel, Visibility } from './rooms.models.js';
+import { pipelineOf } from '../infra/direct-pipeline.js';
 
 /** A membership change, handed to features (typing, presence, calls…) inside the core's pipeline. */
 export interface MembershipChange {
@@ -170,8 +171,7 @@ export function createRoomsService(deps: RoomsServiceDeps) {
   /** Reads a room and whether the viewer is a member, in one round trip. */
   async function roomWithMembership(viewer: Viewer, roomId: string) {
     const [hash, score] = await execPipeline(
-      redis
-        .pipeline()
+      pipelineOf(redis)
         .hgetall(roomKeys.room(roomId))
         .zscore(roomKeys.members(roomId), viewer.id),
     );
@@ -249,7 +249,7 @@ export function createRoomsService(deps: RoomsServiceDeps) {
      */
     async positions(roomIds: readonly string[]): Promise<({ lastSeq: number; epoch: string; membersVersion: number } | null)[]> {
       if (roomIds.length === 0) return [];
-      const pipeline = redis.pipeline();
+      const pipeline = pipelineOf(redis);
       for (const id of roomIds) pipeline.hmget(roomKeys.room(id), 'id', 'seq', 'epoch', 'membersVersion');
       return (await execPipeline(pipeline)).map((reply) => {
         const [id, seq, epoch, membersVersion] = reply as (string | null)[];
@@ -316,7 +316,7 @@ export function createRoomsService(deps: RoomsServiceDeps) {
       )) as [number, number];
       if (status !== SCRIPT_STATUS.OK) throw scriptError(status);
       if (added === 1) {
-        const pipeline = redis.pipeline();
+        const pipeline = pipelineOf(redis);
         const settle = applyMembership(pipeline, [{ roomId, userId: viewer.id, joined: true }]);
         settle(await execPipeline(pipeline));
         pubsub.publish('room', roomId, { type: 'MemberJoined', roomId, userId: viewer.id });
@@ -337,7 +337,7 @@ export function createRoomsService(deps: RoomsServiceDeps) {
       if (status !== SCRIPT_STATUS.OK) throw scriptError(status);
       if (added.length > 0) {
         await users.ensureExist(added);
-        const pipeline = redis.pipeline();
+        const pipeline = pipelineOf(redis);
         const settle = applyMembership(
           pipeline,
           added.map((userId) => ({ roomId, userId, joined: true })),
@@ -362,7 +362,7 @@ export function createRoomsService(deps: RoomsServiceDeps) {
       }
       if (status !== SCRIPT_STATUS.OK) throw scriptError(status);
       if (removed === 1) {
-        const pipeline = redis.pipeline();
+        const pipeline = pipelineOf(redis);
         const settle = applyMembership(pipeline, [{ roomId, userId, joined: false }]);
         settle(await execPipeline(pipeline));
         pubsub.publish('room', roomId, { type: 'MemberLeft', roomId, userId, byUserId: viewer.id });
@@ -378,7 +378,7 @@ export function createRoomsService(deps: RoomsServiceDeps) {
       )) as [number, number, string];
       if (status !== SCRIPT_STATUS.OK) throw scriptError(status);
       if (removed === 1) {
-        const pipeline = redis.pipeline();
+        const pipeline = pipelineOf(redis);
         const settle = applyMembership(pipeline, [{ roomId, userId: viewer.id, joined: false }]);
         settle(await execPipeline(pipeline));
         pubsub.publish('room', roomId, { type: 'MemberLeft', roomId, userId: viewer.id });
@@ -402,7 +402,7 @@ export function createRoomsService(deps: RoomsServiceDeps) {
       }
       const roomIds = await redis.smembers(userKeys.rooms(viewer.id));
       if (roomIds.length === 0) return toConnection([], () => '', false, false);
-      const pipeline = redis.pipeline();
+      const pipeline = pipelineOf(redis);
       for (const id of roomIds) {
         pipeline.hgetall(roomKeys.room(id)).zscore(roomKeys.members(id), viewer.id);
       }

@@ -13,6 +13,7 @@ import { userKeys } from '../users/users.keys.js';
 import type { Viewer } from '../users/users.models.js';
 import { positionMember, SEARCH_NAMESPACE_PREFIX, searchKeys as keys, searchNamespace } from './search.keys.js';
 import { indexTerms, parseQuery, type SearchQuery } from './search.tokens.js';
+import { pipelineOf } from '../infra/direct-pipeline.js';
 
 /** Dependencies of {@link createSearchService}. */
 export interface SearchServiceDeps {
@@ -104,7 +105,7 @@ export function createSearchService(deps: SearchServiceDeps) {
   ): Promise<Connection<MessageModel>> {
     const limit = first + 1;
     const single = roomIds.length === 1;
-    const pipeline = redis.pipeline();
+    const pipeline = pipelineOf(redis);
     for (const roomId of roomIds) {
       // The bound of this room in the merged order: below the cursor's millisecond, and within it
       // below the cursor's room (then seq).

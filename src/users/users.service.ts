@@ -4,6 +4,7 @@ import { execPipeline, runRead, type PipelineRead } from '../infra/redis.js';
 import type { ScriptRegistry } from '../infra/scripts.js';
 import { userKeys } from './users.keys.js';
 import type { UserModel, Viewer } from './users.models.js';
+import { pipelineOf } from '../infra/direct-pipeline.js';
 
 /** Dependencies of {@link createUsersService}. */
 export interface UsersServiceDeps {
@@ -46,7 +47,7 @@ export function createUsersService({ redis, scripts, clock }: UsersServiceDeps) 
     /** Creates users that were never seen (added to a room before signing in), named by their id. */
     async ensureExist(ids: string[]): Promise<void> {
       if (ids.length === 0) return;
-      const pipeline = redis.pipeline();
+      const pipeline = pipelineOf(redis);
       const now = String(clock.now());
       for (const id of ids) {
         const key = userKeys.user(id);

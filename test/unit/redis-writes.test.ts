@@ -1,7 +1,10 @@
 import type { Socket } from 'node:net';
 import { Redis } from 'ioredis';
 import { afterAll, describe, expect, it } from 'vitest';
-import { coalesceWrites } from '../../src/infra/redis.js';
+import { pipelineOf } from '../../src/infra/direct-pipeline.js';
+import { coalesceWrites, execPipeline, newTrace, redisTrace, traceRoundTrips } from '../../src/infra/redis.js';
+import { loadScripts } from '../../src/infra/scripts.js';
+import { LUA_DIRS } from '../../src/services.js';
 import { waitFor } from '../helpers/clients.js';
 import { sharedRedisUrl, uniquePrefix } from '../helpers/server.js';
 
@@ -73,5 +76,60 @@ describe('coalesceWrites', () => {
     const replies = await Promise.all([client.set('after', 'x'), client.get('after')]);
     expect(replies).toEqual(['OK', 'x']);
     expect(writes() - before).toBe(1);
+  });
+});
+
+describe('a direct pipeline (pipelineOf)', () => {
+  it('should send nothing before exec(), then every command in order in one write, with [error, reply] pairs', async () => {
+    const { client, writes } = await countedClient();
+    const before = writes();
+    const p = pipelineOf(client);
+    for (let i = 1; i <= 20; i++) p.incrby('direct-counter', i);
+    p.get('direct-counter');
+    expect(p.length).toBe(21);
+    await new Promise((r) => setImmediate(r));
+    expect(writes() - before).toBe(0);
+    expect(await client.exists('direct-counter')).toBe(0);
+    const results = await p.exec();
+    expect(writes() - before).toBe(2); // the EXISTS above, then the pipeline
+    // Running sums: any reordering would show.
+    expect(results).toEqual([...Array.from({ length: 20 }, (_, i) => [null, ((i + 1) * (i + 2)) / 2]), [null, '210']]);
+  });
+
+  it("should fail only the command that failed, as a pipeline's exec() does", async () => {
+    const { client } = await countedClient();
+    await client.set('direct-string', 'x');
+    const results = (await pipelineOf(client).set('direct-a', '1').hset('direct-string', 'f', 'v').get('direct-a').exec()) ?? [];
+    expect(results[0]).toEqual([null, 'OK']);
+    expect(results[1]?.[0]).toBeInstanceOf(Error);
+    expect(String(results[1]?.[0])).toMatch(/WRONGTYPE/);
+    expect(results[2]).toEqual([null, '1']);
+    await expect(execPipeline(pipelineOf(client).get('direct-a').hset('direct-string', 'f', 'v'))).rejects.toThrow(/WRONGTYPE/);
+    expect(await pipelineOf(client).exec()).toEqual([]);
+  });
+
+  it('should run queued Lua scripts (EVALSHA), also after SCRIPT FLUSH (NOSCRIPT, then EVAL)', async () => {
+    const { client } = await countedClient();
+    const scripts = loadScripts(client, LUA_DIRS);
+    const run = async () => {
+      const p = pipelineOf(client);
+      scripts.queue(p, 'touchUser', ['direct-user'], ['u1', 'Una', 1]);
+      p.hget('direct-user', 'name');
+      return execPipeline(p);
+    };
+    expect((await run())[1]).toBe('Una');
+    await client.script('FLUSH');
+    expect(await run()).toEqual([0, 'Una']);
+  });
+
+  it('should count as one round trip in a Redis trace, as an ioredis pipeline does', async () => {
+    const { client } = await countedClient();
+    traceRoundTrips(client);
+    const trace = newTrace();
+    await redisTrace.run(trace, async () => {
+      await execPipeline(pipelineOf(client).set('direct-t', '1').get('direct-t').incr('direct-n'));
+      await client.get('direct-t');
+    });
+    expect({ roundTrips: trace.roundTrips, commands: trace.commands }).toEqual({ roundTrips: 2, commands: 4 });
   });
 });
