@@ -54,7 +54,11 @@ export class Loaders {
     return (this.#batch ??= this.services.newBatch());
   }
   get user() {
-    return (this.#user ??= createUserLoader(this.services.users, this.batch));
+    if (!this.#user) {
+      this.#user = createUserLoader(this.services.users, this.batch);
+      if (this.#known) for (const [id, user] of this.#known) this.#user.prime(id, user);
+    }
+    return this.#user;
   }
   /**
    * A user for a field that returns one (`Message.sender`, `Room.owner`): when the query selects
@@ -76,8 +80,9 @@ export class Loaders {
   /** Makes `user` answer for a user whose name is known fresh (no Redis read for them). */
   knowUser(id: string, name: string): this {
     const user = { id, name, createdAt: 0 };
-    this.user.prime(id, user);
     (this.#known ??= new Map()).set(id, user);
+    // The loader, once made, is primed with every known user (most requests never make it).
+    this.#user?.prime(id, user);
     return this;
   }
   get room() {
