@@ -25,6 +25,19 @@ class RecordingSocket {
 
 type Ev = { text: string; delayMs?: number; fail?: boolean };
 
+/** The test schema: a subscription of events with a text. */
+const EVENTS_SDL = /* GraphQL */ `
+  type Query { ok: Boolean }
+  type Event { text: String! }
+  type Subscription { events: Event! }
+`;
+
+/** An event's text: later when it says so, an error (with a detail to mask) when it says so. */
+const eventText = (e: Ev) => {
+  if (e.fail) throw new Error('secret detail');
+  return e.delayMs ? new Promise((r) => setTimeout(() => r(e.text), e.delayMs)) : e.text;
+};
+
 /**
  * A schema whose subscription registers the sink it was given (as the room streams do) and never
  * yields: events are pushed into the sinks by the test, as the pub/sub listener pushes them.
@@ -34,18 +47,9 @@ function harness(highWaterBytes = 1000) {
   const stats: SharedExecutionStats = { executions: 0, shared: 0, direct: 0 };
   const yoga = createYoga<{ eventSink?: EventSink }>({
     schema: createSchema<{ eventSink?: EventSink }>({
-      typeDefs: /* GraphQL */ `
-        type Query { ok: Boolean }
-        type Event { text: String! }
-        type Subscription { events: Event! }
-      `,
+      typeDefs: EVENTS_SDL,
       resolvers: {
-        Event: {
-          text: (e: Ev) => {
-            if (e.fail) throw new Error('secret detail');
-            return e.delayMs ? new Promise((r) => setTimeout(() => r(e.text), e.delayMs)) : e.text;
-          },
-        },
+        Event: { text: eventText },
         Subscription: {
           events: {
             subscribe: async function* (_: unknown, __: unknown, ctx: { eventSink?: EventSink }) {
@@ -183,18 +187,9 @@ describe('the direct path of WebSocket subscriptions (EventSink)', () => {
       let wake: (() => void) | null = null;
       const yoga = createYoga({
         schema: createSchema({
-          typeDefs: /* GraphQL */ `
-            type Query { ok: Boolean }
-            type Event { text: String! }
-            type Subscription { events: Event! }
-          `,
+          typeDefs: EVENTS_SDL,
           resolvers: {
-            Event: {
-              text: (e: Ev) => {
-                if (e.fail) throw new Error('secret detail');
-                return e.text;
-              },
-            },
+            Event: { text: eventText },
             Subscription: {
               events: {
                 subscribe: async function* () {
