@@ -11,7 +11,8 @@ import { PipelineBatch } from './infra/pipeline-batch.js';
 import { loadScripts } from './infra/scripts.js';
 import type { ScriptRegistry } from './infra/scripts.js';
 import { createMessagesService } from './messages/messages.service.js';
-import type { MessageModel } from './messages/messages.models.js';
+import type { MessageModel, SendingMessage } from './messages/messages.models.js';
+import type { DeferredCommands } from './infra/deferred-commands.js';
 import { createRoomsService, type MembershipChange } from './rooms/rooms.service.js';
 import type { AppPubSub, Topics } from './topics.js';
 import type { Viewer } from './users/users.models.js';
@@ -50,7 +51,7 @@ export type Services = ReturnType<typeof createServices>;
 export function createServices(deps: ServiceDeps) {
   const { redis, scripts, pubsub, clock, config, logger, redisUrl } = deps;
   const hooks = {
-    messageStored: createHooks<{ message: MessageModel; viewer: Viewer }>(),
+    messageStored: createHooks<{ message: SendingMessage; viewer: Viewer }, DeferredCommands>(),
     membershipChanged: createHooks<MembershipChange>(),
     messageDeleted: createHooks<{ message: MessageModel }>(),
     messageEdited: createHooks<{ message: MessageModel }>(),

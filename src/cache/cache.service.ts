@@ -7,6 +7,7 @@ import { redisTrace } from '../infra/redis.js';
 import type { ScriptRegistry } from '../infra/scripts.js';
 import { cacheKeys as keys } from './cache.keys.js';
 import { pipelineOf } from '../infra/direct-pipeline.js';
+import type { DeferredCommands } from '../infra/deferred-commands.js';
 
 /** Dependencies of {@link createCacheService}. */
 export interface CacheServiceDeps {
@@ -248,7 +249,7 @@ export function createCacheService(deps: CacheServiceDeps) {
     },
 
     /** {@link bump} inside a write's pipeline (no round trip of its own). */
-    bumpInPipeline(pipeline: ChainableCommander, namespace: string): void {
+    bumpInPipeline(pipeline: ChainableCommander | DeferredCommands, namespace: string): void {
       pipeline.hincrby(keys.versions(), namespace, 1);
     },
 

@@ -29,6 +29,8 @@ export interface PubSub<Topics extends Record<string, unknown>> {
     id: string,
     listener: (payload: Topics[K]) => void,
   ): { ready: Promise<void>; remove: () => void };
+  /** The Redis channel of (topic, id), for a PUBLISH queued elsewhere (a script's deferred commands). */
+  channelOf(topic: keyof Topics & string, id: string): string;
   /** Called each time the subscriber connection is ready again after it dropped. */
   onResubscribed(cb: () => void): () => void;
   /** Counters for observability and tests. */
@@ -113,6 +115,7 @@ export function createPubSub<Topics extends Record<string, unknown>>(
     publish(topic, id, payload) {
       target.dispatchEvent(new CustomEvent(channel(topic, id), { detail: payload }));
     },
+    channelOf: (topic, id) => channel(topic, id),
     publishIn(pipeline, topic, id, payload) {
       // As the event target serializes (JSON; its listeners parse with JSON).
       pipeline.publish(channel(topic, id), JSON.stringify(payload));

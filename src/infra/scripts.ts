@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import type { ChainableCommander, Redis } from 'ioredis';
+import { DeferredCommands } from './deferred-commands.js';
 
 /**
  * ioredis' own script runner (what `defineCommand` wraps): EVAL the first time on a connection,
@@ -17,7 +18,34 @@ const Script = (createRequire(import.meta.url)('ioredis/built/Script.js') as {
   default: new (lua: string, numberOfKeys: number, keyPrefix: string, readOnly: boolean) => IoredisScript;
 }).default;
 
-const SCRIPT_FILE = /^([a-z][A-Za-z0-9]*)-(\d+)\.lua$/;
+const SCRIPT_FILE = /^([a-z][A-Za-z0-9]*)-(\d+|n)\.lua$/;
+
+/** A script's first line may name other registered scripts it calls: `-- include: nameA nameB`. */
+const INCLUDE_LINE = /^-- include:((?: [a-z][A-Za-z0-9]*)+)\s*$/m;
+
+/** The names on a script's `-- include:` first line. */
+function includesOf(text: string): string[] {
+  const m = INCLUDE_LINE.exec(text.split('\n', 1)[0] ?? '');
+  return m ? (m[1] as string).trim().split(' ') : [];
+}
+
+/**
+ * The text of a script that includes others: each included script's text becomes a local function
+ * `INCLUDED.<name>(KEYS, ARGV)` (its parameters shadow the globals, so its text runs unchanged and
+ * its `return` is the function's), then the script's own text.
+ */
+function composed(text: string, sources: Map<string, string>): string {
+  const names = includesOf(text);
+  if (names.length === 0) return text;
+  const parts = ['local INCLUDED = {}'];
+  for (const name of names) {
+    const source = sources.get(name);
+    if (source === undefined) throw new Error(`Lua script includes ${name}, which is not registered`);
+    parts.push(`INCLUDED.${name} = function(KEYS, ARGV)\n${source}\nend`);
+  }
+  parts.push(text);
+  return parts.join('\n');
+}
 
 /** A registered Lua script, callable with its keys and arguments. */
 export type ScriptRunner = (keys: string[], args: (string | number)[]) => Promise<unknown>;
@@ -28,18 +56,24 @@ export interface ScriptRegistry {
   get(name: string): ScriptRunner;
   /** Like {@link get}, but bulk replies come back as Buffers (binary values). */
   getBuffer(name: string): ScriptRunner;
-  /** Adds a call of a registered script to a pipeline (its reply comes with the pipeline's). */
-  queue(pipeline: ChainableCommander, name: string, keys: string[], args: (string | number)[]): void;
+  /** Adds a call of a registered script to a pipeline (its reply comes with the pipeline's), or to deferred commands. */
+  queue(pipeline: ChainableCommander | DeferredCommands, name: string, keys: string[], args: (string | number)[]): void;
   names(): string[];
+  /** The scripts a script includes (`-- include:`), which commands deferred into its run may call. */
+  included(name: string): ReadonlySet<string>;
 }
 
 /**
  * Registers every `lua/<commandName>-<numKeys>.lua` in the given folders once for a client
  * (EVALSHA with an automatic EVAL fallback after a Redis restart; keys get the client's
  * keyPrefix). Fails on a duplicate name or a key count that does not match the file name.
+ * `<commandName>-n.lua` takes any number of keys; a script whose first line is
+ * `-- include: a b` runs the registered scripts `a` and `b` as `INCLUDED.a(KEYS, ARGV)`.
  */
 export function loadScripts(redis: Redis, dirs: (string | URL)[]): ScriptRegistry {
-  const numKeysByName = new Map<string, number>();
+  /** By name: the number of keys, or null for a script that takes any number (`-n.lua`). */
+  const numKeysByName = new Map<string, number | null>();
+  const sources = new Map<string, string>();
   const byName = new Map<string, IoredisScript>();
   const keyPrefix = redis.options.keyPrefix ?? '';
   const options = { replyEncoding: 'utf8' as const };
@@ -51,11 +85,14 @@ export function loadScripts(redis: Redis, dirs: (string | URL)[]): ScriptRegistr
       const m = SCRIPT_FILE.exec(file);
       if (!m) throw new Error(`Lua script ${file}: name must be <commandName>-<numKeys>.lua`);
       const name = m[1] as string;
-      const numberOfKeys = Number(m[2]);
+      const numberOfKeys = m[2] === 'n' ? null : Number(m[2]);
       if (numKeysByName.has(name)) throw new Error(`Lua script ${name} is defined twice`);
       numKeysByName.set(name, numberOfKeys);
-      byName.set(name, new Script(readFileSync(join(dir, file), 'utf8'), numberOfKeys, keyPrefix, false));
+      sources.set(name, readFileSync(join(dir, file), 'utf8'));
     }
+  }
+  for (const [name, text] of sources) {
+    byName.set(name, new Script(composed(text, sources), numKeysByName.get(name) as number, keyPrefix, false));
   }
   const scriptOf = (name: string): IoredisScript => {
     const script = byName.get(name);
@@ -64,14 +101,18 @@ export function loadScripts(redis: Redis, dirs: (string | URL)[]): ScriptRegistr
   };
   const keyCountError = (name: string, keys: string[]) => {
     const numberOfKeys = numKeysByName.get(name);
+    if (numberOfKeys === null) return null;
     return keys.length === numberOfKeys ? null : new Error(`${name} takes ${numberOfKeys} keys, got ${keys.length}`);
   };
+  /** EVALSHA's arguments: a script of any number of keys gets their count first. */
+  const argsOf = (name: string, keys: string[], args: (string | number)[]) =>
+    numKeysByName.get(name) === null ? [keys.length, ...keys, ...args] : [...keys, ...args];
   const runner = (name: string, replies: { replyEncoding: 'utf8' | null }): ScriptRunner => {
     const script = scriptOf(name);
     return (keys, args) => {
       const error = keyCountError(name, keys);
       if (error) return Promise.reject(error);
-      return script.execute(redis, [...keys, ...args], { ...replies }) as Promise<unknown>;
+      return script.execute(redis, argsOf(name, keys, args), { ...replies }) as Promise<unknown>;
     };
   };
   return {
@@ -81,8 +122,14 @@ export function loadScripts(redis: Redis, dirs: (string | URL)[]): ScriptRegistr
       const script = scriptOf(name);
       const error = keyCountError(name, keys);
       if (error) throw error;
-      script.execute(pipeline, [...keys, ...args], { ...options });
+      // Deferred into another script's run (sendWithHooks): that script calls this one itself.
+      if (pipeline instanceof DeferredCommands) return void pipeline.script(name, keys, args);
+      script.execute(pipeline, argsOf(name, keys, args), { ...options });
     },
     names: () => [...numKeysByName.keys()],
+    included: (name) => {
+      scriptOf(name);
+      return new Set(includesOf(sources.get(name) ?? ''));
+    },
   };
 }

@@ -12,6 +12,19 @@ export interface MessageModel {
   deleted: boolean;
 }
 
+/**
+ * A message being sent, as the hooks of its send see it (services.ts): what is known before the
+ * send script runs. What depends on the seq it assigns is queued as placeholders (`SENT` in
+ * infra/deferred-commands.ts) that the script fills in.
+ */
+export interface SendingMessage {
+  roomId: string;
+  senderId: string;
+  /** Trimmed and checked. */
+  text: string;
+  createdAt: number;
+}
+
 /** A message event, as published and as returned by `roomEvents`. */
 export interface MessageEventModel {
   type: 'MessageAdded' | 'MessageEdited' | 'MessageDeleted';

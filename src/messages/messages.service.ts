@@ -13,8 +13,9 @@ import type { AppPubSub } from '../topics.js';
 import type { Viewer } from '../users/users.models.js';
 import { decodeMessageId, encodeMessageId } from './message-id.js';
 import { messageKeys } from './messages.keys.js';
-import type { MessageModel } from './messages.models.js';
+import type { MessageModel, SendingMessage } from './messages.models.js';
 import { pipelineOf } from '../infra/direct-pipeline.js';
+import { DeferredCommands, SENT } from '../infra/deferred-commands.js';
 
 /** Dependencies of {@link createMessagesService}. */
 export interface MessagesServiceDeps {
@@ -23,8 +24,11 @@ export interface MessagesServiceDeps {
   pubsub: AppPubSub;
   rooms: RoomsService;
   clock: Clock;
-  /** Features' commands to run once a new message is stored (one pipeline for all of them). */
-  messageHooks: HookList<{ message: MessageModel; viewer: Viewer }>;
+  /**
+   * Features' commands to run once a new message is stored: deferred into the send script's run
+   * (sendWithHooks), so a send is one round trip; what needs the seq is queued as placeholders.
+   */
+  messageHooks: HookList<{ message: SendingMessage; viewer: Viewer }, DeferredCommands>;
   /** Messages kept per room (0: all). */
   retentionMessages: number;
   /** Features' commands to run once a message is deleted (one pipeline for all of them). */
@@ -93,7 +97,8 @@ const readMessages =
 /** Creates the messages service: every method that takes `viewer` authorizes first. */
 export function createMessagesService(deps: MessagesServiceDeps) {
   const { redis, scripts, pubsub, rooms, clock, messageHooks, retentionMessages, deleteHooks, editHooks } = deps;
-  const sendScript = scripts.get('sendMessage');
+  const sendScript = scripts.get('sendWithHooks');
+  const sendIncludes = scripts.included('sendWithHooks');
   const readScript = scripts.get('readMessages');
   const editScript = scripts.get('editMessage');
   const deleteScript = scripts.get('deleteMessage');
@@ -212,18 +217,24 @@ export function createMessagesService(deps: MessagesServiceDeps) {
       if (input.clientId != null && (clientId.length < 1 || clientId.length > CLIENT_ID_MAX_CHARS)) {
         throw badInput('clientId', `clientId must be 1..${CLIENT_ID_MAX_CHARS} characters`);
       }
-      const [status, json, created] = (await sendScript(
-        [...roomScriptKeys(roomId), messageKeys.dedupe(roomId, viewer.id, clientId)],
-        [roomId, viewer.id, text, clientId, clock.now(), DEDUPE_TTL_SECONDS, retentionMessages],
-      )) as [number, string, number];
+      const now = clock.now();
+      // The features' commands and the event, deferred into the send script's run: one round
+      // trip, and none of them runs unless a message was created (not for a clientId seen before).
+      const deferred = new DeferredCommands(sendIncludes);
+      const settle = messageHooks.apply(deferred, { message: { roomId, senderId: viewer.id, text, createdAt: now }, viewer });
+      deferred.publish(pubsub.channelOf('room', roomId), SENT.event(viewer.name));
+      const sendArgs = [roomId, viewer.id, text, clientId, now, DEDUPE_TTL_SECONDS, retentionMessages];
+      const [[status, json, created], ...replies] = (await sendScript(
+        [...roomScriptKeys(roomId), messageKeys.dedupe(roomId, viewer.id, clientId), ...deferred.keys],
+        [sendArgs.length, ...sendArgs, ...deferred.args],
+      )) as [[number, string, number], ...unknown[]];
       if (status !== SCRIPT_STATUS.OK) throw scriptError(status);
       const message = parseMessage(json);
       if (created === 1) {
-        // The features' commands and the event in one round trip; the event after them.
-        const pipeline = pipelineOf(redis);
-        const settle = messageHooks.apply(pipeline, { message, viewer });
-        pubsub.publishIn(pipeline, 'room', roomId, { type: 'MessageAdded', message, senderName: viewer.name });
-        settle(await execPipeline(pipeline));
+        // As a pipeline's first failed command did: the message is stored, the request reports it.
+        const failed = replies.find((r) => r instanceof Error);
+        if (failed) throw failed;
+        settle(replies);
       }
       return message;
     },

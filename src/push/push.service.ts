@@ -29,6 +29,8 @@ import type {
 import { createOutboxConsumer, type OutboxEntry } from './push.outbox.js';
 import { postDelivery, retryDelay } from './push.webhook.js';
 import { pipelineOf } from '../infra/direct-pipeline.js';
+import { SENT, type DeferredCommands } from '../infra/deferred-commands.js';
+import type { SendingMessage } from '../messages/messages.models.js';
 
 /** Dependencies of {@link createPushService}. */
 export interface PushServiceDeps {
@@ -287,8 +289,8 @@ export function createPushService(deps: PushServiceDeps) {
     configured: push !== null,
 
     /** Hook: a stored message joins the push outbox (one command in the send's pipeline). */
-    sentInPipeline(pipeline: ChainableCommander, message: MessageModel) {
-      pipeline.xadd(pushKeys.outbox(), '*', 'm', encodeMessageId(message.roomId, message.seq, message.epoch), 'u', message.senderId);
+    sentInPipeline(deferred: DeferredCommands, message: SendingMessage) {
+      deferred.xadd(pushKeys.outbox(), '*', 'm', SENT.id, 'u', message.senderId);
     },
 
     /** Hook: a member who left has no push state in the room any more. */

@@ -12,6 +12,8 @@ import type { RoomsService } from '../rooms/rooms.service.js';
 import type { AppPubSub } from '../topics.js';
 import type { Viewer } from '../users/users.models.js';
 import { markReadKeys, receiptKeys as keys } from './receipts.keys.js';
+import { SENT, type DeferredCommands } from '../infra/deferred-commands.js';
+import type { SendingMessage } from '../messages/messages.models.js';
 
 /** Dependencies of {@link createReceiptsService}. */
 export interface ReceiptsServiceDeps {
@@ -144,9 +146,9 @@ export function createReceiptsService(deps: ReceiptsServiceDeps) {
     readReadBy,
 
     /** Hook: sending a message marks it read for its sender (publicly). */
-    sentInPipeline(pipeline: ChainableCommander, message: MessageModel) {
+    sentInPipeline(deferred: DeferredCommands, message: SendingMessage) {
       // Sending is not announced as a receipt (the message itself says it): no window is opened.
-      scripts.queue(pipeline, 'markRead', markKeys(message.roomId, message.senderId), [message.senderId, message.seq, 0, message.epoch, 0]);
+      scripts.queue(deferred, 'markRead', markKeys(message.roomId, message.senderId), [message.senderId, SENT.seq, 0, SENT.epoch, 0]);
     },
 
     /** Hook: a deleted message stops counting as unread. */

@@ -14,6 +14,8 @@ import type { Viewer } from '../users/users.models.js';
 import { positionMember, SEARCH_NAMESPACE_PREFIX, searchKeys as keys, searchNamespace } from './search.keys.js';
 import { indexTerms, parseQuery, type SearchQuery } from './search.tokens.js';
 import { pipelineOf } from '../infra/direct-pipeline.js';
+import { SENT, type DeferredCommands } from '../infra/deferred-commands.js';
+import type { SendingMessage } from '../messages/messages.models.js';
 
 /** Dependencies of {@link createSearchService}. */
 export interface SearchServiceDeps {
@@ -200,9 +202,15 @@ export function createSearchService(deps: SearchServiceDeps) {
     },
 
     /** Hook: a new message is indexed; the one retention trimmed, if any, is un-indexed. */
-    storedInPipeline(pipeline: ChainableCommander, message: MessageModel) {
-      const trimmed = retentionMessages > 0 && message.seq > retentionMessages ? message.seq - retentionMessages : 0;
-      queueIndex(pipeline, message, indexTerms(message.text), trimmed);
+    storedInPipeline(deferred: DeferredCommands, message: SendingMessage) {
+      // The seq is the send script's: its member, and the one retention trims with it, are placeholders.
+      scripts.queue(deferred, 'indexMessage', indexKeys(message.roomId), [
+        SENT.seqMember,
+        message.createdAt,
+        retentionMessages > 0 ? SENT.trimmedMember(retentionMessages) : '',
+        ...indexTerms(message.text),
+      ]);
+      cache.bumpInPipeline(deferred, searchNamespace(message.roomId));
     },
 
     /** Hook: an edited message is indexed under its new text only. */

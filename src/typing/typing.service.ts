@@ -10,6 +10,7 @@ import type { RoomsService } from '../rooms/rooms.service.js';
 import type { AppPubSub } from '../topics.js';
 import type { Viewer } from '../users/users.models.js';
 import { typingKeys as keys } from './typing.keys.js';
+import type { DeferredCommands } from '../infra/deferred-commands.js';
 
 /** Dependencies of {@link createTypingService}. */
 export interface TypingServiceDeps {
@@ -93,7 +94,7 @@ export function createTypingService(deps: TypingServiceDeps) {
      * A pipeline hook: the user stopped typing (they sent a message, or left the room). Rides in the
      * core's pipeline; publishes the new list if it changed.
      */
-    stopInPipeline(pipeline: ChainableCommander, roomId: string, userId: string) {
+    stopInPipeline(pipeline: ChainableCommander | DeferredCommands, roomId: string, userId: string) {
       scripts.queue(pipeline, 'setTyping', [keys.typing(roomId), keys.rooms()], [roomId, userId, 0, clock.now(), timeoutMs]);
       return (replies: unknown[]) => publishIfChanged(roomId, replies[0]);
     },

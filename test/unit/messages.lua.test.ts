@@ -1,7 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { DeferredCommands, SENT } from '../../src/infra/deferred-commands.js';
 import type { ScriptRegistry, ScriptRunner } from '../../src/infra/scripts.js';
+import { encodeMessageId } from '../../src/messages/message-id.js';
 import { messageKeys } from '../../src/messages/messages.keys.js';
 import type { MessageModel } from '../../src/messages/messages.models.js';
 import { roomKeys } from '../../src/rooms/rooms.keys.js';
@@ -491,5 +493,79 @@ describe('readMessages', () => {
       await send(roomId, 'owner', 'only');
       expect(await read(roomId, 2, 50)).toEqual([0, EPOCH, 1, 1]);
     });
+  });
+});
+
+describe('sendWithHooks (a send and its deferred commands, one round trip)', () => {
+  let scripts: ScriptRegistry;
+  beforeAll(async () => {
+    ({ scripts } = await luaConnection(prefix));
+  });
+
+  /** Runs sendWithHooks as the messages service does, with `queue` deferring commands. */
+  async function sendWith(roomId: string, senderId: string, text: string, queue: (d: DeferredCommands) => void, clientId = '', retention = 0) {
+    const deferred = new DeferredCommands(scripts.included('sendWithHooks'));
+    queue(deferred);
+    const sendArgs = [roomId, senderId, text, clientId, NOW, DEDUPE_TTL_SECONDS, retention];
+    return (await scripts.get('sendWithHooks')(
+      [...roomScriptKeys(roomId), messageKeys.dedupe(roomId, senderId, clientId), ...deferred.keys],
+      [sendArgs.length, ...sendArgs, ...deferred.args],
+    )) as [SendReply, ...unknown[]];
+  }
+
+  it('should fill in every placeholder with what the send assigned', async () => {
+    // Room ids of three lengths: the id's base64url ends in each of its three ways.
+    for (const roomId of [newRoomId(), `${newRoomId()}a`, `${newRoomId()}ab`]) {
+      await seedRoom('alice');
+      await redis.hset(roomKeys.room(roomId), { id: roomId, seq: 0, firstSeq: 1, epoch: EPOCH });
+      await redis.zadd(roomKeys.members(roomId), 0, 'alice');
+      await redis.hset(roomKeys.room(roomId), 'seq', 41);
+      const out = `out:${roomId}`;
+      const [sent, ...replies] = await sendWith(roomId, 'alice', 'héllo', (d) =>
+        d.xadd(out, '*', 'seq', SENT.seq, 'epoch', SENT.epoch, 'id', SENT.id, 'm', SENT.seqMember, 't', SENT.trimmedMember(40), 'n', SENT.trimmedMember(0), 'e', SENT.event('Ålice "A"')),
+      );
+      expect(sent[0]).toBe(0);
+      expect(replies).toHaveLength(1);
+      const entries = (await redis.xrange(out, '-', '+')) as [string, string[]][];
+      const fields = entries[0]?.[1] ?? [];
+      const got = Object.fromEntries(Array.from({ length: fields.length / 2 }, (_, i) => [fields[2 * i], fields[2 * i + 1]]));
+      expect(got).toMatchObject({ seq: '42', epoch: EPOCH, id: encodeMessageId(roomId, 42, EPOCH), m: '000000000042', t: '000000000002', n: '' });
+      expect(JSON.parse(got.e as string)).toEqual({ type: 'MessageAdded', message: JSON.parse(sent[1]), senderName: 'Ålice "A"' });
+    }
+  });
+
+  it('should run the included scripts and commands in order, and isolate a failing one', async () => {
+    const roomId = await seedRoom('alice', ['bob']);
+    await redis.set(`str:${roomId}`, 'x');
+    const [sent, typing, badCommand, counter, markRead] = await sendWith(roomId, 'alice', 'hi', (d) => {
+      scripts.queue(d, 'setTyping', [`typing:${roomId}`, `typingRooms:${roomId}`], [roomId, 'alice', 0, NOW, 5000]);
+      d.hincrby(`str:${roomId}`, 'f', 1);
+      d.hincrby(`counter:${roomId}`, 'n', 1);
+      scripts.queue(d, 'markRead', [roomKeys.room(roomId), roomKeys.members(roomId), `pub:${roomId}`, `own:${roomId}`, `w1:${roomId}`, `w2:${roomId}`], ['alice', SENT.seq, 0, SENT.epoch, 0]);
+    });
+    expect(sent).toEqual([0, expect.any(String), 1]);
+    expect(typing).toBeDefined();
+    expect(badCommand).toBeInstanceOf(Error);
+    expect(String(badCommand)).toMatch(/WRONGTYPE/);
+    expect(counter).toBe(1);
+    // markRead ran with the seq the send assigned (1): status OK, own watermark 1.
+    expect(markRead).toEqual([0, 1, 1, 1, 0]);
+    expect(await redis.hget(`own:${roomId}`, 'alice')).toBe('1');
+  });
+
+  it('should run nothing deferred when no message is created (not a member, or a clientId seen before)', async () => {
+    const roomId = await seedRoom('alice');
+    const queue = (d: DeferredCommands) => void d.hincrby(`counter:${roomId}`, 'n', 1);
+    expect(await sendWith(roomId, 'mallory', 'hi', queue)).toEqual([[2, '', 0]]);
+    const [first] = await sendWith(roomId, 'alice', 'once', queue, 'c1');
+    expect(first[2]).toBe(1);
+    const again = await sendWith(roomId, 'alice', 'once', queue, 'c1');
+    expect(again).toEqual([[0, first[1], 0]]);
+    expect(await redis.hget(`counter:${roomId}`, 'n')).toBe('1');
+  });
+
+  it('should refuse to defer a script it does not include', () => {
+    const d = new DeferredCommands(scripts.included('sendWithHooks'));
+    expect(() => scripts.queue(d, 'vote', ['a', 'b', 'c', 'd', 'e'], [])).toThrow(/vote cannot be deferred/);
   });
 });

@@ -77,6 +77,7 @@ describe('loadScripts', () => {
         'roomPresence',
         'searchRoom',
         'sendMessage',
+        'sendWithHooks',
         'setAway',
         'setTyping',
         'settleOffline',
@@ -154,6 +155,32 @@ describe('loadScripts', () => {
     it('should fail', () => {
       expect(() => loadScripts(client(), [join(tmpRoot, 'missing')])).toThrow();
     });
+  });
+});
+
+describe('a script that includes others (-- include:) and takes any number of keys (-n.lua)', () => {
+  const files = {
+    'echo-1.lua': ECHO,
+    'pair-2.lua': "return { KEYS[1], KEYS[2], ARGV[1] }",
+    'both-n.lua':
+      "-- include: echo pair\nreturn { INCLUDED.echo({ KEYS[1] }, { ARGV[1] }), INCLUDED.pair({ KEYS[2], KEYS[3] }, { ARGV[2] }), #KEYS }",
+  };
+
+  it('should run the included scripts as functions of their own KEYS and ARGV, with the key count given first', async () => {
+    const scripts = loadScripts(client(), [luaDir(files)]);
+    expect(await scripts.get('both')(['a', 'b', 'c'], ['x', 'y'])).toEqual([
+      [`${prefix}a`, 'x', 1, 1],
+      [`${prefix}b`, `${prefix}c`, 'y'],
+      3,
+    ]);
+    // Any number of keys: the count is not checked against the file name.
+    expect(((await scripts.get('both')(['a', 'b', 'c', 'd'], ['x', 'y'])) as unknown[])[2]).toBe(4);
+    expect([...scripts.included('both')]).toEqual(['echo', 'pair']);
+    expect(scripts.included('echo').size).toBe(0);
+  });
+
+  it('should refuse to load a script that includes one not registered, naming it', () => {
+    expect(() => loadScripts(client(), [luaDir({ 'lonely-n.lua': '-- include: missing\nreturn 1' })])).toThrow(/missing/);
   });
 });
 
