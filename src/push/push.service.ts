@@ -93,7 +93,7 @@ function withDeadline<T>(p: Promise<T>, ms: number): Promise<T> {
 }
 
 /**
- * Creates the push service. Sending a message adds one outbox entry to the send's pipeline (no
+ * Creates the push service. Sending a message adds one outbox entry to the send script's run (no
  * round trip of its own); worker processes turn each entry into one delivery job per member with
  * no live connection (job id from message and recipient), delayed by the collapse window; a job
  * then claims, in Lua, every message of the room its recipient has neither read nor been pushed,
@@ -288,7 +288,7 @@ export function createPushService(deps: PushServiceDeps) {
     /** True when PUSH_WEBHOOK_URL is set. */
     configured: push !== null,
 
-    /** Hook: a stored message joins the push outbox (one command in the send's pipeline). */
+    /** Hook: a stored message joins the push outbox (one command deferred into the send script's run). */
     sentInPipeline(deferred: DeferredCommands, message: SendingMessage) {
       deferred.xadd(pushKeys.outbox(), '*', 'm', SENT.id, 'u', message.senderId);
     },
