@@ -17,7 +17,8 @@
   Returns { sendMessage's reply } when no message was created (an error status, or a clientId
   seen before: nothing else runs), else { sendMessage's reply, each deferred command's reply }:
   a command that fails gives an error reply in its place and the others still run, as in a
-  pipeline.
+  pipeline. Its keys belong to several features (some outside the room's hash tag): one Redis,
+  not Redis Cluster, as the rest of Switchboard.
 ]]
 local B64 = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_'
 local function b64url(s)
