@@ -78,17 +78,25 @@ export function createRedisClients(opts: RedisClientOptions): RedisClients {
  * back, so a shutdown during an outage would never end.
  */
 export async function closeConnection(client: Redis, graceMs = 1000): Promise<void> {
-  if (client.status === 'ready') {
-    let timer: NodeJS.Timeout | undefined;
-    await Promise.race([
-      client.quit().catch(() => undefined),
-      new Promise<void>((resolve) => {
-        timer = setTimeout(resolve, graceMs);
-      }),
-    ]);
+  if (client.status === 'ready') await settlesWithin(client.quit(), graceMs);
+  client.disconnect();
+}
+
+/**
+ * Waits for `p` to settle (fulfilled or rejected), but `ms` at most: true when it settled in time.
+ * For shutdown steps that may wait on Redis forever (offline queues), which move on after a bound.
+ */
+export async function settlesWithin(p: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const settled = p.then(
+    () => true,
+    () => true,
+  );
+  try {
+    return await Promise.race([settled, new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), ms)))]);
+  } finally {
     clearTimeout(timer);
   }
-  client.disconnect();
 }
 
 const COALESCING = Symbol('switchboard.coalescing');
@@ -241,7 +249,8 @@ export const unawaited = <T>(fn: () => T): T => (redisTrace.getStore() ? unawait
 /**
  * Wraps the connection's `sendCommand` once, attributing each command to the trace of the async
  * context that sent it. A pipeline's commands share one stream object, a direct pipeline's are sent
- * while it is `sendingBatch()`: its first command counts the round trip. A script retried after NOSCRIPT counts twice, as it costs.
+ * while it is `sendingBatch()`: its first command counts the round trip. A script retried after
+ * NOSCRIPT counts twice, as it costs.
  */
 export function traceRoundTrips(client: Redis): void {
   const send = client.sendCommand.bind(client);

@@ -1,6 +1,6 @@
 import type { Redis } from 'ioredis';
 import type { Logger } from '../infra/logger.js';
-import { execPipeline } from '../infra/redis.js';
+import { execPipeline, settlesWithin } from '../infra/redis.js';
 import { OUTBOX_GROUP, pushKeys } from './push.keys.js';
 import { pipelineOf } from '../infra/direct-pipeline.js';
 
@@ -119,9 +119,7 @@ export function createOutboxConsumer(deps: OutboxConsumerDeps) {
       // connection, so the loop is waited for only so long (what it read stays pending and is
       // taken over by reclaim()).
       reader.disconnect();
-      let timer: NodeJS.Timeout | undefined;
-      await Promise.race([running, new Promise((resolve) => (timer = setTimeout(resolve, STOP_GRACE_MS)))]);
-      clearTimeout(timer);
+      if (running) await settlesWithin(running, STOP_GRACE_MS);
       running = null;
     },
 

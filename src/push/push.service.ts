@@ -4,7 +4,7 @@ import type { PushConfig } from '../config.js';
 import { badInput, forbidden, notConfigured, unavailable } from '../errors.js';
 import type { Clock } from '../infra/clock.js';
 import type { Logger } from '../infra/logger.js';
-import { closeConnection, execPipeline } from '../infra/redis.js';
+import { closeConnection, execPipeline, settlesWithin } from '../infra/redis.js';
 import { repeatUnlessBusy } from '../infra/repeat.js';
 import type { ScriptRegistry } from '../infra/scripts.js';
 import { decodeMessageId, encodeMessageId, type MessageRef } from '../messages/message-id.js';
@@ -346,11 +346,11 @@ export function createPushService(deps: PushServiceDeps) {
       // Each step is bounded: bullmq's connections wait for Redis, so during an outage a close would
       // never end; past its bound the connections are dropped (a job in flight is retried later).
       // (Not waited for either: bullmq's disconnect() waits on the same connections.)
-      const bounded = (what: string, p: Promise<unknown>, ms: number, drop: () => Promise<unknown>) =>
-        withDeadline(p, ms).catch((err: Error) => {
-          logger.warn({ err: err.message }, `${what} did not close in time: disconnected`);
-          drop().catch(() => undefined);
-        });
+      const bounded = async (what: string, p: Promise<unknown>, ms: number, drop: () => Promise<unknown>) => {
+        if (await settlesWithin(p, ms)) return;
+        logger.warn(`${what} did not close within ${ms} ms: disconnected`);
+        drop().catch(() => undefined);
+      };
       if (worker) {
         const w = worker;
         const abort = setTimeout(() => shutdown.abort(), drainMs);

@@ -85,16 +85,24 @@ export function createSearchService(deps: SearchServiceDeps) {
 
   const indexKeys = (roomId: string) => [keys.dictionary(roomId), keys.postingPrefix(roomId), keys.all(roomId), keys.docs(roomId)];
 
-  /** Queues (re)indexing or un-indexing of a message and the bump of its room's cached results. */
-  function queueIndex(pipeline: ChainableCommander, message: MessageModel, terms: string[], trimmedSeq = 0) {
-    scripts.queue(pipeline, 'indexMessage', indexKeys(message.roomId), [
-      positionMember(message.seq),
-      message.createdAt,
-      trimmedSeq > 0 ? positionMember(trimmedSeq) : '',
-      ...terms,
-    ]);
-    cache.bumpInPipeline(pipeline, searchNamespace(message.roomId));
+  /**
+   * Queues (re)indexing or un-indexing of a message (its member, or the send's placeholder for it)
+   * and of the one retention trimmed ('' for none), and the bump of its room's cached results.
+   */
+  function queueIndex(
+    pipeline: ChainableCommander | DeferredCommands,
+    roomId: string,
+    member: string,
+    createdAt: number,
+    terms: string[],
+    trimmedMember = '',
+  ) {
+    scripts.queue(pipeline, 'indexMessage', indexKeys(roomId), [member, createdAt, trimmedMember, ...terms]);
+    cache.bumpInPipeline(pipeline, searchNamespace(roomId));
   }
+  /** {@link queueIndex} of a stored message. */
+  const queueStored = (pipeline: ChainableCommander, message: MessageModel, terms: string[]) =>
+    queueIndex(pipeline, message.roomId, positionMember(message.seq), message.createdAt, terms);
 
   /** Searches the rooms of one page in one pipeline and merges them, newest first. */
   async function searchRooms(
@@ -204,23 +212,18 @@ export function createSearchService(deps: SearchServiceDeps) {
     /** Hook: a new message is indexed; the one retention trimmed, if any, is un-indexed. */
     storedInPipeline(deferred: DeferredCommands, message: SendingMessage) {
       // The seq is the send script's: its member, and the one retention trims with it, are placeholders.
-      scripts.queue(deferred, 'indexMessage', indexKeys(message.roomId), [
-        SENT.seqMember,
-        message.createdAt,
-        retentionMessages > 0 ? SENT.trimmedMember(retentionMessages) : '',
-        ...indexTerms(message.text),
-      ]);
-      cache.bumpInPipeline(deferred, searchNamespace(message.roomId));
+      const trimmed = retentionMessages > 0 ? SENT.trimmedMember(retentionMessages) : '';
+      queueIndex(deferred, message.roomId, SENT.seqMember, message.createdAt, indexTerms(message.text), trimmed);
     },
 
     /** Hook: an edited message is indexed under its new text only. */
     editedInPipeline(pipeline: ChainableCommander, message: MessageModel) {
-      queueIndex(pipeline, message, message.deleted ? [] : indexTerms(message.text));
+      queueStored(pipeline, message, message.deleted ? [] : indexTerms(message.text));
     },
 
     /** Hook: a deleted message is un-indexed. */
     deletedInPipeline(pipeline: ChainableCommander, message: MessageModel) {
-      queueIndex(pipeline, message, []);
+      queueStored(pipeline, message, []);
     },
   };
 }

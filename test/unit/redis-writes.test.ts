@@ -1,6 +1,6 @@
-import type { Socket } from 'node:net';
 import { Redis } from 'ioredis';
 import { afterAll, describe, expect, it } from 'vitest';
+import { countRoundTrips } from '../../bench/lib.js';
 import { pipelineOf } from '../../src/infra/direct-pipeline.js';
 import { coalesceWrites, execPipeline, newTrace, redisTrace, traceRoundTrips } from '../../src/infra/redis.js';
 import { loadScripts } from '../../src/infra/scripts.js';
@@ -22,26 +22,19 @@ afterAll(async () => {
   for (const c of clients) c.disconnect();
 });
 
-/** A ready client whose socket writes are counted (each `_write`/`_writev` is one syscall's worth). */
+/** A ready client whose socket writes are counted (`countRoundTrips`; `count()` again after a reconnect). */
 async function countedClient(): Promise<{ client: Redis; flush: () => void; writes: () => number; count: () => void }> {
   const client = new Redis(sharedRedisUrl(), { keyPrefix: prefix });
   clients.push(client);
   const flush = coalesceWrites(client);
   await waitFor(() => client.status === 'ready', 5000, 'the client to be ready');
-  let writes = 0;
+  let earlier = 0;
+  let counter = countRoundTrips(client);
   const count = () => {
-    const stream = (client as unknown as { stream: Socket & { _write: (...a: unknown[]) => void; _writev?: (...a: unknown[]) => void } }).stream;
-    for (const name of ['_write', '_writev'] as const) {
-      const original = stream[name];
-      if (!original) continue;
-      stream[name] = function (this: Socket, ...a: unknown[]) {
-        writes++;
-        return original.apply(this, a);
-      };
-    }
+    earlier += counter.count;
+    counter = countRoundTrips(client);
   };
-  count();
-  return { client, flush, writes: () => writes, count };
+  return { client, flush, writes: () => earlier + counter.count, count };
 }
 
 describe('coalesceWrites', () => {
