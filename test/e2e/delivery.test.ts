@@ -14,6 +14,7 @@ import {
   CreateRoomDocument,
   DeleteMessageDocument,
   EditMessageDocument,
+  MeDocument,
   MessagesDocument,
   OnMessageAddedDocument,
   OnRoomEventsDocument,
@@ -562,6 +563,17 @@ describe('when Redis restarts empty (no persistence) under open subscriptions', 
       const errors = await endsWithErrors(resubscribed, 5000, 'the resubscription after an old id');
       expect(errors.map((e) => e.extensions?.code)).toEqual(['CURSOR_EXPIRED']);
     }
+  });
+
+  it('should store a user again from their next request to the instance that wrote them before the reset', async () => {
+    // An instance writes a user once per name and period, not per request; the reset closed its
+    // connection, which made it forget what it wrote. Bob was written by B before the reset (his
+    // socket and his send), and nothing of his has run since.
+    const { b } = pair;
+    await waitFor(async () => (await fetch(`${b.base}/ready`, { signal: AbortSignal.timeout(2000) })).status === 200, 5000, '/ready to answer 200');
+    expect(await b.app.services.users.getMany(['bob'])).toEqual([null]);
+    await gqlOk(b.url, MeDocument, {}, tokens.bob);
+    await waitFor(async () => (await b.app.services.users.getMany(['bob']))[0] !== null, 2000, 'bob stored again');
   });
 
   it('should keep both servers up and deliver again across instances once the users re-create a room', async () => {
