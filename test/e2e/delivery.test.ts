@@ -566,9 +566,8 @@ describe('when Redis restarts empty (no persistence) under open subscriptions', 
   });
 
   it('should store a user again from their next request to the instance that wrote them before the reset', async () => {
-    // An instance writes a user once per name and period, not per request; the reset closed its
-    // connection, which made it forget what it wrote. Bob was written by B before the reset (his
-    // socket and his send), and nothing of his has run since.
+    // Bob was written by B before the reset (his socket and his send), and nothing of his has run
+    // since: his next request, to the same instance, writes him again.
     const { b } = pair;
     await waitFor(async () => (await fetch(`${b.base}/ready`, { signal: AbortSignal.timeout(2000) })).status === 200, 5000, '/ready to answer 200');
     expect(await b.app.services.users.getMany(['bob'])).toEqual([null]);
