@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { AppError } from '../../src/errors.js';
-import { foldAnyWord, foldWord, indexTerms, MAX_TERM_CHARS, parseQuery, words } from '../../src/search/search.tokens.js';
+import { foldAnyWord, foldWord, indexTerms, MAX_TERM_CHARS, parseQuery, words, wordsBySegmenter } from '../../src/search/search.tokens.js';
 
 /** The tokenizer: segmentation, folding, index terms and query parsing (pure logic). */
 
@@ -60,6 +60,22 @@ describe('splitting text into words', () => {
   it('should segment Chinese and Japanese text without spaces', () => {
     expect(words('我爱北京天安门')).toEqual(['我', '爱', '北京', '天安门']);
     expect(words('東京都に住んでいます')).toContain('東京');
+  });
+
+  it('should split ASCII text (its shortcut) exactly as Intl.Segmenter does', () => {
+    // Every character class UAX #29 gives ASCII (letters, digits, `_`, the mid-word `.` `'` `:`,
+    // the mid-number `,` `;`, `"`, spaces and line breaks), then the rest of printable ASCII.
+    const edges = "aZ9_.':,;\" \t\n\r";
+    const printable = Array.from({ length: 0x7e - 0x20 + 1 }, (_, i) => String.fromCharCode(0x20 + i)).join('');
+    let seed = 11;
+    const next = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31);
+    const samples = ['', '_', '__', 'a._b', 'e.g.', '3.14.15', "can't", 'a:b:c', '1,000;2', printable, 'Y'.repeat(MAX_TERM_CHARS + 3)];
+    for (const alphabet of [edges, edges + 'b1-#', printable]) {
+      for (let i = 0; i < 3000; i++) {
+        samples.push(Array.from({ length: 1 + (next() % 24) }, () => alphabet[next() % alphabet.length]).join(''));
+      }
+    }
+    for (const text of samples) expect(words(text), JSON.stringify(text)).toEqual(wordsBySegmenter(text));
   });
 
   it('should index each distinct term once', () => {
