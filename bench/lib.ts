@@ -336,10 +336,10 @@ export class BenchRun {
 // ---------------------------------------------------------------------------------------------
 // Server children
 
-/** What the servers wrote at warn level and above, and how they ended. */
 /** What node prints when the bench opens a server's inspector (collectGarbage): not the server's. */
 const INSPECTOR_LINE = /^(Debugger (listening on|attached|ending on)|For help, see: https:\/\/nodejs\.org)/;
 
+/** What the servers wrote at warn level and above, and how they ended. */
 export class ServerIssues {
   warnings = 0;
   errors = 0;

@@ -1,6 +1,8 @@
 import { AppError, badInput, cursorExpired, isRedisUnavailableError, unavailable } from '../errors.js';
 import { BoundedQueue } from '../infra/bounded-queue.js';
+import { ReleasingGenerator } from '../infra/releasable.js';
 import type { Logger } from '../infra/logger.js';
+import { settlesWithin } from '../infra/redis.js';
 import type { EventSink } from '../infra/shared-execution.js';
 import { checkedId } from '../infra/text.js';
 import { decodeMessageId } from '../messages/message-id.js';
@@ -151,20 +153,10 @@ export function createEventsService(deps: EventsServiceDeps) {
   positionTimer?.unref();
 
   async function withTimeout(ready: Promise<void>): Promise<void> {
-    let timer: NodeJS.Timeout | undefined;
-    try {
-      await Promise.race([
-        ready,
-        new Promise<never>((_, reject) => {
-          timer = setTimeout(() => reject(unavailable()), subscribeTimeoutMs);
-        }),
-      ]);
-    } catch (err) {
-      if (err instanceof AppError) throw err;
-      throw unavailable();
-    } finally {
-      clearTimeout(timer);
-    }
+    if (!(await settlesWithin(ready, subscribeTimeoutMs))) throw unavailable();
+    await ready.catch((err: unknown) => {
+      throw err instanceof AppError ? err : unavailable();
+    });
   }
 
   return {
@@ -248,14 +240,10 @@ interface StreamEnv {
 /**
  * One open room stream: an async generator to its subscription, listening to the room's channel.
  * A class, so an idle subscription holds one object and its queue rather than a dozen closures
- * over shared variables (memory per idle subscription: README § Delivery).
- *
- * `return()` and `throw()` release first: a generator paused at an await on a quiet source (no
- * event in the room) would only see `return()` once the next event arrives, and one never started
- * skips its `finally`; releasing the listener and waking the await first frees everything at once
- * when a client unsubscribes or disconnects.
+ * over shared variables (memory per idle subscription: README § Delivery). `return()` and `throw()`
+ * release first (ReleasingGenerator).
  */
-class RoomStream implements AsyncGenerator<StreamItem, void, undefined> {
+class RoomStream extends ReleasingGenerator<StreamItem> {
   /** Storage holds messages not delivered yet: read them before anything newer. */
   gap = false;
   failure: AppError | null = null;
@@ -267,7 +255,6 @@ class RoomStream implements AsyncGenerator<StreamItem, void, undefined> {
   held = false;
   readonly queue: BoundedQueue<RoomEventPayload | Resync>;
   readonly listener: { ready: Promise<void>; remove: () => void };
-  #gen: AsyncGenerator<StreamItem, void, undefined> | null = null;
 
   constructor(
     private readonly env: StreamEnv,
@@ -282,6 +269,7 @@ class RoomStream implements AsyncGenerator<StreamItem, void, undefined> {
      */
     private readonly sink: EventSink | undefined,
   ) {
+    super();
     this.queue = new BoundedQueue<RoomEventPayload | Resync>(env.bufferSize, () => env.open.delete(this));
     this.listener = env.pubsub.listen('room', roomId, (ev) => this.onEvent(ev));
   }
@@ -385,7 +373,7 @@ class RoomStream implements AsyncGenerator<StreamItem, void, undefined> {
   }
 
   /** Hands an event to the sink (waiting for it to leave: back-pressure), or answers it for yielding. */
-  async *run(): AsyncGenerator<StreamItem, void, undefined> {
+  protected async *run(): AsyncGenerator<StreamItem, void, undefined> {
     const sink = this.sink;
     try {
       for (;;) {
@@ -447,23 +435,5 @@ class RoomStream implements AsyncGenerator<StreamItem, void, undefined> {
     } finally {
       this.release();
     }
-  }
-
-  get #it(): AsyncGenerator<StreamItem, void, undefined> {
-    return (this.#gen ??= this.run());
-  }
-  next(): Promise<IteratorResult<StreamItem, void>> {
-    return this.#it.next();
-  }
-  return(): Promise<IteratorResult<StreamItem, void>> {
-    this.release();
-    return this.#it.return(undefined);
-  }
-  throw(err: unknown): Promise<IteratorResult<StreamItem, void>> {
-    this.release();
-    return this.#it.throw(err);
-  }
-  [Symbol.asyncIterator](): this {
-    return this;
   }
 }

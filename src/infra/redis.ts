@@ -84,7 +84,8 @@ export async function closeConnection(client: Redis, graceMs = 1000): Promise<vo
 
 /**
  * Waits for `p` to settle (fulfilled or rejected), but `ms` at most: true when it settled in time.
- * For shutdown steps that may wait on Redis forever (offline queues), which move on after a bound.
+ * Wherever a promise is waited for only so long: shutdown steps that may wait on Redis forever
+ * (offline queues) move on after a bound; requests that wait on it answer `UNAVAILABLE` after one.
  */
 export async function settlesWithin(p: Promise<unknown>, ms: number): Promise<boolean> {
   let timer: NodeJS.Timeout | undefined;

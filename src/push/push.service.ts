@@ -82,14 +82,9 @@ export function preview(text: string, max = PREVIEW_CHARS): string {
 const CLOSE_GRACE_MS = 2000;
 
 /** Rejects with `UNAVAILABLE` when `p` takes longer than `ms` (bullmq waits for Redis; requests must not). */
-function withDeadline<T>(p: Promise<T>, ms: number): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  return Promise.race([
-    p.finally(() => clearTimeout(timer)),
-    new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(unavailable()), ms);
-    }),
-  ]);
+async function withDeadline<T>(p: Promise<T>, ms: number): Promise<T> {
+  if (!(await settlesWithin(p, ms))) throw unavailable();
+  return p;
 }
 
 /**
