@@ -148,7 +148,8 @@ export function createReceiptsService(deps: ReceiptsServiceDeps) {
     /** Hook: sending a message marks it read for its sender (publicly). */
     sentInPipeline(deferred: DeferredCommands, message: SendingMessage) {
       // Sending is not announced as a receipt (the message itself says it): no window is opened.
-      scripts.queue(deferred, 'markRead', markKeys(message.roomId, message.senderId), [message.senderId, SENT.seq, 0, SENT.epoch, 0]);
+      // The send script has just stored the message as the sender's: markRead skips its checks.
+      scripts.queue(deferred, 'markRead', markKeys(message.roomId, message.senderId), [message.senderId, SENT.seq, 0, '', 0, 1]);
     },
 
     /** Hook: a deleted message stops counting as unread. */

@@ -38,7 +38,7 @@ afterAll(async () => {
   redis?.disconnect();
 });
 
-type SendReply = [number, string, number];
+type SendReply = [number, string, number, ...unknown[]];
 type EditReply = [number, string];
 type DeleteReply = [number, string, number];
 
@@ -119,10 +119,12 @@ describe('sendMessage', () => {
   });
 
   describe('when a member sends', () => {
-    it('should store the message as JSON under seq 1 and return it with created 1', async () => {
+    it('should store the message as JSON under seq 1 and return it with created 1, its seq and epoch', async () => {
       const roomId = await seedRoom('owner', ['bob']);
-      const [status, json, created] = await send(roomId, 'bob', 'hello', 'c-1');
+      const reply = await send(roomId, 'bob', 'hello', 'c-1');
+      const [status, json, created] = reply;
       expect([status, created]).toEqual([0, 1]);
+      expect(reply.slice(3)).toEqual([1, EPOCH]);
       expect(JSON.parse(json)).toEqual({
         roomId,
         epoch: EPOCH,
@@ -543,7 +545,7 @@ describe('sendWithHooks (a send and its deferred commands, one round trip)', () 
       d.hincrby(`counter:${roomId}`, 'n', 1);
       scripts.queue(d, 'markRead', [roomKeys.room(roomId), roomKeys.members(roomId), `pub:${roomId}`, `own:${roomId}`, `w1:${roomId}`, `w2:${roomId}`], ['alice', SENT.seq, 0, SENT.epoch, 0]);
     });
-    expect(sent).toEqual([0, expect.any(String), 1]);
+    expect(sent).toEqual([0, expect.any(String), 1, 1, EPOCH]);
     expect(typing).toBeDefined();
     expect(badCommand).toBeInstanceOf(Error);
     expect(String(badCommand)).toMatch(/WRONGTYPE/);

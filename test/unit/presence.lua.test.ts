@@ -476,6 +476,17 @@ describe('setTyping', () => {
     });
   });
 
+  describe('when nobody is typing in the room (every send stops its sender)', () => {
+    it('should report no change, create no key, and drop a stale entry of the room from the index', async () => {
+      const room = id('r');
+      await redis.zadd(typingKeys.rooms(), NOW, room); // an index entry with no typist behind it
+      expect(await setTyping(room, id('a'), false)).toEqual([0]);
+      expect(await expireTyping(room, NOW)).toEqual([0]);
+      expect(await redis.exists(typingKeys.typing(room))).toBe(0);
+      expect(await redis.zscore(typingKeys.rooms(), room)).toBeNull();
+    });
+  });
+
   describe('when entries have expired', () => {
     it('should drop them first, so the reported list never holds an expired typist', async () => {
       const [room, u1, u2] = [id('r'), id('a'), id('b')];

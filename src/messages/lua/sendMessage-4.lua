@@ -12,7 +12,8 @@
   ARGV[5] now, epoch milliseconds
   ARGV[6] dedupe TTL in seconds
   ARGV[7] retention: messages kept per room, 0 for all
-  Returns { status, messageJson, created }
+  Returns { status, messageJson, created }, and for a new message also its seq and its room's
+  history epoch: { 0, messageJson, 1, seq, epoch } (so a caller need not decode the JSON for them)
     status 0 OK, 1 ROOM_NOT_FOUND, 2 NOT_MEMBER
     created 1 for a new message, 0 when the clientId was seen (the original is returned)
 ]]
@@ -28,9 +29,10 @@ end
 local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
 local clientId = cjson.null
 if ARGV[4] ~= '' then clientId = ARGV[4] end
+local epoch = redis.call('HGET', KEYS[1], 'epoch') or ''
 local json = cjson.encode({
   roomId = ARGV[1],
-  epoch = redis.call('HGET', KEYS[1], 'epoch') or '',
+  epoch = epoch,
   seq = seq,
   senderId = ARGV[2],
   text = ARGV[3],
@@ -49,4 +51,4 @@ if retention > 0 and seq > retention then
 else
   redis.call('HSET', KEYS[1], 'lastActivityAt', ARGV[5])
 end
-return { 0, json, 1 }
+return { 0, json, 1, seq, epoch }

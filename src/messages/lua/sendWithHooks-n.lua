@@ -41,18 +41,18 @@ for i = 1, n do sendArgs[i] = ARGV[1 + i] end
 local sent = INCLUDED.sendMessage({ KEYS[1], KEYS[2], KEYS[3], KEYS[4] }, sendArgs)
 if sent[1] ~= 0 or sent[3] ~= 1 then return { sent } end
 
-local message = cjson.decode(sent[2])
-local seq = string.format('%d', message.seq)
+local roomId, epoch, seqNumber = sendArgs[1], sent[5], sent[4]
+local seq = string.format('%d', seqNumber)
 local function fill(v)
   if string.byte(v, 1) ~= 0 then return v end
   local token, param = string.match(v, '^%z(%w+):?(.*)$')
   if token == 'seq' then return seq end
-  if token == 'epoch' then return message.epoch end
-  if token == 'id' then return b64url(message.roomId .. ':' .. message.epoch .. ':' .. seq) end
-  if token == 'seq12' then return string.format('%012d', message.seq) end
+  if token == 'epoch' then return epoch end
+  if token == 'id' then return b64url(roomId .. ':' .. epoch .. ':' .. seq) end
+  if token == 'seq12' then return string.format('%012d', seqNumber) end
   if token == 'trimmed12' then
     local retention = tonumber(param)
-    if retention > 0 and message.seq > retention then return string.format('%012d', message.seq - retention) end
+    if retention > 0 and seqNumber > retention then return string.format('%012d', seqNumber - retention) end
     return ''
   end
   if token == 'event' then return '{"type":"MessageAdded","message":' .. sent[2] .. ',"senderName":' .. param .. '}' end

@@ -12,6 +12,11 @@
   Returns { changed, userId... }: changed 1 when the list of users typing changed (then the list
   follows); a refresh of someone already typing changes nothing
 ]]
+-- Nobody typing in the room (the common case of a stop, which every send makes): nothing to drop.
+if ARGV[3] ~= '1' and redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('ZREM', KEYS[2], ARGV[1])
+  return { 0 }
+end
 local now = tonumber(ARGV[4])
 local removed = redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 local changed = removed > 0
