@@ -480,8 +480,10 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
         // keeps the payload for the subscription's life).
         const query = internQuery(resolved.query ?? '');
         if (payload.query === query) (payload as { query: string }).query = query;
+        // A literal, not `{ ...ctx, … }` as yoga's graphql-ws recipe has it: V8 gave each spread
+        // copy its own hidden class (a map and a ~380-byte descriptor array per subscription, held
+        // for its life); nothing downstream reads graphql-ws' own fields from the context.
         const { schema, execute, subscribe, contextFactory: envelopedContext, parse, validate } = yoga.getEnveloped({
-          ...ctx,
           socket: ctx.extra.socket,
           params: { ...payload, query },
           wsViewer: ctx.extra.viewer ?? null,
