@@ -2,9 +2,9 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { createServer, ServerResponse, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { fileURLToPath } from 'node:url';
-import { GraphQLError, type ExecutionArgs, type ExecutionResult, type ValidationContext } from 'graphql';
-import type { SubscribePayload } from 'graphql-ws';
-import { useServer } from 'graphql-ws/use/ws';
+import { GraphQLError, getOperationAST, type ExecutionArgs, type ExecutionResult, type ValidationContext } from 'graphql';
+import type { Context as WsContext, SubscribePayload } from 'graphql-ws';
+import { useServer, type Extra as WsSocketExtra } from 'graphql-ws/use/ws';
 import { createSchema, createYoga, maskError as yogaMaskError, type Plugin } from 'graphql-yoga';
 import { WebSocketServer } from 'ws';
 import { baseResolvers } from './base.resolvers.js';
@@ -30,6 +30,7 @@ import { createDemoHandler } from './demo/demo.handler.js';
 import { EnvelopArmorPlugin } from '@escape.tech/graphql-armor';
 import { rateLimitHeaders, useRateLimits } from './ratelimit/use-rate-limits.js';
 import { createFastLane } from './infra/fast-lane.js';
+import { Slots } from './infra/slots.js';
 import { useJitExecution } from './infra/jit-execution.js';
 import { CloseCode, useWsMessageLimits } from './infra/ws-limits.js';
 import { messagesResolvers } from './messages/messages.resolvers.js';
@@ -62,6 +63,8 @@ export interface App {
   readonly executionStats: SharedExecutionStats;
   /** HTTP requests run by the fast lane (the rest went through yoga's HTTP layer). */
   fastLaneRequests(): number;
+  /** WebSocket operation set-ups: holding a slot now, waiting for one, and the most ever held at once. */
+  wsSetups(): { inUse: number; waiting: number; peak: number };
 }
 
 /** Options beyond the config, for tests. */
@@ -145,6 +148,12 @@ function internQuery(text: string): string {
 }
 
 /** A WebSocket operation refused by a connection limit. */
+/**
+ * The longest a WebSocket operation's set-up holds its slot (infra/slots.ts). Set-ups end well
+ * before (their Redis waits are bounded); this only keeps a set-up that never ends from taking a
+ * slot for good.
+ */
+const SETUP_HOLD_MAX_MS = 10_000;
 const rateLimitedWs = (message: string) => new AppError('RATE_LIMITED', message, { retryAfter: 10 });
 
 /** Maps Redis outages to `UNAVAILABLE` and masks everything else yoga would mask. */
@@ -437,6 +446,66 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   const wss = new WebSocketServer({ server: httpServer, path: '/graphql', maxPayload: config.maxBodyBytes });
   const wsMessages = useWsMessageLimits(wss, { maxMessagesPer10s: config.wsMaxMessagesPer10s });
   type WsExtra = { viewer?: Viewer; connection?: Promise<string | null> };
+  // Operations being set up at once (infra/slots.ts): a subscription holds its slot until its
+  // stream is open (the subscribe wrapper below), anything else until its arguments are ready.
+  const setups = new Slots(config.wsSetupConcurrency);
+  /** The root value graphql-ws hands to `execute`/`subscribe`: envelop's functions and the set-up's slot. */
+  type WsRoot = { execute(a: ExecutionArgs): unknown; subscribe(a: ExecutionArgs): unknown; release(): void };
+  /**
+   * A WebSocket operation's execution arguments (trusted documents, parse, validation, context), or
+   * the errors that answer it; graphql-ws runs the arguments with `execute` or `subscribe` below.
+   */
+  async function prepareWsOperation(
+    ctx: WsContext<Record<string, unknown> | undefined, WsSocketExtra & Partial<WsExtra>>,
+    id: string,
+    payload: SubscribePayload,
+  ): Promise<{ args: ExecutionArgs; operation: string } | readonly GraphQLError[]> {
+    // Trusted documents, as over HTTP: a hash runs the manifest's text; refusals answer this operation.
+    const resolved = persisted.resolve(payload);
+    if (resolved.error) return [resolved.error];
+    // One copy of each operation's text for all the subscriptions that send it (graphql-ws
+    // keeps the payload for the subscription's life).
+    const query = internQuery(resolved.query ?? '');
+    if (payload.query === query) (payload as { query: string }).query = query;
+    // A literal, not `{ ...ctx, … }` as yoga's graphql-ws recipe has it: V8 gave each spread
+    // copy its own hidden class (a map and a ~380-byte descriptor array per subscription, held
+    // for its life); nothing downstream reads graphql-ws' own fields from the context.
+    const { schema, execute, subscribe, contextFactory: envelopedContext, parse, validate } = yoga.getEnveloped({
+      socket: ctx.extra.socket,
+      params: { ...payload, query },
+      wsViewer: ctx.extra.viewer ?? null,
+      // With the socket, lets a subscription write its events straight to it (shared-execution.ts).
+      wsSubscriptionId: id,
+    });
+    let document;
+    try {
+      document = parse(query);
+    } catch (err) {
+      // Answer this operation with the error instead of letting graphql-ws close the socket (4500).
+      return [withCode(err instanceof GraphQLError ? err : new GraphQLError(String(err)))];
+    }
+    let errors: readonly GraphQLError[];
+    try {
+      errors = validate(schema, document);
+    } catch (err) {
+      errors = [err instanceof GraphQLError ? err : new GraphQLError(String(err))];
+    }
+    if (errors.length > 0) return errors.map(withCode);
+    // graphql-ws would answer this itself, but only after onSubscribe: answered here, so no set-up
+    // slot is handed to a `subscribe` that would never run.
+    const operation = getOperationAST(document, payload.operationName);
+    if (!operation) return [withCode(new GraphQLError('Unable to identify operation'))];
+    const args: ExecutionArgs = {
+      schema,
+      document,
+      operationName: payload.operationName,
+      variableValues: payload.variables,
+      contextValue: await envelopedContext(),
+      rootValue: { execute, subscribe, release: () => undefined } satisfies WsRoot,
+    };
+    return { args, operation: operation.operation };
+  }
+
   const wsServer = useServer<Record<string, unknown> | undefined, WsExtra>(
     {
       onConnect: async (ctx) => {
@@ -473,49 +542,36 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
         if (Object.keys(ctx.subscriptions).length > config.wsMaxSubscriptions) {
           return [rateLimitedWs(`At most ${config.wsMaxSubscriptions} subscriptions per connection`)];
         }
-        // Trusted documents, as over HTTP: a hash runs the manifest's text; refusals answer this operation.
-        const resolved = persisted.resolve(payload);
-        if (resolved.error) return [resolved.error];
-        // One copy of each operation's text for all the subscriptions that send it (graphql-ws
-        // keeps the payload for the subscription's life).
-        const query = internQuery(resolved.query ?? '');
-        if (payload.query === query) (payload as { query: string }).query = query;
-        // A literal, not `{ ...ctx, … }` as yoga's graphql-ws recipe has it: V8 gave each spread
-        // copy its own hidden class (a map and a ~380-byte descriptor array per subscription, held
-        // for its life); nothing downstream reads graphql-ws' own fields from the context.
-        const { schema, execute, subscribe, contextFactory: envelopedContext, parse, validate } = yoga.getEnveloped({
-          socket: ctx.extra.socket,
-          params: { ...payload, query },
-          wsViewer: ctx.extra.viewer ?? null,
-          // With the socket, lets a subscription write its events straight to it (shared-execution.ts).
-          wsSubscriptionId: id,
-        });
-        let document;
-        try {
-          document = parse(query);
-        } catch (err) {
-          // Answer this operation with the error instead of letting graphql-ws close the socket (4500).
-          return [withCode(err instanceof GraphQLError ? err : new GraphQLError(String(err)))];
-        }
-        let errors: readonly GraphQLError[];
-        try {
-          errors = validate(schema, document);
-        } catch (err) {
-          errors = [err instanceof GraphQLError ? err : new GraphQLError(String(err))];
-        }
-        if (errors.length > 0) return errors.map(withCode);
-        const args: ExecutionArgs = {
-          schema,
-          document,
-          operationName: payload.operationName,
-          variableValues: payload.variables,
-          contextValue: await envelopedContext(),
-          rootValue: { execute, subscribe },
+        const release = await setups.acquire();
+        // Given back at the latest after SETUP_HOLD_MAX_MS, whatever happens to the set-up.
+        const timer = setTimeout(release, SETUP_HOLD_MAX_MS);
+        const done = () => {
+          clearTimeout(timer);
+          release();
         };
-        return args;
+        let handedOver = false;
+        try {
+          const prepared = await prepareWsOperation(ctx, id, payload);
+          if (!('args' in prepared)) return prepared;
+          // A subscription keeps the slot until its stream is open (the subscribe wrapper below).
+          if (prepared.operation === 'subscription') {
+            (prepared.args.rootValue as WsRoot).release = done;
+            handedOver = true;
+          }
+          return prepared.args;
+        } finally {
+          if (!handedOver) done();
+        }
       },
-      execute: (args) => (args.rootValue as { execute: (a: ExecutionArgs) => unknown }).execute(args) as never,
-      subscribe: (args) => (args.rootValue as { subscribe: (a: ExecutionArgs) => unknown }).subscribe(args) as never,
+      execute: (args) => (args.rootValue as WsRoot).execute(args) as never,
+      subscribe: async (args) => {
+        const root = args.rootValue as WsRoot;
+        try {
+          return (await root.subscribe(args)) as never;
+        } finally {
+          root.release();
+        }
+      },
       // A subscription with a direct sink runs its own stream, which masks as yoga would, rather
       // than yoga's wrappers of it (shared-execution.ts, directStreamOf).
       onOperation: (_ctx, _id, _payload, args) => directStreamOf(args.contextValue),
@@ -544,6 +600,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     redisUrl,
     executionStats,
     fastLaneRequests: () => fastLane.handled,
+    wsSetups: () => ({ inUse: setups.inUse, waiting: setups.waiting, peak: setups.peak }),
     async start() {
       started ??= (async () => {
         await waitReady(redis.command, 10_000).catch((err: Error) =>

@@ -45,6 +45,7 @@ const EnvSchema = z.object({
   WS_MAX_MESSAGES_PER_10S: intFrom(200, 1, 1_000_000),
   WS_MAX_SUBSCRIPTIONS: intFrom(100, 1, 100_000),
   WS_MAX_CONNECTIONS_PER_USER: intFrom(20, 1, 100_000),
+  WS_SETUP_CONCURRENCY: intFrom(32, 1, 100_000),
   MAX_DEPTH: intFrom(12, 1, 1000),
   MAX_ALIASES: intFrom(30, 1, 10_000),
   MAX_DIRECTIVES: intFrom(20, 1, 10_000),
@@ -173,6 +174,8 @@ export interface Config {
   wsMaxMessagesPer10s: number;
   wsMaxSubscriptions: number;
   wsMaxConnectionsPerUser: number;
+  /** WebSocket operations being set up at once on this instance (see infra/slots.ts). */
+  wsSetupConcurrency: number;
   /** Query hardening (graphql-armor). */
   armor: { maxDepth: number; maxAliases: number; maxDirectives: number; maxTokens: number; maxCost: number };
   maxBodyBytes: number;
@@ -271,6 +274,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     wsMaxMessagesPer10s: e.WS_MAX_MESSAGES_PER_10S,
     wsMaxSubscriptions: e.WS_MAX_SUBSCRIPTIONS,
     wsMaxConnectionsPerUser: e.WS_MAX_CONNECTIONS_PER_USER,
+    wsSetupConcurrency: e.WS_SETUP_CONCURRENCY,
     armor: {
       maxDepth: e.MAX_DEPTH,
       maxAliases: e.MAX_ALIASES,

@@ -1,0 +1,64 @@
+/**
+ * At most `size` holders at once; the others wait in arrival order. `acquire()` resolves with the
+ * holder's `release`, which may be called any number of times (only the first counts), so every
+ * path that can end a holder's work may call it.
+ *
+ * The WebSocket server holds one while it sets up an operation (app.ts): after a deploy or a
+ * network blip thousands of clients resubscribe within a second, and each set-up holds tens of
+ * kilobytes (context, execution, Redis commands in flight) while it waits on Redis. All of them in
+ * flight at once kept that much alive across young-generation collections, which moved it into the
+ * old generation (README § Delivery); waiting their turn costs a queued callback each.
+ */
+export class Slots {
+  #free: number;
+  // FIFO of waiters: an array read from `#head`, compacted when half of it has been consumed.
+  #waiting: (() => void)[] = [];
+  #head = 0;
+  #peak = 0;
+
+  constructor(readonly size: number) {
+    if (!Number.isInteger(size) || size < 1) throw new RangeError(`slots: size must be an integer >= 1, got ${size}`);
+    this.#free = size;
+  }
+
+  /** Holders now. */
+  get inUse(): number {
+    return this.size - this.#free;
+  }
+
+  /** The most holders there ever were at once. */
+  get peak(): number {
+    return this.#peak;
+  }
+
+  /** Callers waiting for a slot. */
+  get waiting(): number {
+    return this.#waiting.length - this.#head;
+  }
+
+  /** Waits for a slot; resolves with the function that gives it back. */
+  acquire(): Promise<() => void> {
+    if (this.#free > 0) {
+      this.#free--;
+      this.#peak = Math.max(this.#peak, this.inUse);
+      return Promise.resolve(this.#releaser());
+    }
+    return new Promise((resolve) => this.#waiting.push(() => resolve(this.#releaser())));
+  }
+
+  #releaser(): () => void {
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      const next = this.#head < this.#waiting.length ? this.#waiting[this.#head++] : undefined;
+      if (this.#head > 1024 && this.#head * 2 > this.#waiting.length) {
+        this.#waiting = this.#waiting.slice(this.#head);
+        this.#head = 0;
+      }
+      // The slot passes straight to the next waiter, so the count of holders never drops and rises.
+      if (next) next();
+      else this.#free++;
+    };
+  }
+}

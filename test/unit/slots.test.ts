@@ -1,0 +1,92 @@
+import { describe, expect, it } from 'vitest';
+import { Slots } from '../../src/infra/slots.js';
+
+/** Slots: at most `size` holders, waiters served in arrival order, releases idempotent. */
+
+const tick = () => new Promise<void>((r) => setImmediate(r));
+
+describe('Slots', () => {
+  it('should refuse a size below 1 or not an integer', () => {
+    expect(() => new Slots(0)).toThrow(RangeError);
+    expect(() => new Slots(1.5)).toThrow(RangeError);
+  });
+
+  describe('when 50 holders race for 3 slots, each holding for a few turns', () => {
+    it('should never have more than 3 at once, use all 3, and serve every one', async () => {
+      const slots = new Slots(3);
+      let now = 0;
+      let most = 0;
+      const served: number[] = [];
+      await Promise.all(
+        Array.from({ length: 50 }, async (_, i) => {
+          const release = await slots.acquire();
+          now++;
+          most = Math.max(most, now);
+          expect(slots.inUse).toBeLessThanOrEqual(3);
+          for (let t = 0; t < 1 + (i % 4); t++) await tick();
+          served.push(i);
+          now--;
+          release();
+        }),
+      );
+      expect(most).toBe(3);
+      expect(slots.peak).toBe(3);
+      expect(served).toHaveLength(50);
+      expect([slots.inUse, slots.waiting]).toEqual([0, 0]);
+    });
+  });
+
+  describe('when callers wait', () => {
+    it('should hand the slots out in arrival order', async () => {
+      const slots = new Slots(1);
+      const first = await slots.acquire();
+      const order: number[] = [];
+      const waiting = [1, 2, 3, 4].map((n) => slots.acquire().then((release) => (order.push(n), release)));
+      await tick();
+      expect(slots.waiting).toBe(4);
+      first();
+      for (const w of waiting) (await w)();
+      expect(order).toEqual([1, 2, 3, 4]);
+      expect([slots.inUse, slots.waiting]).toEqual([0, 0]);
+    });
+  });
+
+  describe('when a release is called twice', () => {
+    it('should give back one slot only', async () => {
+      const slots = new Slots(2);
+      const a = await slots.acquire();
+      const b = await slots.acquire();
+      a();
+      a();
+      expect(slots.inUse).toBe(1);
+      const c = await slots.acquire();
+      // Both slots are held (b, c): a third caller waits.
+      let third = false;
+      const d = slots.acquire().then((release) => ((third = true), release));
+      await tick();
+      expect(third).toBe(false);
+      b();
+      (await d)();
+      c();
+      expect([slots.inUse, slots.waiting]).toEqual([0, 0]);
+    });
+  });
+
+  describe('when thousands wait at once (the waiting list is compacted as it is consumed)', () => {
+    it('should serve all of them in order with the limit kept', async () => {
+      const slots = new Slots(4);
+      const order: number[] = [];
+      await Promise.all(
+        Array.from({ length: 5000 }, async (_, i) => {
+          const release = await slots.acquire();
+          expect(slots.inUse).toBeLessThanOrEqual(4);
+          order.push(i);
+          await tick();
+          release();
+        }),
+      );
+      expect(order).toEqual(Array.from({ length: 5000 }, (_, i) => i));
+      expect([slots.inUse, slots.waiting, slots.peak]).toEqual([0, 0, 4]);
+    });
+  });
+});
