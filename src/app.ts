@@ -147,13 +147,14 @@ function internQuery(text: string): string {
   return text;
 }
 
-/** A WebSocket operation refused by a connection limit. */
 /**
  * The longest a WebSocket operation's set-up holds its slot (infra/slots.ts). Set-ups end well
  * before (their Redis waits are bounded); this only keeps a set-up that never ends from taking a
  * slot for good.
  */
 const SETUP_HOLD_MAX_MS = 10_000;
+
+/** A WebSocket operation refused by a connection limit. */
 const rateLimitedWs = (message: string) => new AppError('RATE_LIMITED', message, { retryAfter: 10 });
 
 /** Maps Redis outages to `UNAVAILABLE` and masks everything else yoga would mask. */
