@@ -153,6 +153,8 @@ function internQuery(text: string): string {
  * slot for good.
  */
 const SETUP_HOLD_MAX_MS = 10_000;
+/** The `release` of an operation that holds no set-up slot. */
+const NO_SLOT = () => undefined;
 
 /** A WebSocket operation refused by a connection limit. */
 const rateLimitedWs = (message: string) => new AppError('RATE_LIMITED', message, { retryAfter: 10 });
@@ -502,7 +504,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
       operationName: payload.operationName,
       variableValues: payload.variables,
       contextValue: await envelopedContext(),
-      rootValue: { execute, subscribe, release: () => undefined } satisfies WsRoot,
+      rootValue: { execute, subscribe, release: NO_SLOT } satisfies WsRoot,
     };
     return { args, operation: operation.operation };
   }
@@ -571,6 +573,8 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
           return (await root.subscribe(args)) as never;
         } finally {
           root.release();
+          // graphql-ws keeps these arguments for the subscription's life: not the slot's closures.
+          root.release = NO_SLOT;
         }
       },
       // A subscription with a direct sink runs its own stream, which masks as yoga would, rather
