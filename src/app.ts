@@ -148,9 +148,8 @@ function internQuery(text: string): string {
 }
 
 /**
- * The longest a WebSocket operation's set-up holds its slot (infra/slots.ts). Set-ups end well
- * before (their Redis waits are bounded); this only keeps a set-up that never ends from taking a
- * slot for good.
+ * The longest a WebSocket operation's set-up holds its slot (infra/slots.ts' `maxHoldMs`). Set-ups
+ * end well before (their Redis waits are bounded).
  */
 const SETUP_HOLD_MAX_MS = 10_000;
 /** The `release` of an operation that holds no set-up slot. */
@@ -451,7 +450,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   type WsExtra = { viewer?: Viewer; connection?: Promise<string | null> };
   // Operations being set up at once (infra/slots.ts): a subscription holds its slot until its
   // stream is open (the subscribe wrapper below), anything else until its arguments are ready.
-  const setups = new Slots(config.wsSetupConcurrency);
+  const setups = new Slots(config.wsSetupConcurrency, SETUP_HOLD_MAX_MS);
   /** The root value graphql-ws hands to `execute`/`subscribe`: envelop's functions and the set-up's slot. */
   type WsRoot = { execute(a: ExecutionArgs): unknown; subscribe(a: ExecutionArgs): unknown; release(): void };
   /**
@@ -546,24 +545,18 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
           return [rateLimitedWs(`At most ${config.wsMaxSubscriptions} subscriptions per connection`)];
         }
         const release = await setups.acquire();
-        // Given back at the latest after SETUP_HOLD_MAX_MS, whatever happens to the set-up.
-        const timer = setTimeout(release, SETUP_HOLD_MAX_MS);
-        const done = () => {
-          clearTimeout(timer);
-          release();
-        };
         let handedOver = false;
         try {
           const prepared = await prepareWsOperation(ctx, id, payload);
           if (!('args' in prepared)) return prepared;
           // A subscription keeps the slot until its stream is open (the subscribe wrapper below).
           if (prepared.operation === 'subscription') {
-            (prepared.args.rootValue as WsRoot).release = done;
+            (prepared.args.rootValue as WsRoot).release = release;
             handedOver = true;
           }
           return prepared.args;
         } finally {
-          if (!handedOver) done();
+          if (!handedOver) release();
         }
       },
       execute: (args) => (args.rootValue as WsRoot).execute(args) as never,

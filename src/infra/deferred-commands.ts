@@ -18,7 +18,7 @@ export const SENT = {
 /**
  * Commands queued to run inside a script, after its own work, in one round trip: scripts the
  * running script includes (`-- include:`), and the few plain commands features queue (XADD,
- * HINCRBY, PUBLISH). It offers what a pipeline offers them, so a feature's hook queues into either
+ * HSET, ZADD, HINCRBY, PUBLISH). It offers what a pipeline offers them, so a feature's hook queues into either
  * the same way; a command it does not offer fails where it is queued (TypeError), in tests.
  */
 export class DeferredCommands {
@@ -43,6 +43,14 @@ export class DeferredCommands {
 
   xadd(key: string, ...args: (string | number)[]): this {
     return this.#add('c', 'XADD', [key], args);
+  }
+
+  hset(key: string, field: string, value: string | number): this {
+    return this.#add('c', 'HSET', [key], [field, value]);
+  }
+
+  zadd(key: string, score: string | number, member: string): this {
+    return this.#add('c', 'ZADD', [key], [score, member]);
   }
 
   hincrby(key: string, field: string, increment: number): this {

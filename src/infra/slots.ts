@@ -1,7 +1,8 @@
 /**
  * At most `size` holders at once; the others wait in arrival order. `acquire()` resolves with the
  * holder's `release`, which may be called any number of times (only the first counts), so every
- * path that can end a holder's work may call it.
+ * path that can end a holder's work may call it. With `maxHoldMs`, a holder that has not released
+ * by then is released anyway, so a holder whose work never ends cannot take a slot for good.
  *
  * The WebSocket server holds one while it sets up an operation (app.ts): after a deploy or a
  * network blip thousands of clients resubscribe within a second, and each set-up holds tens of
@@ -16,7 +17,10 @@ export class Slots {
   #head = 0;
   #peak = 0;
 
-  constructor(readonly size: number) {
+  constructor(
+    readonly size: number,
+    private readonly maxHoldMs?: number,
+  ) {
     if (!Number.isInteger(size) || size < 1) throw new RangeError(`slots: size must be an integer >= 1, got ${size}`);
     this.#free = size;
   }
@@ -48,9 +52,10 @@ export class Slots {
 
   #releaser(): () => void {
     let released = false;
-    return () => {
+    const release = () => {
       if (released) return;
       released = true;
+      clearTimeout(timer);
       const next = this.#head < this.#waiting.length ? this.#waiting[this.#head++] : undefined;
       if (this.#head > 1024 && this.#head * 2 > this.#waiting.length) {
         this.#waiting = this.#waiting.slice(this.#head);
@@ -60,5 +65,7 @@ export class Slots {
       if (next) next();
       else this.#free++;
     };
+    const timer = this.maxHoldMs === undefined ? undefined : setTimeout(release, this.maxHoldMs).unref();
+    return release;
   }
 }

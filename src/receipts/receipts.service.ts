@@ -145,11 +145,14 @@ export function createReceiptsService(deps: ReceiptsServiceDeps) {
     readReadCounts,
     readReadBy,
 
-    /** Hook: sending a message marks it read for its sender (publicly). */
+    /**
+     * Hook: sending a message marks it read for its sender (publicly). The send script has just
+     * stored it as the room's newest message, after its own checks: both watermarks move to it with
+     * no markRead checks (no watermark passes the room's latest seq). Sending is not announced as a
+     * receipt (the message itself says it): no window is opened.
+     */
     sentInPipeline(deferred: DeferredCommands, message: SendingMessage) {
-      // Sending is not announced as a receipt (the message itself says it): no window is opened.
-      // The send script has just stored the message as the sender's: markRead skips its checks.
-      scripts.queue(deferred, 'markRead', markKeys(message.roomId, message.senderId), [message.senderId, SENT.seq, 0, '', 0, 1]);
+      deferred.hset(keys.ownMarks(message.roomId), message.senderId, SENT.seq).zadd(keys.publicMarks(message.roomId), SENT.seq, message.senderId);
     },
 
     /** Hook: a deleted message stops counting as unread. */

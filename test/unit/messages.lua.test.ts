@@ -539,20 +539,23 @@ describe('sendWithHooks (a send and its deferred commands, one round trip)', () 
   it('should run the included scripts and commands in order, and isolate a failing one', async () => {
     const roomId = await seedRoom('alice', ['bob']);
     await redis.set(`str:${roomId}`, 'x');
-    const [sent, typing, badCommand, counter, markRead] = await sendWith(roomId, 'alice', 'hi', (d) => {
+    const [sent, typing, badCommand, counter, indexed, own, pub] = await sendWith(roomId, 'alice', 'hi', (d) => {
       scripts.queue(d, 'setTyping', [`typing:${roomId}`, `typingRooms:${roomId}`], [roomId, 'alice', 0, NOW, 5000]);
       d.hincrby(`str:${roomId}`, 'f', 1);
       d.hincrby(`counter:${roomId}`, 'n', 1);
-      scripts.queue(d, 'markRead', [roomKeys.room(roomId), roomKeys.members(roomId), `pub:${roomId}`, `own:${roomId}`, `w1:${roomId}`, `w2:${roomId}`], ['alice', SENT.seq, 0, SENT.epoch, 0]);
+      scripts.queue(d, 'indexMessage', [`dict:${roomId}`, `t:${roomId}:`, `all:${roomId}`, `docs:${roomId}`], [SENT.seqMember, NOW, '', 'hi']);
+      d.hset(`own:${roomId}`, 'alice', SENT.seq).zadd(`pub:${roomId}`, SENT.seq, 'alice');
     });
     expect(sent).toEqual([0, expect.any(String), 1, 1, EPOCH]);
     expect(typing).toBeDefined();
     expect(badCommand).toBeInstanceOf(Error);
     expect(String(badCommand)).toMatch(/WRONGTYPE/);
     expect(counter).toBe(1);
-    // markRead ran with the seq the send assigned (1): status OK, own watermark 1.
-    expect(markRead).toEqual([0, 1, 1, 1, 0]);
+    // indexMessage, HSET and ZADD ran with the seq the send assigned (1).
+    expect([indexed, own, pub]).toEqual([1, 1, 1]);
+    expect(await redis.hget(`docs:${roomId}`, '000000000001')).toBe('hi');
     expect(await redis.hget(`own:${roomId}`, 'alice')).toBe('1');
+    expect(await redis.zscore(`pub:${roomId}`, 'alice')).toBe('1');
   });
 
   it('should run nothing deferred when no message is created (not a member, or a clientId seen before)', async () => {

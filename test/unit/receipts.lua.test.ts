@@ -151,35 +151,6 @@ describe('markRead', () => {
     });
   });
 
-  describe("when the send script marks the sender's new message (ARGV[6] '1')", () => {
-    const sent = (roomId: string, userId: string, seq: number, isPrivate = false) =>
-      markRead(markKeys(roomId, userId), [userId, seq, isPrivate ? 1 : 0, '', 0, 1]) as Promise<number[]>;
-
-    it('should move both watermarks to it without reading the room, and open no window', async () => {
-      // No room hash and no membership: the checks are the send script's, already passed.
-      const roomId = newRoomId();
-      expect(await sent(roomId, 'bob', 7)).toEqual([0, 1, 1, 7, 0]);
-      expect([await publicMark(roomId, 'bob'), await ownMark(roomId, 'bob')]).toEqual([7, 7]);
-      expect(await sent(roomId, 'bob', 8)).toEqual([0, 1, 1, 8, 0]);
-      expect([await publicMark(roomId, 'bob'), await ownMark(roomId, 'bob')]).toEqual([8, 8]);
-      const [pub, priv] = markKeys(roomId, 'bob').slice(4);
-      expect(await redis.exists(pub as string, priv as string)).toBe(0);
-    });
-
-    it('should move only the own watermark when private', async () => {
-      const roomId = await seedRoom(10, ['owner', 'bob']);
-      expect(await mark(roomId, 'bob', 4)).toEqual([0, 1, 1, 4]);
-      expect(await sent(roomId, 'bob', 10, true)).toEqual([0, 1, 0, 10, 0]);
-      expect([await publicMark(roomId, 'bob'), await ownMark(roomId, 'bob')]).toEqual([4, 10]);
-    });
-
-    it('should leave unread counts as a mark of the message would', async () => {
-      const roomId = await seedRoom(6, ['owner', 'bob']);
-      await sent(roomId, 'bob', 6);
-      expect(await unread(roomId, 'bob')).toEqual([0, 6]);
-    });
-  });
-
   describe('when many marks of one member race on one connection', () => {
     it('should end at the max, with exactly the forward moves reporting changed', async () => {
       const roomId = await seedRoom(50, ['owner', 'bob']);

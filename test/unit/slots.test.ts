@@ -72,6 +72,22 @@ describe('Slots', () => {
     });
   });
 
+  describe('when a holder never releases and maxHoldMs is set', () => {
+    it('should release it after maxHoldMs, so the next caller gets the slot', async () => {
+      const slots = new Slots(1, 50);
+      const stuck = await slots.acquire();
+      const started = Date.now();
+      const next = await slots.acquire();
+      expect(Date.now() - started).toBeGreaterThanOrEqual(45);
+      expect(slots.inUse).toBe(1);
+      // The stuck holder's late release gives back nothing: its slot is already the next one's.
+      stuck();
+      expect(slots.inUse).toBe(1);
+      next();
+      expect([slots.inUse, slots.waiting]).toEqual([0, 0]);
+    });
+  });
+
   describe('when thousands wait at once (the waiting list is compacted as it is consumed)', () => {
     it('should serve all of them in order with the limit kept', async () => {
       const slots = new Slots(4);

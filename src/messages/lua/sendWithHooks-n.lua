@@ -1,4 +1,4 @@
--- include: sendMessage setTyping markRead indexMessage
+-- include: sendMessage setTyping indexMessage
 --[[
   Sends a message (sendMessage) and, when it is created, runs what the features do with a stored
   message and its MessageAdded PUBLISH, all in one round trip: those commands need the seq and

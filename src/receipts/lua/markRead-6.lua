@@ -11,42 +11,30 @@
   ARGV[3] 1 private (own unread state only), 0 public
   ARGV[4] history epoch of the message id ('' to skip the check)
   ARGV[5] receipt coalescing window, ms (0: no receipt to announce, open no window)
-  ARGV[6] '1' when the caller has just stored seq ARGV[2] in this room as this member's message
-          (sendWithHooks): it is the room's latest, so the checks are skipped and both marks move
-          to it; absent or '0' otherwise
   Returns { status, ownChanged, publicChanged, ownSeq, windowOpened }
     windowOpened 1 when this call opened the (public or private) receipt window: its caller sends
     the receipt now and the latest one when the window ends; 0: a window is open (on any instance)
     status 0 OK, 1 ROOM_NOT_FOUND, 2 NOT_MEMBER, 4 MESSAGE_NOT_FOUND (seq beyond the room's latest)
 ]]
+local last = redis.call('HGET', KEYS[1], 'seq')
+if not last then return { 1, 0, 0, 0, 0 } end
+if not redis.call('ZSCORE', KEYS[2], ARGV[1]) then return { 2, 0, 0, 0, 0 } end
+if ARGV[4] ~= '' and (redis.call('HGET', KEYS[1], 'epoch') or '') ~= ARGV[4] then return { 4, 0, 0, 0, 0 } end
 local seq = tonumber(ARGV[2])
-local own, ownChanged, publicChanged = seq, 1, 0
-if ARGV[6] == '1' then
-  -- The room's newest message: both marks move to it (no mark passes the room's latest seq).
+if seq > tonumber(last) then return { 4, 0, 0, 0, 0 } end
+local own = tonumber(redis.call('HGET', KEYS[4], ARGV[1]) or '0')
+local ownChanged = 0
+if seq > own then
   redis.call('HSET', KEYS[4], ARGV[1], seq)
-  if ARGV[3] ~= '1' then
+  own = seq
+  ownChanged = 1
+end
+local publicChanged = 0
+if ARGV[3] ~= '1' then
+  local pub = tonumber(redis.call('ZSCORE', KEYS[3], ARGV[1]) or '0')
+  if seq > pub then
     redis.call('ZADD', KEYS[3], seq, ARGV[1])
     publicChanged = 1
-  end
-else
-  local last = redis.call('HGET', KEYS[1], 'seq')
-  if not last then return { 1, 0, 0, 0, 0 } end
-  if not redis.call('ZSCORE', KEYS[2], ARGV[1]) then return { 2, 0, 0, 0, 0 } end
-  if ARGV[4] ~= '' and (redis.call('HGET', KEYS[1], 'epoch') or '') ~= ARGV[4] then return { 4, 0, 0, 0, 0 } end
-  if seq > tonumber(last) then return { 4, 0, 0, 0, 0 } end
-  own = tonumber(redis.call('HGET', KEYS[4], ARGV[1]) or '0')
-  ownChanged = 0
-  if seq > own then
-    redis.call('HSET', KEYS[4], ARGV[1], seq)
-    own = seq
-    ownChanged = 1
-  end
-  if ARGV[3] ~= '1' then
-    local pub = tonumber(redis.call('ZSCORE', KEYS[3], ARGV[1]) or '0')
-    if seq > pub then
-      redis.call('ZADD', KEYS[3], seq, ARGV[1])
-      publicChanged = 1
-    end
   end
 end
 local opened = 0
