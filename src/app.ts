@@ -4,7 +4,6 @@ import type { AddressInfo } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { GraphQLError, getOperationAST, type ExecutionArgs, type ExecutionResult, type ValidationContext } from 'graphql';
 import type { Context as WsContext, SubscribePayload } from 'graphql-ws';
-import { useServer, type Extra as WsSocketExtra } from 'graphql-ws/use/ws';
 import { createSchema, createYoga, maskError as yogaMaskError, type Plugin } from 'graphql-yoga';
 import { WebSocketServer } from 'ws';
 import { baseResolvers } from './base.resolvers.js';
@@ -33,6 +32,7 @@ import { createFastLane } from './infra/fast-lane.js';
 import { Slots } from './infra/slots.js';
 import { useJitExecution } from './infra/jit-execution.js';
 import { CloseCode, useWsMessageLimits } from './infra/ws-limits.js';
+import { GraphqlWebSocket, useGraphqlWs, type Extra as WsSocketExtra } from './infra/ws-server.js';
 import { messagesResolvers } from './messages/messages.resolvers.js';
 import { roomsResolvers } from './rooms/rooms.resolvers.js';
 import { wireServices, type Services } from './services.js';
@@ -445,7 +445,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     return (writeHead as (...a: unknown[]) => ServerResponse).apply(this, args);
   } as ServerResponse['writeHead'];
   const httpServer: Server = createServer({ ServerResponse: FlushingResponse }, handle);
-  const wss = new WebSocketServer({ server: httpServer, path: '/graphql', maxPayload: config.maxBodyBytes });
+  const wss = new WebSocketServer({ server: httpServer, path: '/graphql', maxPayload: config.maxBodyBytes, WebSocket: GraphqlWebSocket });
   const wsMessages = useWsMessageLimits(wss, { maxMessagesPer10s: config.wsMaxMessagesPer10s });
   type WsExtra = { viewer?: Viewer; connection?: Promise<string | null> };
   // Operations being set up at once (infra/slots.ts): a subscription holds its slot until its
@@ -508,7 +508,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     return { args, operation: operation.operation };
   }
 
-  const wsServer = useServer<Record<string, unknown> | undefined, WsExtra>(
+  const wsServer = useGraphqlWs<Record<string, unknown> | undefined, WsExtra>(
     {
       onConnect: async (ctx) => {
         const params = ctx.connectionParams ?? {};
@@ -520,9 +520,8 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
         } catch {
           return false;
         }
-        // The upgrade request (its headers and their strings) and the token are not needed once
-        // the socket is authenticated: let them go rather than hold them for the connection's life.
-        (ctx.extra as { request?: IncomingMessage }).request = undefined;
+        // The token is not needed once the socket is authenticated: let it go rather than hold it
+        // for the connection's life.
         (ctx as { connectionParams?: unknown }).connectionParams = undefined;
         // Not awaited, as over HTTP; an outage must not refuse an authenticated socket.
         services.users.touch(ctx.extra.viewer).catch(() => undefined);
@@ -587,6 +586,10 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
       },
     },
     wss,
+    {
+      isProd: config.isProduction,
+      onInternalError: (err, what) => logger.error({ err }, `WebSocket ${what} failed`),
+    },
   );
 
   let started: Promise<void> | null = null;

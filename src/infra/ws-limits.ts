@@ -22,19 +22,19 @@ const WINDOW_MS = 10_000;
  */
 export function useWsMessageLimits(wss: WebSocketServer, limits: WsLimits) {
   const stamps = new WeakMap<WebSocket, number[]>();
-  wss.on('connection', (socket) => {
-    const times: number[] = [];
-    stamps.set(socket, times);
-    socket.on('message', () => {
-      const now = Date.now();
-      times.push(now);
-      while (times.length > 0 && (times[0] as number) <= now - WINDOW_MS) times.shift();
-      if (times.length > 2 * limits.maxMessagesPer10s) {
-        socket.close(CloseCode.TooManyRequests, 'Too many messages');
-        times.length = 0;
-      }
-    });
-  });
+  // `this` is the socket: one listener for every socket rather than a closure per connection.
+  function count(this: WebSocket) {
+    let times = stamps.get(this);
+    if (!times) stamps.set(this, (times = []));
+    const now = Date.now();
+    times.push(now);
+    while (times.length > 0 && (times[0] as number) <= now - WINDOW_MS) times.shift();
+    if (times.length > 2 * limits.maxMessagesPer10s) {
+      this.close(CloseCode.TooManyRequests, 'Too many messages');
+      times.length = 0;
+    }
+  }
+  wss.on('connection', (socket) => socket.on('message', count));
   return {
     /** True while the socket is over its message limit: refuse its operations. */
     isOver(socket: WebSocket): boolean {

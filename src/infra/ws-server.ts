@@ -1,0 +1,197 @@
+import { CloseCode, handleProtocols, makeServer, type ServerOptions } from 'graphql-ws';
+import { WebSocket, type RawData, type WebSocketServer } from 'ws';
+
+/**
+ * A `ws` socket that graphql-ws serves: its per-connection state is fields of the socket itself, so
+ * the listeners below are shared by every socket instead of being closures made per connection.
+ * Pass the class as the server's `WebSocket` option.
+ */
+export class GraphqlWebSocket extends WebSocket {
+  /** graphql-ws' handler of this socket's messages, once opened. */
+  onGraphqlMessage: ((data: string) => Promise<void>) | null = null;
+  /** graphql-ws' handler of this socket's close, once opened. */
+  onGraphqlClose: ((code: number, reason: string) => Promise<void>) | null = null;
+  /** Pinged, and no pong since (keep-alive). */
+  awaitingPong = false;
+  /** When `connection_init` must have arrived by (epoch ms); 0 once it has. */
+  initDeadline = 0;
+  /** Which of the keep-alive rounds pings this socket. */
+  pingRound = 0;
+}
+
+/** What graphql-ws' context carries as `extra` for a socket served here. */
+export interface Extra {
+  readonly socket: GraphqlWebSocket;
+}
+
+/** Options of {@link useGraphqlWs}. */
+export interface GraphqlWsOptions {
+  /** Ping period; a socket that has not answered the previous ping by the next one is terminated. 0: off. */
+  keepAliveMs?: number;
+  /** How long a socket may take to send `connection_init` before it is closed with 4408. */
+  connectionInitWaitMs?: number;
+  /** Reports an internal error (a failed handler, a socket or server error). */
+  onInternalError: (err: unknown, what: string) => void;
+  /** Close reasons name the error when false; "Internal server error" when true. */
+  isProd: boolean;
+}
+
+/** Keep-alive pings go out in this many rounds per period, so thousands of sockets are not pinged in one turn. */
+const KEEP_ALIVE_ROUNDS = 8;
+const INIT_SWEEP_MS = 250;
+/** graphql-ws' close reasons are capped at 123 bytes (the WebSocket limit). */
+const reasonOf = (err: unknown, isProd: boolean) =>
+  isProd ? 'Internal server error' : (err instanceof Error ? err.message : String(err)).slice(0, 100) || 'Internal server error';
+
+/**
+ * Serves the graphql-transport-ws protocol (graphql-ws' `makeServer`) on a `ws` server whose
+ * `WebSocket` is {@link GraphqlWebSocket}: what graphql-ws/use/ws does, with an idle connection's
+ * memory kept small (measured with heap snapshots, README § Delivery):
+ * - one keep-alive timer for all sockets (ws' heartbeat recipe) instead of an interval per socket
+ *   and a timeout plus a `once('pong')` per ping;
+ * - one sweep of connection-init deadlines instead of a timer per socket that graphql-ws' close
+ *   handler keeps for the connection's life;
+ * - listeners shared by all sockets instead of closures per socket;
+ * - a message handler that does not stay suspended for a subscription's life with its frame's
+ *   Buffer (graphql-ws' own handler awaits a subscription until it ends).
+ * Close codes are graphql-ws' own: 4408 for a late init, 4500 when a handler throws.
+ */
+export function useGraphqlWs<P extends Record<string, unknown> | undefined, E extends Record<PropertyKey, unknown>>(
+  options: ServerOptions<P, Extra & Partial<E>>,
+  wss: WebSocketServer,
+  opts: GraphqlWsOptions,
+): { dispose(): Promise<void> } {
+  const { keepAliveMs = 12_000, connectionInitWaitMs = 3_000, onInternalError, isProd } = opts;
+  const Socket = (wss.options as { WebSocket?: unknown }).WebSocket;
+  if (Socket !== GraphqlWebSocket && !(typeof Socket === 'function' && Socket.prototype instanceof GraphqlWebSocket)) {
+    throw new Error('useGraphqlWs: create the WebSocketServer with { WebSocket: GraphqlWebSocket }');
+  }
+  const awaitingInit = new Set<GraphqlWebSocket>();
+  const server = makeServer<P, Extra & Partial<E>>({
+    ...options,
+    // The deadline is this module's (one sweep, below).
+    connectionInitWaitTimeout: 0,
+    onConnect: (ctx) => {
+      ctx.extra.socket.initDeadline = 0;
+      awaitingInit.delete(ctx.extra.socket);
+      return options.onConnect?.(ctx);
+    },
+  });
+  wss.options.handleProtocols = handleProtocols;
+
+  const internalError = (socket: GraphqlWebSocket, err: unknown, what: string) => {
+    onInternalError(err, what);
+    socket.close(CloseCode.InternalServerError, reasonOf(err, isProd));
+  };
+  // `this` is the socket: one function for every socket.
+  function onMessage(this: WebSocket, data: RawData) {
+    const socket = this as GraphqlWebSocket;
+    const handle = socket.onGraphqlMessage;
+    if (handle) handle(String(data)).catch((err: unknown) => internalError(socket, err, 'message handling'));
+  }
+  function onError(this: WebSocket, err: Error) {
+    internalError(this as GraphqlWebSocket, err, 'socket');
+  }
+  function onPong(this: WebSocket) {
+    (this as GraphqlWebSocket).awaitingPong = false;
+  }
+  function onClose(this: WebSocket, code: number, reason: Buffer) {
+    const socket = this as GraphqlWebSocket;
+    awaitingInit.delete(socket);
+    const closed = socket.onGraphqlClose;
+    socket.onGraphqlMessage = null;
+    socket.onGraphqlClose = null;
+    closed?.(code, String(reason)).catch((err: unknown) => onInternalError(err, 'close handling'));
+  }
+  const clients = wss.clients as Set<GraphqlWebSocket>;
+
+  let initSweep: NodeJS.Timeout | null = null;
+  const sweepInits = () => {
+    const now = Date.now();
+    for (const socket of awaitingInit) {
+      if (socket.initDeadline > now) continue;
+      awaitingInit.delete(socket);
+      socket.close(CloseCode.ConnectionInitialisationTimeout, 'Connection initialisation timeout');
+    }
+    if (awaitingInit.size === 0 && initSweep) {
+      clearInterval(initSweep);
+      initSweep = null;
+    }
+  };
+
+  let round = 0;
+  let opened = 0;
+  const keepAlive =
+    keepAliveMs > 0
+      ? setInterval(() => {
+          round = (round + 1) % KEEP_ALIVE_ROUNDS;
+          for (const socket of clients) {
+            if (socket.pingRound !== round || socket.readyState !== WebSocket.OPEN) continue;
+            if (socket.awaitingPong) {
+              socket.terminate();
+              continue;
+            }
+            socket.awaitingPong = true;
+            socket.ping();
+          }
+        }, keepAliveMs / KEEP_ALIVE_ROUNDS)
+      : null;
+  keepAlive?.unref();
+
+  const onServerError = (err: Error) => {
+    onInternalError(err, 'WebSocket server');
+    for (const client of wss.clients) client.close(CloseCode.InternalServerError, reasonOf(err, isProd));
+  };
+  wss.once('error', onServerError);
+
+  wss.on('connection', (socket: GraphqlWebSocket) => {
+    socket.on('error', onError);
+    socket.on('message', onMessage);
+    socket.on('pong', onPong);
+    socket.on('close', onClose);
+    socket.pingRound = opened = (opened + 1) % KEEP_ALIVE_ROUNDS;
+    if (connectionInitWaitMs > 0 && Number.isFinite(connectionInitWaitMs)) {
+      socket.initDeadline = Date.now() + connectionInitWaitMs;
+      awaitingInit.add(socket);
+      initSweep ??= setInterval(sweepInits, INIT_SWEEP_MS);
+      initSweep.unref();
+    }
+    socket.onGraphqlClose = server.opened(new SocketAdapter(socket), { socket } as Extra & Partial<E>);
+  });
+
+  let disposed: Promise<void> | null = null;
+  return {
+    /** Closes every socket with 1001 Going Away and the server (once; later calls wait for it). */
+    dispose() {
+      disposed ??= new Promise<void>((resolve, reject) => {
+        if (keepAlive) clearInterval(keepAlive);
+        if (initSweep) clearInterval(initSweep);
+        for (const client of wss.clients) client.close(1001, 'Going away');
+        wss.removeAllListeners();
+        wss.close((err) => (err ? reject(err) : resolve()));
+      });
+      return disposed;
+    },
+  };
+}
+
+/** graphql-ws' view of a socket: one small object per connection, no closures. */
+class SocketAdapter {
+  constructor(private readonly socket: GraphqlWebSocket) {}
+  get protocol(): string {
+    return this.socket.protocol;
+  }
+  send(data: string): Promise<void> {
+    const socket = this.socket;
+    return new Promise((resolve, reject) => {
+      if (socket.readyState !== WebSocket.OPEN) return resolve();
+      socket.send(data, (err) => (err ? reject(err) : resolve()));
+    });
+  }
+  close(code: number, reason: string): void {
+    this.socket.close(code, reason);
+  }
+  onMessage(cb: (data: string) => Promise<void>): void {
+    this.socket.onGraphqlMessage = cb;
+  }
+}

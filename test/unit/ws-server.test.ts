@@ -1,0 +1,240 @@
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { buildSchema } from 'graphql';
+import { createClient, type Client } from 'graphql-ws';
+import { afterEach, describe, expect, it } from 'vitest';
+import WebSocket, { WebSocketServer } from 'ws';
+import { GraphqlWebSocket, useGraphqlWs, type GraphqlWsOptions } from '../../src/infra/ws-server.js';
+import { deferred, withTimeout } from '../helpers/clients.js';
+
+/**
+ * The graphql-ws adapter (src/infra/ws-server.ts) on a real `ws` server with real clients: the
+ * protocol end to end, graphql-ws' close codes (4406, 4408, 4500, 1001), one keep-alive timer
+ * terminating a socket that stops answering pings, and a subscription's source released on close.
+ */
+
+const schema = buildSchema(`
+  type Query { hello: String }
+  type Subscription { ticks(count: Int!): Int }
+`);
+
+interface Harness {
+  url: string;
+  server: Server;
+  dispose(): Promise<void>;
+  /** Sources of `ticks` that were returned (released). */
+  released: number;
+  internalErrors: string[];
+  closes: { code: number; reason: string }[];
+}
+
+const harnesses: Harness[] = [];
+const sockets: WebSocket[] = [];
+const clients: Client[] = [];
+
+afterEach(async () => {
+  await Promise.all(clients.splice(0).map((c) => c.dispose()));
+  for (const s of sockets.splice(0)) s.terminate();
+  await Promise.all(harnesses.splice(0).map((h) => h.dispose().then(() => new Promise((r) => h.server.close(r)))));
+});
+
+async function start(opts: Partial<GraphqlWsOptions> & { throwOnSubscribe?: boolean } = {}): Promise<Harness> {
+  const server = createServer();
+  const wss = new WebSocketServer({ server, WebSocket: GraphqlWebSocket });
+  const h = { released: 0, internalErrors: [] as string[], closes: [] as { code: number; reason: string }[] } as Harness;
+  const ws = useGraphqlWs(
+    {
+      schema,
+      roots: {
+        query: { hello: () => 'world' },
+        subscription: {
+          // Yields `count` ticks, then stays open until released (return()).
+          ticks: ({ count }: { count: number }): AsyncIterableIterator<{ ticks: number }> => {
+            let sent = 0;
+            let release: (() => void) | null = null;
+            const it: AsyncIterableIterator<{ ticks: number }> = {
+              next: () =>
+                sent < count
+                  ? Promise.resolve({ done: false, value: { ticks: ++sent } })
+                  : new Promise((resolve) => (release = () => resolve({ done: true, value: undefined }))),
+              return: () => {
+                h.released++;
+                release?.();
+                return Promise.resolve({ done: true, value: undefined });
+              },
+              [Symbol.asyncIterator]: () => it,
+            };
+            return it;
+          },
+        },
+      },
+      onSubscribe: () => {
+        if (opts.throwOnSubscribe) throw new Error('boom in onSubscribe');
+      },
+      onClose: (_ctx, code, reason) => {
+        h.closes.push({ code: code ?? 0, reason: reason ?? '' });
+      },
+    },
+    wss,
+    { isProd: false, onInternalError: (err) => h.internalErrors.push(String(err)), ...opts },
+  );
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  h.url = `ws://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  h.server = server;
+  h.dispose = ws.dispose;
+  harnesses.push(h);
+  return h;
+}
+
+const client = (url: string) => {
+  const c = createClient({ url, webSocketImpl: WebSocket, retryAttempts: 0, lazy: false });
+  clients.push(c);
+  return c;
+};
+
+/** A raw socket speaking the protocol, and how it closed (bounded). */
+function raw(url: string, protocols: string | string[] = 'graphql-transport-ws', options: WebSocket.ClientOptions = {}) {
+  const s = new WebSocket(url, protocols, options);
+  sockets.push(s);
+  const closed = new Promise<{ code: number; reason: string }>((resolve) => s.once('close', (code, reason) => resolve({ code, reason: String(reason) })));
+  const opened = new Promise<void>((resolve, reject) => s.once('open', resolve).once('error', reject));
+  return { s, opened, closed: (ms: number) => withTimeout(closed, ms, 'the socket to close') };
+}
+
+const take = <T>(c: Client, query: string, n: number): Promise<T[]> =>
+  withTimeout(
+    new Promise<T[]>((resolve, reject) => {
+      const got: T[] = [];
+      const stop = c.subscribe<T>(
+        { query },
+        {
+          next: (r) => {
+            got.push(r.data as T);
+            if (got.length === n) {
+              stop();
+              resolve(got);
+            }
+          },
+          error: reject,
+          complete: () => resolve(got),
+        },
+      );
+    }),
+    5000,
+    `${n} results`,
+  );
+
+describe('graphql-ws on ws through the adapter', () => {
+  it('should answer queries and stream subscriptions, releasing the source when the client stops', async () => {
+    const h = await start();
+    const c = client(h.url);
+    expect(await take(c, '{ hello }', 1)).toEqual([{ hello: 'world' }]);
+    expect(await take(c, 'subscription { ticks(count: 3) }', 3)).toEqual([{ ticks: 1 }, { ticks: 2 }, { ticks: 3 }]);
+    await withTimeout(
+      (async () => {
+        while (h.released < 1) await new Promise((r) => setTimeout(r, 10));
+      })(),
+      5000,
+      'the source to be released',
+    );
+    expect(h.internalErrors).toEqual([]);
+  });
+
+  it('should release every open subscription and report the close when the socket closes', async () => {
+    const h = await start();
+    const { s, opened, closed } = raw(h.url);
+    await opened;
+    const acked = deferred<void>();
+    const firsts: string[] = [];
+    s.on('message', (data) => {
+      const m = JSON.parse(String(data)) as { type: string; id?: string };
+      if (m.type === 'connection_ack') acked.resolve();
+      if (m.type === 'next' && m.id) firsts.push(m.id);
+    });
+    s.send(JSON.stringify({ type: 'connection_init' }));
+    await withTimeout(acked.promise, 5000, 'connection_ack');
+    for (const id of ['a', 'b']) s.send(JSON.stringify({ id, type: 'subscribe', payload: { query: 'subscription { ticks(count: 1) }' } }));
+    await withTimeout(
+      (async () => {
+        while (firsts.length < 2) await new Promise((r) => setTimeout(r, 10));
+      })(),
+      5000,
+      'both subscriptions to start',
+    );
+    s.close(4321, 'bye');
+    await closed(5000);
+    await withTimeout(
+      (async () => {
+        while (h.released < 2 || h.closes.length < 1) await new Promise((r) => setTimeout(r, 10));
+      })(),
+      5000,
+      'both sources released and onClose called',
+    );
+    expect(h.closes).toEqual([{ code: 4321, reason: 'bye' }]);
+  });
+
+  it('should close with 4408 a socket that sends no connection_init in time, and not one that did', async () => {
+    const h = await start({ connectionInitWaitMs: 300 });
+    const late = raw(h.url);
+    const prompt = raw(h.url);
+    await Promise.all([late.opened, prompt.opened]);
+    prompt.s.send(JSON.stringify({ type: 'connection_init' }));
+    const started = Date.now();
+    expect(await late.closed(5000)).toEqual({ code: 4408, reason: 'Connection initialisation timeout' });
+    expect(Date.now() - started).toBeGreaterThanOrEqual(250);
+    // Well past the deadline, the one that sent its init is still open.
+    await new Promise((r) => setTimeout(r, 600));
+    expect(prompt.s.readyState).toBe(WebSocket.OPEN);
+  });
+
+  it('should terminate a socket that stops answering pings, and keep one that answers', async () => {
+    const h = await start({ keepAliveMs: 400 });
+    const deaf = raw(h.url, 'graphql-transport-ws', { autoPong: false });
+    const alive = raw(h.url);
+    await Promise.all([deaf.opened, alive.opened]);
+    let pings = 0;
+    alive.s.on('ping', () => pings++);
+    for (const { s } of [deaf, alive]) s.send(JSON.stringify({ type: 'connection_init' }));
+    // Pinged within one period, terminated by the next one without a pong (no close frame: 1006).
+    expect((await deaf.closed(5000)).code).toBe(1006);
+    await new Promise((r) => setTimeout(r, 1000));
+    expect(pings).toBeGreaterThanOrEqual(2);
+    expect(alive.s.readyState).toBe(WebSocket.OPEN);
+  });
+
+  it('should refuse a socket without the graphql-transport-ws subprotocol', async () => {
+    const h = await start();
+    // None offered: the handshake has no subprotocol, and graphql-ws closes with 4406.
+    const s = raw(h.url, []);
+    expect((await s.closed(5000)).code).toBe(4406);
+  });
+
+  it('should close with 4500 and report it when a handler throws, naming the error outside production', async () => {
+    for (const isProd of [false, true]) {
+      const h = await start({ throwOnSubscribe: true, isProd });
+      const { s, opened, closed } = raw(h.url);
+      await opened;
+      s.on('message', (data) => {
+        if ((JSON.parse(String(data)) as { type: string }).type === 'connection_ack') {
+          s.send(JSON.stringify({ id: '1', type: 'subscribe', payload: { query: '{ hello }' } }));
+        }
+      });
+      s.send(JSON.stringify({ type: 'connection_init' }));
+      expect(await closed(5000)).toEqual({ code: 4500, reason: isProd ? 'Internal server error' : 'boom in onSubscribe' });
+      expect(h.internalErrors).toEqual(['Error: boom in onSubscribe']);
+    }
+  });
+
+  it('should close every socket with 1001 on dispose', async () => {
+    const h = await start();
+    const { opened, closed } = raw(h.url);
+    await opened;
+    await h.dispose();
+    expect((await closed(5000)).code).toBe(1001);
+  });
+
+  it('should refuse a WebSocketServer that does not make GraphqlWebSockets', () => {
+    const wss = new WebSocketServer({ noServer: true });
+    expect(() => useGraphqlWs({ schema }, wss, { isProd: false, onInternalError: () => undefined })).toThrow(/GraphqlWebSocket/);
+  });
+});
