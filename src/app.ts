@@ -588,6 +588,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     wss,
     {
       isProd: config.isProduction,
+      extra: (socket) => ({ socket, viewer: undefined, connection: undefined }),
       onInternalError: (err, what) => logger.error({ err }, `WebSocket ${what} failed`),
     },
   );

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import {
   createSourceEventStream,
   type GraphQLError,
@@ -247,17 +248,20 @@ export function useSharedExecution(opts: SharedExecutionOptions): Plugin {
   const docOf = (args: ExecutionArgs): DocInfo => {
     let doc = docs.get(args.document);
     if (!doc) {
-      doc = { text: print(args.document), perViewer: readsPerViewerFields(args.schema, args.document) };
+      const text = print(args.document);
+      doc = { id: createHash('sha256').update(text).digest('base64'), perViewer: readsPerViewerFields(args.schema, args.document) };
       docs.set(args.document, doc);
     }
     return doc;
   };
 
+  // One flat string (join) naming the document by its text's hash: an open subscription holds its
+  // key, which a template literal would leave as a tree of string parts until first hashed.
   const keyOf = (args: ExecutionArgs): string => {
     const doc = docOf(args);
     const variables = args.variableValues ? JSON.stringify(args.variableValues) : '';
     const viewer = doc.perViewer ? viewerIdOf(args.contextValue) : '';
-    return `${args.operationName ?? ''}\n${variables}\n${viewer}\n${doc.text}`;
+    return [doc.id, args.operationName ?? '', variables, viewer].join('\n');
   };
 
   const run = (args: ExecutionArgs, payload: unknown): MaybePromise<ExecutionResult> => {
@@ -336,7 +340,8 @@ export function useSharedExecution(opts: SharedExecutionOptions): Plugin {
 
 /** What the plugin keeps of an operation's document. */
 interface DocInfo {
-  text: string;
+  /** SHA-256 of the printed document (base64): documents of the same text share results. */
+  id: string;
   perViewer: boolean;
 }
 

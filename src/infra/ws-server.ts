@@ -59,9 +59,15 @@ const reasonOf = (err: unknown, isProd: boolean) =>
 export function useGraphqlWs<P extends Record<string, unknown> | undefined, E extends Record<PropertyKey, unknown>>(
   options: ServerOptions<P, Extra & Partial<E>>,
   wss: WebSocketServer,
-  opts: GraphqlWsOptions,
+  opts: GraphqlWsOptions & {
+    /**
+     * Makes a socket's `extra`. Give every field the connection will set, so the object is made
+     * with them rather than growing a separate property store when they are added (default: `{ socket }`).
+     */
+    extra?: (socket: GraphqlWebSocket) => Extra & Partial<E>;
+  },
 ): { dispose(): Promise<void> } {
-  const { keepAliveMs = 12_000, connectionInitWaitMs = 3_000, onInternalError, isProd } = opts;
+  const { keepAliveMs = 12_000, connectionInitWaitMs = 3_000, onInternalError, isProd, extra = (socket) => ({ socket }) } = opts;
   const Socket = (wss.options as { WebSocket?: unknown }).WebSocket;
   if (Socket !== GraphqlWebSocket && !(typeof Socket === 'function' && Socket.prototype instanceof GraphqlWebSocket)) {
     throw new Error('useGraphqlWs: create the WebSocketServer with { WebSocket: GraphqlWebSocket }');
@@ -156,7 +162,7 @@ export function useGraphqlWs<P extends Record<string, unknown> | undefined, E ex
       initSweep ??= setInterval(sweepInits, INIT_SWEEP_MS);
       initSweep.unref();
     }
-    socket.onGraphqlClose = server.opened(new SocketAdapter(socket), { socket } as Extra & Partial<E>);
+    socket.onGraphqlClose = server.opened(new SocketAdapter(socket), extra(socket) as Extra & Partial<E>);
   });
 
   let disposed: Promise<void> | null = null;
