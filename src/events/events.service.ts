@@ -202,7 +202,7 @@ export function createEventsService(deps: EventsServiceDeps) {
       if (after && after.roomId !== roomId) throw badInput('after', 'after is a message of another room');
       const stream = new RoomStream(env, viewer.id, roomId, opts.kind, opts.match, opts.sink);
       try {
-        await withTimeout(stream.listener.ready);
+        await withTimeout(pubsub.attach('room', roomId, stream));
         const room = await rooms.requireMember(viewer, roomId).catch((err: unknown) => {
           // A cursor into a room that no longer exists: its history was lost (Redis reset).
           throw after && err instanceof AppError && err.code === 'NOT_FOUND' ? historyReset() : err;
@@ -213,7 +213,7 @@ export function createEventsService(deps: EventsServiceDeps) {
         }
         stream.start(after?.seq ?? room.lastSeq, room.epoch, room.lastSeq);
       } catch (err) {
-        stream.listener.remove();
+        pubsub.detach('room', roomId, stream);
         throw err;
       }
       return stream;
@@ -254,7 +254,6 @@ class RoomStream extends ReleasingGenerator<StreamItem> {
   checkedMembersVersion: number | null = null;
   held = false;
   readonly queue: BoundedQueue<RoomEventPayload | Resync>;
-  readonly listener: { ready: Promise<void>; remove: () => void };
 
   constructor(
     private readonly env: StreamEnv,
@@ -271,7 +270,6 @@ class RoomStream extends ReleasingGenerator<StreamItem> {
   ) {
     super();
     this.queue = new BoundedQueue<RoomEventPayload | Resync>(env.bufferSize, () => env.open.delete(this));
-    this.listener = env.pubsub.listen('room', roomId, (ev) => this.onEvent(ev));
   }
 
   /** Live from `lastSeq` on (the room read after the listener was ready). */
@@ -367,7 +365,7 @@ class RoomStream extends ReleasingGenerator<StreamItem> {
   }
 
   release(): void {
-    this.listener.remove();
+    this.env.pubsub.detach('room', this.roomId, this);
     this.queue.end();
     this.unhold();
   }

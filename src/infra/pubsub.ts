@@ -29,12 +29,25 @@ export interface PubSub<Topics extends Record<string, unknown>> {
     id: string,
     listener: (payload: Topics[K]) => void,
   ): { ready: Promise<void>; remove: () => void };
+  /**
+   * As `listen`, for a listener object (its `onEvent` gets each event): nothing is made per
+   * listener but its entry in the channel's set, which matters for what an idle subscription holds.
+   * Resolves as `listen`'s `ready`; `detach` unregisters.
+   */
+  attach<K extends keyof Topics & string>(topic: K, id: string, listener: PubSubListener<Topics[K]>): Promise<void>;
+  /** Unregisters a listener `attach` registered (again: nothing). */
+  detach<K extends keyof Topics & string>(topic: K, id: string, listener: PubSubListener<Topics[K]>): void;
   /** The Redis channel of (topic, id), for a PUBLISH queued elsewhere (a script's deferred commands). */
   channelOf(topic: keyof Topics & string, id: string): string;
   /** Called each time the subscriber connection is ready again after it dropped. */
   onResubscribed(cb: () => void): () => void;
   /** Counters for observability and tests. */
   stats(): { publishFailures: number; subscribeFailures: number; listeners: number };
+}
+
+/** What {@link PubSub.attach} registers. */
+export interface PubSubListener<T> {
+  onEvent(payload: T): void;
 }
 
 /**
@@ -111,6 +124,48 @@ export function createPubSub<Topics extends Record<string, unknown>>(
   // ioredis emits 'ready' without a ready check too; treat an already-connected client as ready.
   if (subscriber.status === 'ready') wasReady = true;
 
+  // The event target gets one callback per channel, which hands each event to the channel's
+  // listeners in the order they attached.
+  type Channel = { listeners: Set<PubSubListener<never>>; callback: (event: Event) => void };
+  const channels = new Map<string, Channel>();
+  function attach<K extends keyof Topics & string>(topic: K, id: string, listener: PubSubListener<Topics[K]>): Promise<void> {
+    const ch = channel(topic, id);
+    let entry = channels.get(ch);
+    if (!entry) {
+      const set = new Set<PubSubListener<never>>();
+      entry = {
+        listeners: set,
+        callback: (event: Event) => {
+          const detail = (event as CustomEvent<never>).detail;
+          for (const l of set) {
+            try {
+              l.onEvent(detail);
+            } catch (err) {
+              logger.error({ err, channel: ch }, 'pubsub listener threw');
+            }
+          }
+        },
+      };
+      channels.set(ch, entry);
+      target.addEventListener(ch, entry.callback);
+    }
+    if (!entry.listeners.has(listener as PubSubListener<never>)) {
+      entry.listeners.add(listener as PubSubListener<never>);
+      listeners++;
+    }
+    return subscribed.get(ch) ?? Promise.resolve();
+  }
+  function detach<K extends keyof Topics & string>(topic: K, id: string, listener: PubSubListener<Topics[K]>): void {
+    const ch = channel(topic, id);
+    const entry = channels.get(ch);
+    if (!entry?.listeners.delete(listener as PubSubListener<never>)) return;
+    listeners--;
+    if (entry.listeners.size > 0) return;
+    channels.delete(ch);
+    // The event target unsubscribes the channel with its last callback.
+    target.removeEventListener(ch, entry.callback);
+  }
+
   return {
     publish(topic, id, payload) {
       target.dispatchEvent(new CustomEvent(channel(topic, id), { detail: payload }));
@@ -121,27 +176,11 @@ export function createPubSub<Topics extends Record<string, unknown>>(
       pipeline.publish(channel(topic, id), JSON.stringify(payload));
     },
     listen(topic, id, listener) {
-      const ch = channel(topic, id);
-      const handler = (event: Event) => {
-        try {
-          listener((event as CustomEvent<Topics[typeof topic]>).detail);
-        } catch (err) {
-          logger.error({ err, channel: ch }, 'pubsub listener threw');
-        }
-      };
-      target.addEventListener(ch, handler);
-      listeners++;
-      let removed = false;
-      return {
-        ready: subscribed.get(ch) ?? Promise.resolve(),
-        remove() {
-          if (removed) return;
-          removed = true;
-          listeners--;
-          target.removeEventListener(ch, handler);
-        },
-      };
+      const entry = { onEvent: listener };
+      return { ready: attach(topic, id, entry), remove: () => detach(topic, id, entry) };
     },
+    attach,
+    detach,
     onResubscribed(cb) {
       resubscribed.add(cb);
       return () => resubscribed.delete(cb);

@@ -202,6 +202,18 @@ describe('graphql-ws on ws through the adapter', () => {
     expect(alive.s.readyState).toBe(WebSocket.OPEN);
   });
 
+  it('should close with 4400 a socket that sends what is not JSON, or not a protocol message', async () => {
+    const h = await start();
+    for (const bad of ['{"type": "connection_init"', '{"type": "no-such-type"}']) {
+      const { s, opened, closed } = raw(h.url);
+      await opened;
+      s.send(bad);
+      const { code } = await closed(5000);
+      expect(code).toBe(4400);
+    }
+    expect(h.internalErrors).toEqual([]);
+  });
+
   it('should refuse a socket without the graphql-transport-ws subprotocol', async () => {
     const h = await start();
     // None offered: the handshake has no subprotocol, and graphql-ws closes with 4406.
