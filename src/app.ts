@@ -508,6 +508,28 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     return { args, operation: operation.operation };
   }
 
+  /** Sets up a WebSocket operation in a set-up slot (`release` gives it back). */
+  async function setUpWithSlot(
+    ctx: WsContext<Record<string, unknown> | undefined, WsSocketExtra & Partial<WsExtra>>,
+    id: string,
+    payload: SubscribePayload,
+    release: () => void,
+  ): Promise<ExecutionArgs | readonly GraphQLError[]> {
+    let handedOver = false;
+    try {
+      const prepared = await prepareWsOperation(ctx, id, payload);
+      if (!('args' in prepared)) return prepared;
+      // A subscription keeps the slot until its stream is open (the subscribe wrapper below).
+      if (prepared.operation === 'subscription') {
+        (prepared.args.rootValue as WsRoot).release = release;
+        handedOver = true;
+      }
+      return prepared.args;
+    } finally {
+      if (!handedOver) release();
+    }
+  }
+
   const wsServer = useGraphqlWs<Record<string, unknown> | undefined, WsExtra>(
     {
       onConnect: async (ctx) => {
@@ -535,7 +557,10 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
         }
         return true;
       },
-      onSubscribe: async (ctx, id, payload: SubscribePayload) => {
+      // Not an async function: after a deploy thousands of subscribes wait here for a slot at
+      // once, and a suspended async function's frame, held for seconds, outlives young-generation
+      // collections into the old generation; a queued promise and one closure cost less.
+      onSubscribe: (ctx, id, payload: SubscribePayload) => {
         if (wsMessages.isOver(ctx.extra.socket)) {
           return [rateLimitedWs('Too many messages on this connection: slow down or it will be closed (4429)')];
         }
@@ -543,20 +568,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
         if (Object.keys(ctx.subscriptions).length > config.wsMaxSubscriptions) {
           return [rateLimitedWs(`At most ${config.wsMaxSubscriptions} subscriptions per connection`)];
         }
-        const release = await setups.acquire();
-        let handedOver = false;
-        try {
-          const prepared = await prepareWsOperation(ctx, id, payload);
-          if (!('args' in prepared)) return prepared;
-          // A subscription keeps the slot until its stream is open (the subscribe wrapper below).
-          if (prepared.operation === 'subscription') {
-            (prepared.args.rootValue as WsRoot).release = release;
-            handedOver = true;
-          }
-          return prepared.args;
-        } finally {
-          if (!handedOver) release();
-        }
+        return setups.acquire().then((release) => setUpWithSlot(ctx, id, payload, release));
       },
       execute: (args) => (args.rootValue as WsRoot).execute(args) as never,
       subscribe: async (args) => {

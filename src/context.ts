@@ -26,6 +26,25 @@ type PageArgs = { first?: number | null; after?: string | null };
 /** Cache key of a message: room and seq. */
 const messageKey = (m: { roomId: string; seq: number }) => `${m.roomId}\n${m.seq}`;
 
+/** The loaders of one operation, made on first use (see {@link Loaders}). */
+class LoaderSlots {
+  batch?: PipelineBatch;
+  user?: ReturnType<typeof createUserLoader>;
+  room?: ReturnType<typeof createRoomLoader>;
+  memberCount?: ReturnType<typeof createMemberCountLoader>;
+  isMember?: ReturnType<typeof createIsMemberLoader>;
+  message?: ReturnType<typeof createMessageLoader>;
+  presence?: DataLoader<string, PresenceModel>;
+  onlineCount?: DataLoader<string, number>;
+  /** Loaders whose answers depend on a viewer, by `<kind>\n<viewerId>`; made on first use. */
+  perViewer?: Map<string, DataLoader<never, unknown, string>>;
+  /** Users known fresh without a read ({@link knowUser}). */
+  known?: Map<string, UserModel>;
+  readCount?: DataLoader<MessageModel, number, string>;
+  pollVoters?: DataLoader<PollVotersKey, string[], string>;
+  readBy?: DataLoader<{ message: MessageModel; first: number }, string[], string>;
+}
+
 /**
  * One operation's DataLoaders, each made on first use: most operations touch one or two, and an
  * idle subscription's context should cost nothing until an event arrives. Every loader dispatches
@@ -33,32 +52,22 @@ const messageKey = (m: { roomId: string; seq: number }) => `${m.roomId}\n${m.seq
  * messages, watermarks, presence) is one round trip, whatever the page size.
  */
 export class Loaders {
-  #batch?: PipelineBatch;
-  #user?: ReturnType<typeof createUserLoader>;
-  #room?: ReturnType<typeof createRoomLoader>;
-  #memberCount?: ReturnType<typeof createMemberCountLoader>;
-  #isMember?: ReturnType<typeof createIsMemberLoader>;
-  #message?: ReturnType<typeof createMessageLoader>;
-  #presence?: DataLoader<string, PresenceModel>;
-  #onlineCount?: DataLoader<string, number>;
-  /** Loaders whose answers depend on a viewer, by `<kind>\n<viewerId>`; made on first use. */
-  #perViewer?: Map<string, DataLoader<never, unknown, string>>;
-  /** Users known fresh without a read ({@link knowUser}). */
-  #known?: Map<string, UserModel>;
-  #readCount?: DataLoader<MessageModel, number, string>;
-  #pollVoters?: DataLoader<PollVotersKey, string[], string>;
-  #readBy?: DataLoader<{ message: MessageModel; first: number }, string[], string>;
+  /** Made with the first loader: an idle subscription's context holds the services and nothing else. */
+  #slots: LoaderSlots | null = null;
   constructor(private readonly services: Services) {}
+  get #s(): LoaderSlots {
+    return (this.#slots ??= new LoaderSlots());
+  }
   /** The operation's pipeline of the tick, shared by every loader. */
   get batch() {
-    return (this.#batch ??= this.services.newBatch());
+    return (this.#s.batch ??= this.services.newBatch());
   }
   get user() {
-    if (!this.#user) {
-      this.#user = createUserLoader(this.services.users, this.batch);
-      if (this.#known) for (const [id, user] of this.#known) this.#user.prime(id, user);
+    if (!this.#s.user) {
+      this.#s.user = createUserLoader(this.services.users, this.batch);
+      if (this.#s.known) for (const [id, user] of this.#s.known) this.#s.user.prime(id, user);
     }
-    return this.#user;
+    return this.#s.user;
   }
   /**
    * A user for a field that returns one (`Message.sender`, `Room.owner`): when the query selects
@@ -68,7 +77,7 @@ export class Loaders {
     if (selectsField(info, 'presence')) this.presence.load(id).catch(() => undefined);
     // Known (the sender of the event being resolved): answered at once, so a subscription event's
     // result is computed synchronously and the direct path writes it without a promise per subscriber.
-    return this.#known?.get(id) ?? this.user.load(id);
+    return this.#s.known?.get(id) ?? this.user.load(id);
   }
   /** Users by id, in order; fails if one cannot be loaded. */
   async users(ids: readonly string[]): Promise<UserModel[]> {
@@ -80,25 +89,25 @@ export class Loaders {
   /** Makes `user` answer for a user whose name is known fresh (no Redis read for them). */
   knowUser(id: string, name: string): this {
     const user = { id, name, createdAt: 0 };
-    (this.#known ??= new Map()).set(id, user);
+    (this.#s.known ??= new Map()).set(id, user);
     // The loader, once made, is primed with every known user (most requests never make it).
-    this.#user?.prime(id, user);
+    this.#s.user?.prime(id, user);
     return this;
   }
   get room() {
-    return (this.#room ??= createRoomLoader(this.services.rooms, this.batch));
+    return (this.#s.room ??= createRoomLoader(this.services.rooms, this.batch));
   }
   get memberCount() {
-    return (this.#memberCount ??= createMemberCountLoader(this.services.rooms, this.batch));
+    return (this.#s.memberCount ??= createMemberCountLoader(this.services.rooms, this.batch));
   }
   get isMember() {
-    return (this.#isMember ??= createIsMemberLoader(this.services.rooms, this.batch));
+    return (this.#s.isMember ??= createIsMemberLoader(this.services.rooms, this.batch));
   }
   get message() {
-    return (this.#message ??= createMessageLoader(this.services.messages, this.batch));
+    return (this.#s.message ??= createMessageLoader(this.services.messages, this.batch));
   }
   get presence() {
-    return (this.#presence ??= new DataLoader<string, PresenceModel>((ids) => this.batch.run(this.services.presence.readPresence(ids))));
+    return (this.#s.presence ??= new DataLoader<string, PresenceModel>((ids) => this.batch.run(this.services.presence.readPresence(ids))));
   }
   /** Unread state of `viewerId` by room id. */
   unread(viewerId: string) {
@@ -131,7 +140,7 @@ export class Loaders {
     );
   }
   get readCount() {
-    return (this.#readCount ??= new DataLoader<MessageModel, number, string>((ms) => this.batch.run(this.services.receipts.readReadCounts(ms)), {
+    return (this.#s.readCount ??= new DataLoader<MessageModel, number, string>((ms) => this.batch.run(this.services.receipts.readReadCounts(ms)), {
       cacheKeyFn: messageKey,
     }));
   }
@@ -141,19 +150,19 @@ export class Loaders {
   }
   /** Who chose an option of a poll (at most `first`). */
   get pollVoters() {
-    return (this.#pollVoters ??= new DataLoader<PollVotersKey, string[], string>((keys) => this.services.polls.voters(keys), {
+    return (this.#s.pollVoters ??= new DataLoader<PollVotersKey, string[], string>((keys) => this.services.polls.voters(keys), {
       cacheKeyFn: (k) => `${k.poll.id}\n${k.index}\n${k.first}`,
     }));
   }
   /** Public readers of a message other than its sender, at most `first`. */
   get readBy() {
-    return (this.#readBy ??= new DataLoader<{ message: MessageModel; first: number }, string[], string>(
+    return (this.#s.readBy ??= new DataLoader<{ message: MessageModel; first: number }, string[], string>(
       (queries) => this.batch.run(this.services.receipts.readReadBy(queries)),
       { cacheKeyFn: (q) => `${messageKey(q.message)}\n${q.first}` },
     ));
   }
   get onlineCount() {
-    return (this.#onlineCount ??= new DataLoader<string, number>((ids) => this.batch.run(this.services.presence.readOnlineCounts(ids))));
+    return (this.#s.onlineCount ??= new DataLoader<string, number>((ids) => this.batch.run(this.services.presence.readOnlineCounts(ids))));
   }
   /** The `kind` loader of `viewerId`, made on first use (an idle subscription's context holds none). */
   #ofViewer<K, V>(
@@ -162,7 +171,7 @@ export class Loaders {
     load: (keys: readonly K[]) => Promise<(V | Error)[]>,
     cacheKeyFn?: (key: K) => string,
   ): DataLoader<K, V, string> {
-    const loaders = (this.#perViewer ??= new Map());
+    const loaders = (this.#s.perViewer ??= new Map());
     const key = `${kind}\n${viewerId}`;
     let loader = loaders.get(key) as DataLoader<K, V, string> | undefined;
     if (!loader) {

@@ -147,7 +147,8 @@ const WS_INTERNAL_ERROR = 4500;
  */
 class SocketSink implements EventSink {
   #pending = 0;
-  #tail: Promise<void> = Promise.resolve();
+  /** The last event still waiting for its result (none while events go out at once). */
+  #tail: Promise<void> | null = null;
   readonly #prefix: string;
   constructor(
     private readonly socket: WsSocket,
@@ -158,7 +159,8 @@ class SocketSink implements EventSink {
     private readonly highWaterBytes: number,
     private readonly stats: SharedExecutionStats,
   ) {
-    this.#prefix = `{"id":${JSON.stringify(id)},"type":"next","payload":`;
+    // One flat string (join), held for the subscription's life.
+    this.#prefix = ['{"id":', JSON.stringify(id), ',"type":"next","payload":'].join('');
   }
   get ready(): boolean {
     return this.socket.readyState === WS_OPEN && this.socket.bufferedAmount < this.highWaterBytes;
@@ -180,18 +182,21 @@ class SocketSink implements EventSink {
     // still waiting: out now. Otherwise after what is waiting, so events keep their order.
     if (this.#pending === 0 && typeof json === 'string') return this.#write(json, done);
     this.#pending++;
-    this.#tail = this.#tail
+    this.#tail = (this.#tail ?? Promise.resolve())
       .then(() => json)
       .then(
         (j) => {
-          this.#pending--;
           this.#write(j, done);
+          this.#settled();
         },
         () => {
-          this.#pending--;
           this.#fail(done);
+          this.#settled();
         },
       );
+  }
+  #settled(): void {
+    if (--this.#pending === 0) this.#tail = null;
   }
   #write(json: string, done: (() => void) | undefined): void {
     if (this.socket.readyState !== WS_OPEN) return done?.();

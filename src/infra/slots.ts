@@ -12,8 +12,9 @@
  */
 export class Slots {
   #free: number;
-  // FIFO of waiters: an array read from `#head`, compacted when half of it has been consumed.
-  #waiting: (() => void)[] = [];
+  // FIFO of waiters (their promises' resolve functions, nothing made per waiter besides): an array
+  // read from `#head`, compacted when half of it has been consumed.
+  #waiting: ((release: () => void) => void)[] = [];
   #head = 0;
   #peak = 0;
 
@@ -47,7 +48,7 @@ export class Slots {
       this.#peak = Math.max(this.#peak, this.inUse);
       return Promise.resolve(this.#releaser());
     }
-    return new Promise((resolve) => this.#waiting.push(() => resolve(this.#releaser())));
+    return new Promise((resolve) => this.#waiting.push(resolve));
   }
 
   #releaser(): () => void {
@@ -62,7 +63,7 @@ export class Slots {
         this.#head = 0;
       }
       // The slot passes straight to the next waiter, so the count of holders never drops and rises.
-      if (next) next();
+      if (next) next(this.#releaser());
       else this.#free++;
     };
     const timer = this.maxHoldMs === undefined ? undefined : setTimeout(release, this.maxHoldMs).unref();
