@@ -14,7 +14,7 @@ export class Slots {
   #free: number;
   // FIFO of waiters (their promises' resolve functions, nothing made per waiter besides): an array
   // read from `#head`, compacted when half of it has been consumed.
-  #waiting: ((release: () => void) => void)[] = [];
+  #waiting: (((release: () => void) => void) | undefined)[] = [];
   #head = 0;
   #peak = 0;
 
@@ -57,8 +57,17 @@ export class Slots {
       if (released) return;
       released = true;
       clearTimeout(timer);
-      const next = this.#head < this.#waiting.length ? this.#waiting[this.#head++] : undefined;
-      if (this.#head > 1024 && this.#head * 2 > this.#waiting.length) {
+      let next: ((release: () => void) => void) | undefined;
+      if (this.#head < this.#waiting.length) {
+        next = this.#waiting[this.#head];
+        // Consumed entries let go of their waiters at once (a promise, and through it what its
+        // continuation holds), not at the next compaction.
+        this.#waiting[this.#head++] = undefined;
+      }
+      if (this.#head === this.#waiting.length) {
+        this.#waiting = [];
+        this.#head = 0;
+      } else if (this.#head > 1024 && this.#head * 2 > this.#waiting.length) {
         this.#waiting = this.#waiting.slice(this.#head);
         this.#head = 0;
       }

@@ -1,3 +1,5 @@
+import v8 from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { describe, expect, it } from 'vitest';
 import { Slots } from '../../src/infra/slots.js';
 
@@ -85,6 +87,33 @@ describe('Slots', () => {
       expect(slots.inUse).toBe(1);
       next();
       expect([slots.inUse, slots.waiting]).toEqual([0, 0]);
+    });
+  });
+
+  describe('when a waiter has been served', () => {
+    it('should not keep it (its promise, and the release it resolved with)', async () => {
+      v8.setFlagsFromString('--expose-gc');
+      const gc = runInNewContext('gc') as () => void;
+      const slots = new Slots(1, 60_000);
+      const first = await slots.acquire();
+      const refs: WeakRef<object>[] = [];
+      const served: Promise<void>[] = [];
+      // In a function of its own, so no register of this test's frame still holds the last one.
+      const wait = () => {
+        const waiter = slots.acquire();
+        refs.push(new WeakRef(waiter));
+        served.push(waiter.then((release) => release()));
+      };
+      for (let i = 0; i < 3; i++) wait();
+      first();
+      await Promise.all(served);
+      served.length = 0;
+      for (let i = 0; i < 3 && refs.some((r) => r.deref() !== undefined); i++) {
+        await new Promise((resolve) => setImmediate(resolve));
+        gc();
+      }
+      expect(refs.map((r) => r.deref() === undefined)).toEqual([true, true, true]);
+      expect(slots.inUse).toBe(0);
     });
   });
 
