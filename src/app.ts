@@ -31,7 +31,7 @@ import { rateLimitHeaders, useRateLimits } from './ratelimit/use-rate-limits.js'
 import { createFastLane } from './infra/fast-lane.js';
 import { Slots } from './infra/slots.js';
 import { useJitExecution } from './infra/jit-execution.js';
-import { CloseCode, useWsMessageLimits } from './infra/ws-limits.js';
+import { CloseCode, createWsMessageLimits } from './infra/ws-limits.js';
 import { GraphqlWebSocket, useGraphqlWs, type Extra as WsSocketExtra } from './infra/ws-server.js';
 import { messagesResolvers } from './messages/messages.resolvers.js';
 import { roomsResolvers } from './rooms/rooms.resolvers.js';
@@ -446,7 +446,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   } as ServerResponse['writeHead'];
   const httpServer: Server = createServer({ ServerResponse: FlushingResponse }, handle);
   const wss = new WebSocketServer({ server: httpServer, path: '/graphql', maxPayload: config.maxBodyBytes, WebSocket: GraphqlWebSocket });
-  const wsMessages = useWsMessageLimits(wss, { maxMessagesPer10s: config.wsMaxMessagesPer10s });
+  const wsMessages = createWsMessageLimits({ maxMessagesPer10s: config.wsMaxMessagesPer10s });
   type WsExtra = { viewer?: Viewer; connection?: Promise<string | null> };
   // Operations being set up at once (infra/slots.ts): a subscription holds its slot until its
   // stream is open (the subscribe wrapper below), anything else until its arguments are ready.
@@ -600,6 +600,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     wss,
     {
       isProd: config.isProduction,
+      beforeMessage: (socket) => wsMessages.count(socket),
       extra: (socket) => ({ socket, viewer: undefined, connection: undefined }),
       onInternalError: (err, what) => logger.error({ err }, `WebSocket ${what} failed`),
     },

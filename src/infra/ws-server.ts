@@ -7,6 +7,8 @@ import { WebSocket, type RawData, type WebSocketServer } from 'ws';
  * Pass the class as the server's `WebSocket` option.
  */
 export class GraphqlWebSocket extends WebSocket {
+  /** Where this socket's events go (set by {@link useGraphqlWs}). */
+  events: SocketEvents | null = null;
   /** graphql-ws' handler of this socket's messages, once opened. */
   onGraphqlMessage: ((data: string) => Promise<void>) | null = null;
   /** graphql-ws' handler of this socket's close, once opened. */
@@ -17,6 +19,41 @@ export class GraphqlWebSocket extends WebSocket {
   initDeadline = 0;
   /** Which of the keep-alive rounds pings this socket. */
   pingRound = 0;
+
+  /**
+   * The adapter's handlers get the socket's events here rather than as listeners: a socket's
+   * listener map is a dictionary V8 grows for each event name (~270 B a socket for four, measured).
+   * Listeners added by anyone else still get every event.
+   */
+  override emit(event: string | symbol, ...args: unknown[]): boolean {
+    const events = this.events;
+    if (events !== null) {
+      switch (event) {
+        case 'message':
+          events.message(this, args[0] as RawData);
+          break;
+        case 'pong':
+          this.awaitingPong = false;
+          break;
+        case 'close':
+          events.close(this, args[0] as number, args[1] as Buffer);
+          break;
+        case 'error':
+          events.error(this, args[0] as Error);
+          // Handled: with no listener of its own, EventEmitter would throw it.
+          if (this.listenerCount('error') === 0) return true;
+          break;
+      }
+    }
+    return super.emit(event, ...args);
+  }
+}
+
+/** The handlers of a {@link GraphqlWebSocket}'s events, one set per server. */
+interface SocketEvents {
+  message(socket: GraphqlWebSocket, data: RawData): void;
+  close(socket: GraphqlWebSocket, code: number, reason: Buffer): void;
+  error(socket: GraphqlWebSocket, err: Error): void;
 }
 
 /** What graphql-ws' context carries as `extra` for a socket served here. */
@@ -34,6 +71,8 @@ export interface GraphqlWsOptions {
   onInternalError: (err: unknown, what: string) => void;
   /** Close reasons name the error when false; "Internal server error" when true. */
   isProd: boolean;
+  /** Sees each message before graphql-ws does (message limits); a socket it closed is not served further. */
+  beforeMessage?: (socket: GraphqlWebSocket) => void;
 }
 
 /** Keep-alive pings go out in this many rounds per period, so thousands of sockets are not pinged in one turn. */
@@ -51,7 +90,7 @@ const reasonOf = (err: unknown, isProd: boolean) =>
  *   and a timeout plus a `once('pong')` per ping;
  * - one sweep of connection-init deadlines instead of a timer per socket that graphql-ws' close
  *   handler keeps for the connection's life;
- * - listeners shared by all sockets instead of closures per socket;
+ * - no listeners per socket: the socket class hands its events to one set of handlers;
  * - a message handler that does not stay suspended for a subscription's life with its frame's
  *   Buffer (graphql-ws' own handler awaits a subscription until it ends), and hands graphql-ws the
  *   parsed message rather than its text, which graphql-ws' handler would keep as long.
@@ -69,7 +108,7 @@ export function useGraphqlWs<P extends Record<string, unknown> | undefined, E ex
     extra?: (socket: GraphqlWebSocket) => Extra & Partial<E>;
   },
 ): { dispose(): Promise<void> } {
-  const { keepAliveMs = 12_000, connectionInitWaitMs = 3_000, onInternalError, isProd, extra = (socket) => ({ socket }) } = opts;
+  const { keepAliveMs = 12_000, connectionInitWaitMs = 3_000, onInternalError, isProd, beforeMessage, extra = (socket) => ({ socket }) } = opts;
   const Socket = (wss.options as { WebSocket?: unknown }).WebSocket;
   if (Socket !== GraphqlWebSocket && !(typeof Socket === 'function' && Socket.prototype instanceof GraphqlWebSocket)) {
     throw new Error('useGraphqlWs: create the WebSocketServer with { WebSocket: GraphqlWebSocket }');
@@ -92,37 +131,34 @@ export function useGraphqlWs<P extends Record<string, unknown> | undefined, E ex
     onInternalError(err, what);
     socket.close(CloseCode.InternalServerError, reasonOf(err, isProd));
   };
-  // `this` is the socket: one function for every socket.
-  function onMessage(this: WebSocket, data: RawData) {
-    const socket = this as GraphqlWebSocket;
-    const handle = socket.onGraphqlMessage;
-    if (!handle) return;
-    // Parsed here, as graphql-ws would (its parseMessage takes an object as well as text): its
-    // handler keeps what it is given for a subscription's life, and the text (the query once more,
-    // inside the JSON) would be held beside the message parsed from it.
-    let message: unknown;
-    try {
-      message = JSON.parse(String(data), reviver);
-    } catch {
-      socket.close(CloseCode.BadRequest, 'Invalid message received');
-      return;
-    }
-    handle(message as string).catch((err: unknown) => internalError(socket, err, 'message handling'));
-  }
-  function onError(this: WebSocket, err: Error) {
-    internalError(this as GraphqlWebSocket, err, 'socket');
-  }
-  function onPong(this: WebSocket) {
-    (this as GraphqlWebSocket).awaitingPong = false;
-  }
-  function onClose(this: WebSocket, code: number, reason: Buffer) {
-    const socket = this as GraphqlWebSocket;
-    awaitingInit.delete(socket);
-    const closed = socket.onGraphqlClose;
-    socket.onGraphqlMessage = null;
-    socket.onGraphqlClose = null;
-    closed?.(code, String(reason)).catch((err: unknown) => onInternalError(err, 'close handling'));
-  }
+  const events: SocketEvents = {
+    message(socket, data) {
+      beforeMessage?.(socket);
+      const handle = socket.onGraphqlMessage;
+      if (!handle || socket.readyState !== WebSocket.OPEN) return;
+      // Parsed here, as graphql-ws would (its parseMessage takes an object as well as text): its
+      // handler keeps what it is given for a subscription's life, and the text (the query once more,
+      // inside the JSON) would be held beside the message parsed from it.
+      let message: unknown;
+      try {
+        message = JSON.parse(String(data), reviver);
+      } catch {
+        socket.close(CloseCode.BadRequest, 'Invalid message received');
+        return;
+      }
+      handle(message as string).catch((err: unknown) => internalError(socket, err, 'message handling'));
+    },
+    error(socket, err) {
+      internalError(socket, err, 'socket');
+    },
+    close(socket, code, reason) {
+      awaitingInit.delete(socket);
+      const closed = socket.onGraphqlClose;
+      socket.onGraphqlMessage = null;
+      socket.onGraphqlClose = null;
+      closed?.(code, String(reason)).catch((err: unknown) => onInternalError(err, 'close handling'));
+    },
+  };
   const clients = wss.clients as Set<GraphqlWebSocket>;
 
   let initSweep: NodeJS.Timeout | null = null;
@@ -165,10 +201,7 @@ export function useGraphqlWs<P extends Record<string, unknown> | undefined, E ex
   wss.once('error', onServerError);
 
   wss.on('connection', (socket: GraphqlWebSocket) => {
-    socket.on('error', onError);
-    socket.on('message', onMessage);
-    socket.on('pong', onPong);
-    socket.on('close', onClose);
+    socket.events = events;
     socket.pingRound = opened = (opened + 1) % KEEP_ALIVE_ROUNDS;
     if (connectionInitWaitMs > 0 && Number.isFinite(connectionInitWaitMs)) {
       socket.initDeadline = Date.now() + connectionInitWaitMs;

@@ -38,9 +38,10 @@ afterEach(async () => {
   await Promise.all(harnesses.splice(0).map((h) => h.dispose().then(() => new Promise((r) => h.server.close(r)))));
 });
 
-async function start(opts: Partial<GraphqlWsOptions> & { throwOnSubscribe?: boolean } = {}): Promise<Harness> {
+async function start(opts: Partial<GraphqlWsOptions> & { throwOnSubscribe?: boolean; onConnection?: (s: WebSocket) => void } = {}): Promise<Harness> {
   const server = createServer();
   const wss = new WebSocketServer({ server, WebSocket: GraphqlWebSocket });
+  if (opts.onConnection) wss.on('connection', opts.onConnection);
   const h = { released: 0, internalErrors: [] as string[], closes: [] as { code: number; reason: string }[] } as Harness;
   const ws = useGraphqlWs(
     {
@@ -212,6 +213,33 @@ describe('graphql-ws on ws through the adapter', () => {
       expect(code).toBe(4400);
     }
     expect(h.internalErrors).toEqual([]);
+  });
+
+  it('should still give listeners added by others every message and the close, and call beforeMessage first', async () => {
+    const order: string[] = [];
+    const h = await start({
+      beforeMessage: () => order.push('before'),
+      onConnection: (s) => {
+        s.on('message', (data) => order.push(`listener:${(JSON.parse(String(data)) as { type: string }).type}`));
+        s.on('close', (code) => order.push(`close:${code}`));
+      },
+    });
+    const c = client(h.url);
+    expect(await take(c, '{ hello }', 1)).toEqual([{ hello: 'world' }]);
+    await c.dispose();
+    await withTimeout(
+      (async () => {
+        while (!order.some((o) => o.startsWith('close:'))) await new Promise((r) => setTimeout(r, 10));
+      })(),
+      5000,
+      'the close',
+    );
+    // (The client may also send `complete` for the query, racing the server's own.)
+    expect(order.slice(0, 4)).toEqual(['before', 'listener:connection_init', 'before', 'listener:subscribe']);
+    expect(order.at(-1)).toBe('close:1000');
+    order.forEach((o, i) => {
+      if (o.startsWith('listener:')) expect(order[i - 1]).toBe('before');
+    });
   });
 
   it('should refuse a socket without the graphql-transport-ws subprotocol', async () => {
