@@ -445,7 +445,16 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     return (writeHead as (...a: unknown[]) => ServerResponse).apply(this, args);
   } as ServerResponse['writeHead'];
   const httpServer: Server = createServer({ ServerResponse: FlushingResponse }, handle);
-  const wss = new WebSocketServer({ server: httpServer, path: '/graphql', maxPayload: config.maxBodyBytes, WebSocket: GraphqlWebSocket });
+  // The adapter tracks its sockets and answers pings itself: ws would add a listener and a closure
+  // to every socket for each (infra/ws-server.ts).
+  const wss = new WebSocketServer({
+    server: httpServer,
+    path: '/graphql',
+    maxPayload: config.maxBodyBytes,
+    WebSocket: GraphqlWebSocket,
+    clientTracking: false,
+    autoPong: false,
+  });
   const wsMessages = createWsMessageLimits({ maxMessagesPer10s: config.wsMaxMessagesPer10s });
   type WsExtra = { viewer?: Viewer; connection?: Promise<string | null> };
   // Operations being set up at once (infra/slots.ts): a subscription holds its slot until its

@@ -19,6 +19,8 @@ export class GraphqlWebSocket extends WebSocket {
   initDeadline = 0;
   /** Which of the keep-alive rounds pings this socket. */
   pingRound = 0;
+  /** Pongs to the client's pings not yet written (when the server answers pings itself). */
+  pendingPongs = 0;
 
   /**
    * The adapter's handlers get the socket's events here rather than as listeners: a socket's
@@ -34,6 +36,9 @@ export class GraphqlWebSocket extends WebSocket {
           break;
         case 'pong':
           this.awaitingPong = false;
+          break;
+        case 'ping':
+          events.ping?.(this, args[0] as Buffer);
           break;
         case 'close':
           events.close(this, args[0] as number, args[1] as Buffer);
@@ -52,6 +57,8 @@ export class GraphqlWebSocket extends WebSocket {
 /** The handlers of a {@link GraphqlWebSocket}'s events, one set per server. */
 interface SocketEvents {
   message(socket: GraphqlWebSocket, data: RawData): void;
+  /** Answers a client's ping, when the server was made with `autoPong: false`. */
+  ping?: (socket: GraphqlWebSocket, data: Buffer) => void;
   close(socket: GraphqlWebSocket, code: number, reason: Buffer): void;
   error(socket: GraphqlWebSocket, err: Error): void;
 }
@@ -78,6 +85,8 @@ export interface GraphqlWsOptions {
 /** Keep-alive pings go out in this many rounds per period, so thousands of sockets are not pinged in one turn. */
 const KEEP_ALIVE_ROUNDS = 8;
 const INIT_SWEEP_MS = 250;
+/** As ws' default `maxPendingAutoPongs`. */
+const MAX_PENDING_PONGS = 60;
 /** graphql-ws' close reasons are capped at 123 bytes (the WebSocket limit). */
 const reasonOf = (err: unknown, isProd: boolean) =>
   isProd ? 'Internal server error' : (err instanceof Error ? err.message : String(err)).slice(0, 100) || 'Internal server error';
@@ -152,6 +161,7 @@ export function useGraphqlWs<P extends Record<string, unknown> | undefined, E ex
       internalError(socket, err, 'socket');
     },
     close(socket, code, reason) {
+      clients.delete(socket);
       awaitingInit.delete(socket);
       const closed = socket.onGraphqlClose;
       socket.onGraphqlMessage = null;
@@ -159,7 +169,20 @@ export function useGraphqlWs<P extends Record<string, unknown> | undefined, E ex
       closed?.(code, String(reason)).catch((err: unknown) => onInternalError(err, 'close handling'));
     },
   };
-  const clients = wss.clients as Set<GraphqlWebSocket>;
+  // ws' own `autoPong` makes a closure per socket; answered here instead when it is off, with the
+  // same cap on pongs waiting to be written (a client flooding pings is cut off).
+  if ((wss.options as { autoPong?: boolean }).autoPong === false) {
+    const cap = (wss.options as { maxPendingAutoPongs?: number }).maxPendingAutoPongs ?? MAX_PENDING_PONGS;
+    events.ping = (socket, data) => {
+      if (socket.readyState !== WebSocket.OPEN) return;
+      if (cap > 0 && socket.pendingPongs >= cap) return socket.terminate();
+      socket.pendingPongs++;
+      socket.pong(data, false, () => socket.pendingPongs--);
+    };
+  }
+  // The sockets served, tracked here (ws' own tracking, `clientTracking`, adds a close listener
+  // and its closure to every socket: create the server with it off).
+  const clients = new Set<GraphqlWebSocket>();
 
   let initSweep: NodeJS.Timeout | null = null;
   const sweepInits = () => {
@@ -196,12 +219,13 @@ export function useGraphqlWs<P extends Record<string, unknown> | undefined, E ex
 
   const onServerError = (err: Error) => {
     onInternalError(err, 'WebSocket server');
-    for (const client of wss.clients) client.close(CloseCode.InternalServerError, reasonOf(err, isProd));
+    for (const client of clients) client.close(CloseCode.InternalServerError, reasonOf(err, isProd));
   };
   wss.once('error', onServerError);
 
   wss.on('connection', (socket: GraphqlWebSocket) => {
     socket.events = events;
+    clients.add(socket);
     socket.pingRound = opened = (opened + 1) % KEEP_ALIVE_ROUNDS;
     if (connectionInitWaitMs > 0 && Number.isFinite(connectionInitWaitMs)) {
       socket.initDeadline = Date.now() + connectionInitWaitMs;
@@ -219,7 +243,7 @@ export function useGraphqlWs<P extends Record<string, unknown> | undefined, E ex
       disposed ??= new Promise<void>((resolve, reject) => {
         if (keepAlive) clearInterval(keepAlive);
         if (initSweep) clearInterval(initSweep);
-        for (const client of wss.clients) client.close(1001, 'Going away');
+        for (const client of clients) client.close(1001, 'Going away');
         wss.removeAllListeners();
         wss.close((err) => (err ? reject(err) : resolve()));
       });

@@ -40,7 +40,8 @@ afterEach(async () => {
 
 async function start(opts: Partial<GraphqlWsOptions> & { throwOnSubscribe?: boolean; onConnection?: (s: WebSocket) => void } = {}): Promise<Harness> {
   const server = createServer();
-  const wss = new WebSocketServer({ server, WebSocket: GraphqlWebSocket });
+  // As app.ts makes it: the adapter tracks the sockets and answers pings.
+  const wss = new WebSocketServer({ server, WebSocket: GraphqlWebSocket, clientTracking: false, autoPong: false });
   if (opts.onConnection) wss.on('connection', opts.onConnection);
   const h = { released: 0, internalErrors: [] as string[], closes: [] as { code: number; reason: string }[] } as Harness;
   const ws = useGraphqlWs(
@@ -240,6 +241,23 @@ describe('graphql-ws on ws through the adapter', () => {
     order.forEach((o, i) => {
       if (o.startsWith('listener:')) expect(order[i - 1]).toBe('before');
     });
+  });
+
+  it("should answer a client's pings with pongs carrying their data", async () => {
+    const h = await start();
+    const { s, opened } = raw(h.url);
+    await opened;
+    const pongs: string[] = [];
+    s.on('pong', (data) => pongs.push(String(data)));
+    for (const d of ['a', 'b', 'c']) s.ping(d);
+    await withTimeout(
+      (async () => {
+        while (pongs.length < 3) await new Promise((r) => setTimeout(r, 10));
+      })(),
+      5000,
+      'three pongs',
+    );
+    expect(pongs).toEqual(['a', 'b', 'c']);
   });
 
   it('should refuse a socket without the graphql-transport-ws subprotocol', async () => {
