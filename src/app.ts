@@ -17,7 +17,7 @@ import { systemClock, type Clock } from './infra/clock.js';
 import { startRedisServer, type EmbeddedRedis } from './infra/embedded-redis.js';
 import { createLogger, type Logger } from './infra/logger.js';
 import { redisTrace, traced, waitReady } from './infra/redis.js';
-import { directStreamOf, useSharedExecution, type SharedExecutionStats } from './infra/shared-execution.js';
+import { DIRECT_STREAM, directStreamOf, useSharedExecution, type SharedExecutionStats } from './infra/shared-execution.js';
 import {
   createPersistedOperations,
   loadManifests,
@@ -476,17 +476,27 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     if (resolved.error) return [resolved.error];
     // One copy of each operation's text for all the subscriptions that send it (graphql-ws
     // keeps the payload for the subscription's life).
+    // The payload is yoga's `params`, its text the one interned copy (graphql-ws keeps the payload
+    // for the subscription's life; a trusted document's hash is resolved to its text).
     const query = internQuery(resolved.query ?? '');
-    if (payload.query === query) (payload as { query: string }).query = query;
+    (payload as { query: string }).query = query;
     // A literal, not `{ ...ctx, … }` as yoga's graphql-ws recipe has it: V8 gave each spread
     // copy its own hidden class (a map and a ~380-byte descriptor array per subscription, held
-    // for its life); nothing downstream reads graphql-ws' own fields from the context.
+    // for its life); nothing downstream reads graphql-ws' own fields from the context. It is made
+    // with the fields set later (the context factory's, the direct path's), so it holds them all
+    // in the object rather than in a property store grown when they are added.
     const { schema, execute, subscribe, contextFactory: envelopedContext, parse, validate } = yoga.getEnveloped({
       socket: ctx.extra.socket,
-      params: { ...payload, query },
+      params: payload,
       wsViewer: ctx.extra.viewer ?? null,
       // With the socket, lets a subscription write its events straight to it (shared-execution.ts).
       wsSubscriptionId: id,
+      viewer: null,
+      authError: null,
+      services: undefined,
+      loaders: undefined,
+      eventSink: undefined,
+      [DIRECT_STREAM]: undefined,
     });
     let document;
     try {

@@ -102,7 +102,7 @@ export interface EventSink {
 }
 
 /** Where a direct-path context holds its subscription's own stream (see {@link directStreamOf}). */
-const DIRECT_STREAM = Symbol('directStream');
+export const DIRECT_STREAM = Symbol('directStream');
 
 /** The context fields a WebSocket subscription carries (set in app.ts), and the sink made from them. */
 export interface SinkContext {

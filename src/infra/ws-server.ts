@@ -7,6 +7,12 @@ import { WebSocket, type RawData, type WebSocketServer } from 'ws';
  * Pass the class as the server's `WebSocket` option.
  */
 export class GraphqlWebSocket extends WebSocket {
+  /**
+   * EventEmitter gives every emitter an empty listener map, a dictionary-mode object (~180 B), and
+   * its methods make one on the first listener when there is none: this socket gets its events
+   * without listeners (emit below), so most never need one.
+   */
+  protected _events: unknown = undefined;
   /** Where this socket's events go (set by {@link useGraphqlWs}). */
   events: SocketEvents | null = null;
   /** graphql-ws' handler of this socket's messages, once opened. */
