@@ -6,6 +6,7 @@ import { settlesWithin } from '../infra/redis.js';
 import type { EventSink } from '../infra/shared-execution.js';
 import { checkedId } from '../infra/text.js';
 import { decodeMessageId } from '../messages/message-id.js';
+import type { MessageModel } from '../messages/messages.models.js';
 import type { MessagesService } from '../messages/messages.service.js';
 import type { RoomsService } from '../rooms/rooms.service.js';
 import type { AppPubSub, RoomEventPayload } from '../topics.js';
@@ -238,10 +239,17 @@ interface StreamEnv {
 }
 
 /**
- * One open room stream: an async generator to its subscription, listening to the room's channel.
+ * One open room stream: an async iterator to its subscription, listening to the room's channel.
  * A class, so an idle subscription holds one object and its queue rather than a dozen closures
  * over shared variables (memory per idle subscription: README § Delivery). `return()` and `throw()`
  * release first (ReleasingGenerator).
+ *
+ * Two ways to run, with the same steps ({@link gapToFill}, {@link readGap}, {@link stepOf}):
+ * - without a sink, an async generator ({@link run}) that yields each event;
+ * - with a WebSocket sink, a pump ({@link pump}) that runs only while there is something to do
+ *   (storage to read, queued events) and hands events to the sink; while the stream is live and
+ *   idle no async function is suspended for it, and events go to the sink straight from the
+ *   listener ({@link direct}). `next()` answers only when the stream ends (with its error, if any).
  */
 class RoomStream extends ReleasingGenerator<StreamItem> {
   /** Storage holds messages not delivered yet: read them before anything newer. */
@@ -254,6 +262,12 @@ class RoomStream extends ReleasingGenerator<StreamItem> {
   checkedMembersVersion: number | null = null;
   held = false;
   readonly queue: BoundedQueue<RoomEventPayload | Resync>;
+  /** Sink mode: where the pump is (see {@link PumpState}). */
+  #state = PumpState.NotStarted;
+  /** Sink mode: the consumer's `next()` waiting for the end. */
+  #waiter: ((r: IteratorResult<StreamItem, void>) => void) | null = null;
+  /** Sink mode: the end, when it came before the consumer asked. */
+  #end: IteratorResult<StreamItem, void> | null = null;
 
   constructor(
     private readonly env: StreamEnv,
@@ -264,12 +278,15 @@ class RoomStream extends ReleasingGenerator<StreamItem> {
     /**
      * The subscription's WebSocket sink (see shared-execution.ts). With one, events go to it instead
      * of being yielded: straight from the pub/sub listener while the stream is live and in order,
-     * from the loop otherwise. Only an ending error is yielded.
+     * from the pump otherwise. Only an ending error is answered to `next()`.
      */
     private readonly sink: EventSink | undefined,
   ) {
     super();
-    this.queue = new BoundedQueue<RoomEventPayload | Resync>(env.bufferSize, () => env.open.delete(this));
+    this.queue = new BoundedQueue<RoomEventPayload | Resync>(env.bufferSize, () => {
+      env.open.delete(this);
+      this.#wake();
+    });
   }
 
   /** Live from `lastSeq` on (the room read after the listener was ready). */
@@ -296,13 +313,13 @@ class RoomStream extends ReleasingGenerator<StreamItem> {
   }
 
   /**
-   * The direct path: an event goes out from the listener itself when nothing is queued or being
-   * handed over (the loop waits on an empty queue), no gap is open, and the socket keeps up. A
-   * message that does not follow the last one, and the viewer's own MemberLeft, take the queue.
+   * The direct path: an event goes out from the listener itself when the pump is idle (nothing
+   * queued or being handed over), no gap is open, and the socket keeps up. A message that does not
+   * follow the last one, and the viewer's own MemberLeft, take the queue.
    */
   direct(ev: RoomEventPayload): boolean {
     const sink = this.sink;
-    if (!sink || !this.queue.waiting || this.gap || this.failure || this.revoked || !sink.ready) return false;
+    if (!sink || this.#state !== PumpState.Idle || this.gap || this.failure || this.revoked || !sink.ready) return false;
     if (ev.type === 'MessageAdded') {
       const seq = ev.message.seq;
       if (seq <= this.lastSeq) return true; // already delivered
@@ -316,7 +333,8 @@ class RoomStream extends ReleasingGenerator<StreamItem> {
   }
 
   onEvent(ev: RoomEventPayload): void {
-    if (!this.wanted(ev) || this.direct(ev) || this.queue.push(ev)) return;
+    if (!this.wanted(ev) || this.direct(ev)) return;
+    if (this.queue.push(ev)) return this.#wake();
     // Full. Messages can be read again from storage, so drop them and remember the gap; other
     // events cannot, so a client that still has no room for one is told instead of losing it.
     this.queue.retain((e) => e.type !== 'MessageAdded');
@@ -329,12 +347,14 @@ class RoomStream extends ReleasingGenerator<StreamItem> {
       this.env.logger.warn({ roomId: this.roomId, userId: this.viewerId }, 'slow subscriber ended');
       this.queue.end();
     }
+    this.#wake();
   }
 
   /** Re-read storage from the last delivered seq. */
   resync(): void {
     this.gap = true;
     this.queue.push({ type: 'Resync' });
+    this.#wake();
   }
 
   /** End with an error (history reset). */
@@ -370,62 +390,68 @@ class RoomStream extends ReleasingGenerator<StreamItem> {
     this.unhold();
   }
 
-  /** Hands an event to the sink (waiting for it to leave: back-pressure), or answers it for yielding. */
+  /** True when storage must be read before anything newer (queued events still drain after fail()/revoke()). */
+  gapToFill(): boolean {
+    if (this.gap && !this.tracksMessages) this.gap = false;
+    return this.gap && !this.failure && !this.revoked;
+  }
+
+  /** The next messages after `lastSeq` from storage, or null once the stream must end (`failure` set). */
+  async readGap(): Promise<MessageModel[] | null> {
+    const batch = await this.env.readWhenStorageIsBack(this.roomId, this.lastSeq + 1, this.lastSeq + CATCH_UP_BATCH);
+    if (!batch || batch.epoch !== this.epoch) {
+      this.failure = historyReset();
+      return null;
+    }
+    if (this.lastSeq + 1 < batch.firstSeq) {
+      this.failure = cursorExpired('This subscription fell behind the history kept for this room: reload the history', 'RETENTION');
+      return null;
+    }
+    if (batch.messages.length === 0 && this.lastSeq < batch.lastSeq) {
+      this.failure = historyReset();
+      return null;
+    }
+    this.gap = this.lastSeq + batch.messages.length < batch.lastSeq;
+    return batch.messages;
+  }
+
+  /** What to do with a queued event (moves `lastSeq` past a message to deliver, opens a gap). */
+  stepOf(ev: RoomEventPayload | Resync): Step {
+    if (ev.type === 'Resync') return Step.Skip;
+    if (ev.type === 'MessageAdded') {
+      const seq = ev.message.seq;
+      if (seq <= this.lastSeq) return Step.Skip;
+      // An event went missing (dropped on overflow, or lost by pub/sub): storage has it.
+      if (seq > this.lastSeq + 1) {
+        this.gap = true;
+        return Step.Skip;
+      }
+      this.lastSeq = seq;
+      return Step.Deliver;
+    }
+    if (ev.type === 'MemberLeft' && ev.userId === this.viewerId) return this.kind === 'all' ? Step.DeliverAndEnd : Step.End;
+    return Step.Deliver;
+  }
+
+  /** Without a sink: yields each event (the consumer pulls, and so paces the stream). */
   protected async *run(): AsyncGenerator<StreamItem, void, undefined> {
-    const sink = this.sink;
     try {
       for (;;) {
-        // Queued events still drain after fail()/revoke() ended the queue; storage reads stop.
-        if (this.gap && !this.tracksMessages) this.gap = false;
-        if (this.gap && !this.failure && !this.revoked) {
-          const batch = await this.env.readWhenStorageIsBack(this.roomId, this.lastSeq + 1, this.lastSeq + CATCH_UP_BATCH);
-          if (!batch || batch.epoch !== this.epoch) {
-            this.failure = historyReset();
-            break;
-          }
-          if (this.lastSeq + 1 < batch.firstSeq) {
-            this.failure = cursorExpired('This subscription fell behind the history kept for this room: reload the history', 'RETENTION');
-            break;
-          }
-          if (batch.messages.length === 0 && this.lastSeq < batch.lastSeq) {
-            this.failure = historyReset();
-            break;
-          }
-          this.gap = this.lastSeq + batch.messages.length < batch.lastSeq;
-          for (const message of batch.messages) {
+        if (this.gapToFill()) {
+          const messages = await this.readGap();
+          if (!messages) break;
+          for (const message of messages) {
             this.lastSeq = message.seq;
-            const ev: RoomEventPayload = { type: 'MessageAdded', message };
-            if (sink) await sink.send(ev);
-            else yield ev;
+            yield { type: 'MessageAdded', message };
           }
           continue;
         }
         const next = await this.queue.next();
         if (next.done) break;
-        const ev = next.value;
-        if (ev.type === 'Resync') continue;
-        if (ev.type === 'MessageAdded') {
-          const seq = ev.message.seq;
-          if (seq <= this.lastSeq) continue;
-          // An event went missing (dropped on overflow, or lost by pub/sub): storage has it.
-          if (seq > this.lastSeq + 1) {
-            this.gap = true;
-            continue;
-          }
-          this.lastSeq = seq;
-          if (sink) await sink.send(ev);
-          else yield ev;
-        } else if (ev.type === 'MemberLeft' && ev.userId === this.viewerId) {
-          if (this.kind === 'all') {
-            if (sink) await sink.send(ev);
-            else yield ev;
-          }
-          return;
-        } else if (sink) {
-          await sink.send(ev);
-        } else {
-          yield ev;
-        }
+        const step = this.stepOf(next.value);
+        if (step === Step.Skip) continue;
+        if (step !== Step.End) yield next.value as RoomEventPayload;
+        if (step !== Step.Deliver) return;
       }
       if (this.failure) yield { type: 'StreamError', error: this.failure };
     } catch (err) {
@@ -434,4 +460,123 @@ class RoomStream extends ReleasingGenerator<StreamItem> {
       this.release();
     }
   }
+
+  /** With a sink: hands events to it (waiting for each to leave: back-pressure) until idle or over. */
+  private async pump(sink: EventSink): Promise<void> {
+    let failure: AppError | null = null;
+    try {
+      for (;;) {
+        if (this.#isOver()) return;
+        if (this.gapToFill()) {
+          const messages = await this.readGap();
+          if (!messages) break;
+          for (const message of messages) {
+            if (this.#isOver()) return;
+            this.lastSeq = message.seq;
+            await sink.send({ type: 'MessageAdded', message });
+          }
+          continue;
+        }
+        const ev = this.queue.take();
+        if (ev === undefined) {
+          if (this.queue.closed) break;
+          // Live and idle: the listener delivers (direct) or queues and wakes the pump.
+          this.#state = PumpState.Idle;
+          return;
+        }
+        const step = this.stepOf(ev);
+        if (step === Step.Skip) continue;
+        if (step !== Step.End) await sink.send(ev as RoomEventPayload);
+        if (step !== Step.Deliver) return this.#finish(null);
+      }
+      failure = this.failure;
+    } catch (err) {
+      failure = err instanceof AppError ? err : unavailable();
+    }
+    this.#finish(failure);
+  }
+
+  /** Sink mode: returned, or ended (a method: the pump asks again after each await). */
+  #isOver(): boolean {
+    return this.#state === PumpState.Over;
+  }
+
+  /** Sink mode: runs the pump unless it runs already, has not been asked for yet, or is over. */
+  #wake(): void {
+    const sink = this.sink;
+    if (!sink || (this.#state !== PumpState.Idle && this.#state !== PumpState.Ready)) return;
+    this.#state = PumpState.Pumping;
+    void this.pump(sink);
+  }
+
+  /** Sink mode: the stream is over; `next()` gets its error, then the end. */
+  #finish(failure: AppError | null): void {
+    if (this.#state === PumpState.Over) return;
+    this.#state = PumpState.Over;
+    this.release();
+    this.#answer(failure ? { done: false, value: { type: 'StreamError', error: failure } } : STREAM_DONE);
+  }
+
+  #answer(result: IteratorResult<StreamItem, void>): void {
+    const waiter = this.#waiter;
+    this.#waiter = null;
+    if (waiter) waiter(result);
+    else this.#end = result;
+  }
+
+  override next(): Promise<IteratorResult<StreamItem, void>> {
+    if (!this.sink) return super.next();
+    const end = this.#end;
+    if (end) {
+      this.#end = end.done ? end : STREAM_DONE;
+      return Promise.resolve(end);
+    }
+    if (this.#state === PumpState.Over) return Promise.resolve(STREAM_DONE);
+    const answer = new Promise<IteratorResult<StreamItem, void>>((resolve) => (this.#waiter = resolve));
+    if (this.#state === PumpState.NotStarted) {
+      this.#state = PumpState.Ready;
+      this.#wake();
+    }
+    return answer;
+  }
+
+  override return(): Promise<IteratorResult<StreamItem, void>> {
+    if (!this.sink) return super.return();
+    this.#state = PumpState.Over;
+    this.release();
+    this.#end = null;
+    this.#answer(STREAM_DONE);
+    this.#end = STREAM_DONE;
+    return Promise.resolve(STREAM_DONE);
+  }
+
+  override throw(err: unknown): Promise<IteratorResult<StreamItem, void>> {
+    if (!this.sink) return super.throw(err);
+    void this.return();
+    return Promise.reject(err);
+  }
 }
+
+/** Where a sink-mode stream's pump is. */
+const enum PumpState {
+  /** The consumer has not asked yet: events wait in the queue. */
+  NotStarted,
+  /** Asked, not yet pumping (transient). */
+  Ready,
+  Pumping,
+  /** Live, nothing to do: events go to the sink from the listener. */
+  Idle,
+  Over,
+}
+
+/** What a stream does with a queued event. */
+const enum Step {
+  Skip,
+  Deliver,
+  /** The viewer's own MemberLeft on a stream of every event: deliver it, then end. */
+  DeliverAndEnd,
+  /** The viewer's own MemberLeft on a stream of one kind: end. */
+  End,
+}
+
+const STREAM_DONE: IteratorResult<StreamItem, void> = Object.freeze({ done: true, value: undefined });

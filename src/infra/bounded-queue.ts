@@ -65,6 +65,11 @@ export class BoundedQueue<T> implements AsyncIterableIterator<T> {
     this.onClose();
   }
 
+  /** The next item if one is queued, without waiting (for a consumer that is woken some other way). */
+  take(): T | undefined {
+    return this.items.shift();
+  }
+
   next(): Promise<IteratorResult<T>> {
     const item = this.items.shift();
     if (item !== undefined) return Promise.resolve({ value: item, done: false });

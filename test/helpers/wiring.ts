@@ -1,6 +1,7 @@
 import { afterEach } from 'vitest';
 import { loadConfig } from '../../src/config.js';
 import type { StreamItem } from '../../src/events/events.service.js';
+import type { EventSink } from '../../src/infra/shared-execution.js';
 import { systemClock } from '../../src/infra/clock.js';
 import { createLogger } from '../../src/infra/logger.js';
 import { waitReady } from '../../src/infra/redis.js';
@@ -109,3 +110,100 @@ export const seqsOf = (items: StreamItem[]) =>
 
 /** from..to inclusive. */
 export const range = (from: number, to: number) => Array.from({ length: to - from + 1 }, (_, i) => from + i);
+
+/** How a test opens room streams: as async generators, or with a WebSocket-like sink (the pump). */
+export type StreamMode = 'generator' | 'sink';
+
+/**
+ * Opens a room stream in `mode`. With `sink`, the stream gets a sink that behaves like a socket
+ * whose reader is the test: it is `ready` only while the test waits for an item, and `send`
+ * resolves once the test has taken the item (back-pressure, as a socket that is not read). What
+ * the sink receives, then the stream's own end (its error, if any), reads as the same iterator.
+ */
+export async function openStream(
+  mode: StreamMode,
+  events: TestWiring['services']['events'],
+  who: Viewer,
+  roomId: string,
+  opts: Omit<Parameters<TestWiring['services']['events']['openRoomStream']>[2], 'sink'>,
+): Promise<Stream> {
+  if (mode === 'generator') return events.openRoomStream(who, roomId, opts);
+  const sink = new TestSink();
+  const stream = await events.openRoomStream(who, roomId, { ...opts, sink });
+  return sink.iterator(stream);
+}
+
+class TestSink implements EventSink {
+  /** Items sent and not yet taken, each with what resolves its `send`. */
+  #buffer: { item: StreamItem; taken: () => void }[] = [];
+  #readers: ((r: IteratorResult<StreamItem>) => void)[] = [];
+  /** The stream's end: its error item (if any), then done. */
+  #end: StreamItem[] | null = null;
+  get ready(): boolean {
+    return this.#readers.length > 0 && this.#buffer.length === 0;
+  }
+  push(event: object): void {
+    this.#offer(event as StreamItem, () => undefined);
+  }
+  send(event: object): Promise<void> {
+    return new Promise((resolve) => this.#offer(event as StreamItem, resolve));
+  }
+  #offer(item: StreamItem, taken: () => void): void {
+    const reader = this.#readers.shift();
+    if (reader) {
+      reader({ done: false, value: item });
+      taken();
+    } else {
+      this.#buffer.push({ item, taken });
+    }
+  }
+  #ended(): void {
+    for (;;) {
+      if (this.#buffer.length > 0 || this.#readers.length === 0 || !this.#end) return;
+      const reader = this.#readers.shift() as (r: IteratorResult<StreamItem>) => void;
+      const item = this.#end.shift();
+      reader(item ? { done: false, value: item } : { done: true, value: undefined });
+    }
+  }
+  iterator(stream: Stream): Stream {
+    let started = false;
+    const start = () => {
+      if (started) return;
+      started = true;
+      // The stream answers next() once, when it ends (sink mode).
+      void stream.next().then(
+        (r) => {
+          this.#end = r.done ? [] : [r.value];
+          this.#ended();
+        },
+        (err: unknown) => {
+          this.#end = [];
+          for (const reader of this.#readers.splice(0)) reader(Promise.reject(err) as never);
+        },
+      );
+    };
+    const it = {
+      next: () => {
+        start();
+        const first = this.#buffer.shift();
+        if (first) {
+          first.taken();
+          return Promise.resolve({ done: false, value: first.item });
+        }
+        const p = new Promise<IteratorResult<StreamItem>>((resolve) => this.#readers.push(resolve));
+        this.#ended();
+        return p;
+      },
+      return: async () => {
+        await stream.return(undefined);
+        return { done: true, value: undefined };
+      },
+      throw: async (err: unknown) => {
+        await stream.return(undefined);
+        throw err;
+      },
+      [Symbol.asyncIterator]: () => it,
+    };
+    return it as Stream;
+  }
+}
