@@ -7,7 +7,7 @@ import { createLogger } from '../../src/infra/logger.js';
 import { waitReady } from '../../src/infra/redis.js';
 import { wireServices, type Wiring } from '../../src/services.js';
 import type { Viewer } from '../../src/users/users.models.js';
-import { withTimeout } from './clients.js';
+import { deferred, withTimeout } from './clients.js';
 import { deletePrefixed } from './lua.js';
 import { sharedRedisUrl, testEnv, uniquePrefix } from './server.js';
 
@@ -205,5 +205,24 @@ class TestSink implements EventSink {
       [Symbol.asyncIterator]: () => it,
     };
     return it as Stream;
+  }
+}
+
+/**
+ * Runs `send`, then waits, without sleeping, until `n` MessageAdded events of the room have reached
+ * this instance through pub/sub (so every stream of the room here has had them offered).
+ */
+export async function sendAndAwaitEvents(pubsub: TestWiring['pubsub'], roomId: string, n: number, send: () => Promise<unknown>): Promise<void> {
+  const delivered = deferred<void>();
+  let count = 0;
+  const counter = pubsub.listen('room', roomId, (ev) => {
+    if (ev.type === 'MessageAdded' && ++count === n) delivered.resolve();
+  });
+  try {
+    await counter.ready;
+    await send();
+    await withTimeout(delivered.promise, 5000, `${n} published events`);
+  } finally {
+    counter.remove();
   }
 }

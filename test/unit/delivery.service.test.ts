@@ -6,8 +6,8 @@ import { messageKeys } from '../../src/messages/messages.keys.js';
 import { roomKeys } from '../../src/rooms/rooms.keys.js';
 import type { Services } from '../../src/services.js';
 import type { Viewer } from '../../src/users/users.models.js';
-import { deferred, waitFor, withTimeout } from '../helpers/clients.js';
-import { drain, nextOf, openStream, range, seqsOf, take, viewer, wire, type Stream } from '../helpers/wiring.js';
+import { waitFor } from '../helpers/clients.js';
+import { drain, nextOf, openStream, sendAndAwaitEvents, range, seqsOf, take, viewer, wire, type Stream } from '../helpers/wiring.js';
 
 /**
  * Delivery guarantees of the events service on real Redis: cursors that can no longer be honoured
@@ -169,16 +169,8 @@ describe(`room streams (${mode})`, () => {
       const room = await services.rooms.create(alice, { name: 'slow and trimmed', memberIds: ['bob'] });
       const stream = await openStream(mode, services.events, alice, room.id, { kind: 'messages' });
 
-      // Wait, without sleeping, until every event reached this instance (so the buffer overflowed).
-      const delivered = deferred<void>();
-      let count = 0;
-      const counter = pubsub.listen('room', room.id, (ev) => {
-        if (ev.type === 'MessageAdded' && ++count === 20) delivered.resolve();
-      });
-      await counter.ready;
-      await sendMany(services, bob, room.id, 20);
-      await withTimeout(delivered.promise, 5000, '20 published events');
-      counter.remove();
+      // Every event reached this instance (so the buffer overflowed).
+      await sendAndAwaitEvents(pubsub, room.id, 20, () => sendMany(services, bob, room.id, 20));
 
       const items = await drain(stream);
       const last = items[items.length - 1];

@@ -7,7 +7,7 @@ import { roomKeys } from '../../src/rooms/rooms.keys.js';
 import { deferred, waitFor, withTimeout } from '../helpers/clients.js';
 import { monitorRedis } from '../helpers/monitor.js';
 import { sharedRedisUrl } from '../helpers/server.js';
-import { nextOf, openStream, range, seqsOf, take, viewer, wire, type TestWiring } from '../helpers/wiring.js';
+import { nextOf, openStream, sendAndAwaitEvents, range, seqsOf, take, viewer, wire, type TestWiring } from '../helpers/wiring.js';
 
 /**
  * The events service on real Redis, wired as src/app.ts wires it (two connections, the script
@@ -97,18 +97,10 @@ describe(`room streams (${mode})`, () => {
       const room = await services.rooms.create(alice, { name: 'slow reader', memberIds: ['bob'] });
       const stream = await openStream(mode, services.events, alice, room.id, { kind: 'messages' });
 
-      // Wait, without sleeping, until every event reached this instance (so the buffer overflowed).
-      const delivered = deferred<void>();
-      let count = 0;
-      const counter = pubsub.listen('room', room.id, (ev) => {
-        if (ev.type === 'MessageAdded' && ++count === 50) delivered.resolve();
-      });
-      await counter.ready;
-      await Promise.all(
-        Array.from({ length: 50 }, (_, i) => services.messages.send(i % 2 ? bob : alice, { roomId: room.id, text: `m${i}` })),
+      // Every event reached this instance (so the buffer overflowed).
+      await sendAndAwaitEvents(pubsub, room.id, 50, () =>
+        Promise.all(Array.from({ length: 50 }, (_, i) => services.messages.send(i % 2 ? bob : alice, { roomId: room.id, text: `m${i}` }))),
       );
-      await withTimeout(delivered.promise, 5000, '50 published events');
-      counter.remove();
 
       expect(seqsOf(await take(stream, 50))).toEqual(range(1, 50));
       await services.messages.send(bob, { roomId: room.id, text: 'after the flood' });
@@ -230,12 +222,7 @@ describe(`room streams (${mode})`, () => {
       const { services, pubsub } = await wire();
       const room = await services.rooms.create(alice, { name: 'drain' });
       const stream = await openStream(mode, services.events, alice, room.id, { kind: 'messages' });
-      const delivered = deferred<void>();
-      const counter = pubsub.listen('room', room.id, (ev) => ev.type === 'MessageAdded' && delivered.resolve());
-      await counter.ready;
-      await services.messages.send(alice, { roomId: room.id, text: 'queued' });
-      await withTimeout(delivered.promise, 3000, 'the published event');
-      counter.remove();
+      await sendAndAwaitEvents(pubsub, room.id, 1, () => services.messages.send(alice, { roomId: room.id, text: 'queued' }));
       services.events.closeAll();
       expect(seqsOf(await take(stream, 1))).toEqual([1]);
       expect((await nextOf(stream)).done).toBe(true);
