@@ -474,10 +474,9 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     // Trusted documents, as over HTTP: a hash runs the manifest's text; refusals answer this operation.
     const resolved = persisted.resolve(payload);
     if (resolved.error) return [resolved.error];
-    // One copy of each operation's text for all the subscriptions that send it (graphql-ws
-    // keeps the payload for the subscription's life).
-    // The payload is yoga's `params`, its text the one interned copy (graphql-ws keeps the payload
-    // for the subscription's life; a trusted document's hash is resolved to its text).
+    // One copy of each operation's text for all the subscriptions that send it, in the payload
+    // (graphql-ws keeps it for the subscription's life), which is also yoga's `params`; a trusted
+    // document's hash is resolved to its text.
     const query = internQuery(resolved.query ?? '');
     (payload as { query: string }).query = query;
     // A literal, not `{ ...ctx, … }` as yoga's graphql-ws recipe has it: V8 gave each spread

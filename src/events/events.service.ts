@@ -506,7 +506,8 @@ class RoomStream extends ReleasingGenerator<StreamItem> {
     const sink = this.sink;
     if (!sink || (this.#state !== PumpState.Idle && this.#state !== PumpState.Ready)) return;
     this.#state = PumpState.Pumping;
-    void this.pump(sink);
+    // The pump catches what its steps throw; this is for a bug in its own ending.
+    this.pump(sink).catch((err: unknown) => this.env.logger.error({ err }, 'room stream pump failed'));
   }
 
   /** Sink mode: the stream is over; `next()` gets its error, then the end. */

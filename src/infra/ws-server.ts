@@ -2,9 +2,9 @@ import { CloseCode, handleProtocols, makeServer, type ServerOptions } from 'grap
 import { WebSocket, type RawData, type WebSocketServer } from 'ws';
 
 /**
- * A `ws` socket that graphql-ws serves: its per-connection state is fields of the socket itself, so
- * the listeners below are shared by every socket instead of being closures made per connection.
- * Pass the class as the server's `WebSocket` option.
+ * A `ws` socket that graphql-ws serves: its per-connection state is fields of the socket itself,
+ * and its events go to one set of handlers shared by every socket (see `emit`), so a connection
+ * costs no listeners or closures of its own. Pass the class as the server's `WebSocket` option.
  */
 export class GraphqlWebSocket extends WebSocket {
   /**
