@@ -3,7 +3,7 @@ import { BoundedQueue } from '../infra/bounded-queue.js';
 import { ReleasingGenerator } from '../infra/releasable.js';
 import type { Logger } from '../infra/logger.js';
 import { settlesWithin } from '../infra/redis.js';
-import type { EventSink } from '../infra/shared-execution.js';
+import type { EventSink, SinkSource } from '../infra/shared-execution.js';
 import { checkedId } from '../infra/text.js';
 import { decodeMessageId } from '../messages/message-id.js';
 import type { MessageModel } from '../messages/messages.models.js';
@@ -249,9 +249,11 @@ interface StreamEnv {
  * - with a WebSocket sink, a pump ({@link pump}) that runs only while there is something to do
  *   (storage to read, queued events) and hands events to the sink; while the stream is live and
  *   idle no async function is suspended for it, and events go to the sink straight from the
- *   listener ({@link direct}). `next()` answers only when the stream ends (with its error, if any).
+ *   listener ({@link direct}). The sink runs the stream (`startThroughSink`, shared-execution.ts'
+ *   SinkSource) and gets its end (its error, if any); read through `next()` instead, the stream
+ *   answers only when it ends.
  */
-class RoomStream extends ReleasingGenerator<StreamItem> {
+class RoomStream extends ReleasingGenerator<StreamItem> implements SinkSource {
   /** Storage holds messages not delivered yet: read them before anything newer. */
   gap = false;
   failure: AppError | null = null;
@@ -268,6 +270,8 @@ class RoomStream extends ReleasingGenerator<StreamItem> {
   #waiter: ((r: IteratorResult<StreamItem, void>) => void) | null = null;
   /** Sink mode: the end, when it came before the consumer asked. */
   #end: IteratorResult<StreamItem, void> | null = null;
+  /** Sink mode: the sink runs the subscription and gets the end (`startThroughSink`), not `next()`. */
+  #throughSink = false;
 
   constructor(
     private readonly env: StreamEnv,
@@ -280,7 +284,7 @@ class RoomStream extends ReleasingGenerator<StreamItem> {
      * of being yielded: straight from the pub/sub listener while the stream is live and in order,
      * from the pump otherwise. Only an ending error is answered to `next()`.
      */
-    private readonly sink: EventSink | undefined,
+    readonly sink: EventSink | undefined,
   ) {
     super();
     this.queue = new BoundedQueue<RoomEventPayload | Resync>(env.bufferSize, () => {
@@ -510,12 +514,28 @@ class RoomStream extends ReleasingGenerator<StreamItem> {
     this.pump(sink).catch((err: unknown) => this.env.logger.error({ err }, 'room stream pump failed'));
   }
 
-  /** Sink mode: the stream is over; `next()` gets its error, then the end. */
+  /** Sink mode: the stream is over; the sink (or `next()`) gets its error, then the end. */
   #finish(failure: AppError | null): void {
     if (this.#state === PumpState.Over) return;
     this.#state = PumpState.Over;
     this.release();
-    this.#answer(failure ? { done: false, value: { type: 'StreamError', error: failure } } : STREAM_DONE);
+    const error: StreamItem | null = failure ? { type: 'StreamError', error: failure } : null;
+    if (this.#throughSink) (this.sink as EventSink).end(error);
+    else this.#answer(error ? { done: false, value: error } : STREAM_DONE);
+  }
+
+  /** Sink mode, run by the sink (shared-execution.ts, SinkSource): starts the pump; the end goes to the sink. */
+  startThroughSink(): void {
+    if (!this.sink || this.#state !== PumpState.NotStarted) return;
+    this.#throughSink = true;
+    this.#state = PumpState.Ready;
+    this.#wake();
+  }
+
+  /** Sink mode, run by the sink: the subscription ended. */
+  stop(): void {
+    this.#state = PumpState.Over;
+    this.release();
   }
 
   #answer(result: IteratorResult<StreamItem, void>): void {
@@ -543,8 +563,7 @@ class RoomStream extends ReleasingGenerator<StreamItem> {
 
   override return(): Promise<IteratorResult<StreamItem, void>> {
     if (!this.sink) return super.return();
-    this.#state = PumpState.Over;
-    this.release();
+    this.stop();
     this.#end = null;
     this.#answer(STREAM_DONE);
     this.#end = STREAM_DONE;

@@ -99,7 +99,30 @@ export interface EventSink {
   push(event: object): void;
   /** As `push`, resolving once this event left the process (or the socket closed): back-pressure. */
   send(event: object): Promise<void>;
+  /**
+   * Ends the subscription of a {@link SinkSource} the sink runs: `event` (an ending error), if any,
+   * is its last result. Only for a source the sink has started.
+   */
+  end(event: object | null): void;
 }
+
+/**
+ * A subscription's event stream that hands everything to its sink (a room stream). Returned by a
+ * subscription resolver, the sink itself becomes the stream graphql-ws iterates: it starts the
+ * source when asked for the first event and answers that request once, when the source calls
+ * `end`, so an idle subscription holds no chain of iterators and promises between the two.
+ */
+export interface SinkSource extends AsyncIterable<unknown> {
+  /** The sink the source delivers to. */
+  readonly sink: EventSink | undefined;
+  /** Starts delivering; the end is reported through `sink.end` (not through the source's own `next()`). */
+  startThroughSink(): void;
+  /** Stops for good: the subscription ended (completed by the client, or its socket closed). */
+  stop(): void;
+}
+
+const isSinkSource = (v: unknown, sink: EventSink): v is SinkSource =>
+  typeof (v as SinkSource).startThroughSink === 'function' && (v as SinkSource).sink === sink;
 
 /** Where a direct-path context holds its subscription's own stream (see {@link directStreamOf}). */
 export const DIRECT_STREAM = Symbol('directStream');
@@ -144,8 +167,18 @@ const WS_INTERNAL_ERROR = 4500;
 /**
  * A subscription's sink onto its WebSocket: each event's frame is the shared result's JSON spliced
  * into `{"id":…,"type":"next","payload":…}`, in order. One small object per subscription, no closures.
+ * For a {@link SinkSource} it is also the subscription's stream: `next()` answers once, with what
+ * `end` reports.
  */
-class SocketSink implements EventSink {
+class SocketSink implements EventSink, AsyncGenerator<ExecutionResult, void, void> {
+  /** The source this sink runs (a SinkSource), once it is the subscription's stream. */
+  #source: SinkSource | null = null;
+  #started = false;
+  #over = false;
+  /** graphql-ws' `next()`, waiting for the end. */
+  #waiter: ((r: MaybePromise<IteratorResult<ExecutionResult, void>>) => void) | null = null;
+  /** The end, when it came before graphql-ws asked. */
+  #final: MaybePromise<IteratorResult<ExecutionResult, void>> | null = null;
   #pending = 0;
   /** The last event still waiting for its result (none while events go out at once). */
   #tail: Promise<void> | null = null;
@@ -198,6 +231,57 @@ class SocketSink implements EventSink {
   #settled(): void {
     if (--this.#pending === 0) this.#tail = null;
   }
+  /** Makes this sink the stream of `source` (see {@link SinkSource}). */
+  adopt(source: SinkSource): this {
+    this.#source = source;
+    return this;
+  }
+  end(event: object | null): void {
+    if (this.#over) return;
+    this.#over = true;
+    let answer: MaybePromise<IteratorResult<ExecutionResult, void>> = DONE;
+    if (event !== null) {
+      try {
+        const result = this.shared.ending(this.args, this.key, event);
+        answer = isPromise(result) ? result.then((value) => ({ done: false, value })) : { done: false, value: result };
+      } catch (err) {
+        answer = Promise.reject(err);
+      }
+    }
+    const waiter = this.#waiter;
+    this.#waiter = null;
+    if (waiter) waiter(answer);
+    else this.#final = answer;
+  }
+  next(): Promise<IteratorResult<ExecutionResult, void>> {
+    if (!this.#started) {
+      this.#started = true;
+      this.#source?.startThroughSink();
+    }
+    const final = this.#final;
+    if (final !== null) {
+      this.#final = null;
+      return Promise.resolve(final);
+    }
+    if (this.#over) return Promise.resolve(DONE);
+    return new Promise((resolve) => (this.#waiter = resolve));
+  }
+  return(): Promise<IteratorResult<ExecutionResult, void>> {
+    this.#over = true;
+    this.#final = null;
+    this.#source?.stop();
+    const waiter = this.#waiter;
+    this.#waiter = null;
+    waiter?.(DONE);
+    return Promise.resolve(DONE);
+  }
+  throw(err: unknown): Promise<IteratorResult<ExecutionResult, void>> {
+    void this.return();
+    return Promise.reject(err);
+  }
+  [Symbol.asyncIterator](): this {
+    return this;
+  }
   #write(json: string, done: (() => void) | undefined): void {
     if (this.socket.readyState !== WS_OPEN) return done?.();
     this.stats.direct++;
@@ -214,6 +298,8 @@ class SocketSink implements EventSink {
 interface SharedResults {
   result(args: ExecutionArgs, key: string, event: unknown): MaybePromise<ExecutionResult>;
   json(args: ExecutionArgs, key: string, event: object): MaybePromise<string>;
+  /** An ending event's result as the direct path sends it (errors masked). */
+  ending(args: ExecutionArgs, key: string, event: unknown): MaybePromise<ExecutionResult>;
 }
 
 /** Options of {@link useSharedExecution}. */
@@ -312,6 +398,10 @@ export function useSharedExecution(opts: SharedExecutionOptions): Plugin {
       }
       return entry.json;
     },
+    ending(args, key, payload) {
+      const result = shared.result(args, key, payload);
+      return isPromise(result) ? result.then(masked) : masked(result);
+    },
   };
 
   return {
@@ -320,22 +410,19 @@ export function useSharedExecution(opts: SharedExecutionOptions): Plugin {
         const key = keyOf(args);
         const ctx = args.contextValue as SinkContext | undefined;
         const direct = ctx !== undefined && ctx.wsSubscriptionId !== undefined && isWsSocket(ctx.socket);
-        if (direct) {
-          ctx.eventSink = new SocketSink(ctx.socket as WsSocket, ctx.wsSubscriptionId as string, shared, args, key, highWaterBytes, stats);
-        }
+        const sink = direct
+          ? new SocketSink(ctx.socket as WsSocket, ctx.wsSubscriptionId as string, shared, args, key, highWaterBytes, stats)
+          : undefined;
+        if (sink) (ctx as SinkContext).eventSink = sink;
         const source = await createSourceEventStream(args);
         if (!isAsyncIterable(source)) return source;
-        if (!direct) return new MappedIterator(source, (payload: unknown) => shared.result(args, key, payload));
-        // What the stream still yields (only an ending error) is masked here: graphql-ws gets this
-        // iterator itself (directStreamOf), not the one yoga's masking wraps around it.
-        const stream = new MappedIterator(
-          source,
-          (payload: unknown) => {
-            const result = shared.result(args, key, payload);
-            return isPromise(result) ? result.then(masked) : masked(result);
-          },
-          maskError as (error: unknown) => unknown,
-        );
+        if (!sink) return new MappedIterator(source, (payload: unknown) => shared.result(args, key, payload));
+        // graphql-ws gets the stream itself (directStreamOf), not what yoga's masking wraps around
+        // it: the sink for a source that runs through it, which masks its ending error (`ending`).
+        const stream: AsyncGenerator<ExecutionResult, void, void> = isSinkSource(source, sink)
+          ? sink.adopt(source)
+          : // Any other stream still yields its events: mapped, and masked here.
+            new MappedIterator(source, (payload: unknown) => shared.ending(args, key, payload), maskError as (error: unknown) => unknown);
         (ctx as SinkContext)[DIRECT_STREAM] = stream;
         return stream;
       });

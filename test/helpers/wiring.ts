@@ -1,7 +1,7 @@
 import { afterEach } from 'vitest';
 import { loadConfig } from '../../src/config.js';
 import type { StreamItem } from '../../src/events/events.service.js';
-import type { EventSink } from '../../src/infra/shared-execution.js';
+import type { EventSink, SinkSource } from '../../src/infra/shared-execution.js';
 import { systemClock } from '../../src/infra/clock.js';
 import { createLogger } from '../../src/infra/logger.js';
 import { waitReady } from '../../src/infra/redis.js';
@@ -111,8 +111,15 @@ export const seqsOf = (items: StreamItem[]) =>
 /** from..to inclusive. */
 export const range = (from: number, to: number) => Array.from({ length: to - from + 1 }, (_, i) => from + i);
 
-/** How a test opens room streams: as async generators, or with a WebSocket-like sink (the pump). */
-export type StreamMode = 'generator' | 'sink';
+/**
+ * How a test opens room streams: as async generators; with a WebSocket-like sink that runs the
+ * stream and gets its end (`startThroughSink`, as shared-execution.ts does); or with that sink but
+ * the stream's own `next()` read for the end (as a wrapper of the stream would).
+ */
+export type StreamMode = 'generator' | 'sink' | 'sink-iterated';
+
+/** Every mode, for tests that run once per mode. */
+export const STREAM_MODES: readonly StreamMode[] = ['generator', 'sink', 'sink-iterated'];
 
 /**
  * Opens a room stream in `mode`. With `sink`, the stream gets a sink that behaves like a socket
@@ -130,7 +137,7 @@ export async function openStream(
   if (mode === 'generator') return events.openRoomStream(who, roomId, opts);
   const sink = new TestSink();
   const stream = await events.openRoomStream(who, roomId, { ...opts, sink });
-  return sink.iterator(stream);
+  return sink.iterator(stream, mode === 'sink');
 }
 
 class TestSink implements EventSink {
@@ -147,6 +154,10 @@ class TestSink implements EventSink {
   }
   send(event: object): Promise<void> {
     return new Promise((resolve) => this.#offer(event as StreamItem, resolve));
+  }
+  end(event: object | null): void {
+    this.#end = event ? [event as StreamItem] : [];
+    this.#ended();
   }
   #offer(item: StreamItem, taken: () => void): void {
     const reader = this.#readers.shift();
@@ -165,11 +176,12 @@ class TestSink implements EventSink {
       reader(item ? { done: false, value: item } : { done: true, value: undefined });
     }
   }
-  iterator(stream: Stream): Stream {
+  iterator(stream: Stream, throughSink: boolean): Stream {
     let started = false;
     const start = () => {
       if (started) return;
       started = true;
+      if (throughSink) return (stream as unknown as SinkSource).startThroughSink();
       // The stream answers next() once, when it ends (sink mode).
       void stream.next().then(
         (r) => {
@@ -195,7 +207,8 @@ class TestSink implements EventSink {
         return p;
       },
       return: async () => {
-        await stream.return(undefined);
+        if (throughSink) (stream as unknown as SinkSource).stop();
+        else await stream.return(undefined);
         return { done: true, value: undefined };
       },
       throw: async (err: unknown) => {

@@ -7,7 +7,7 @@ import { roomKeys } from '../../src/rooms/rooms.keys.js';
 import type { Services } from '../../src/services.js';
 import type { Viewer } from '../../src/users/users.models.js';
 import { waitFor } from '../helpers/clients.js';
-import { drain, nextOf, openStream, sendAndAwaitEvents, range, seqsOf, take, viewer, wire, type Stream } from '../helpers/wiring.js';
+import { STREAM_MODES, drain, nextOf, openStream, sendAndAwaitEvents, range, seqsOf, take, viewer, wire, type Stream } from '../helpers/wiring.js';
 
 /**
  * Delivery guarantees of the events service on real Redis: cursors that can no longer be honoured
@@ -48,8 +48,8 @@ async function sendMany(services: Services, sender: Viewer, roomId: string, n: n
   return sent;
 }
 
-// Every test runs twice: streams as async generators, and with a WebSocket-like sink (the pump).
-for (const mode of ['generator', 'sink'] as const) {
+// Every test runs in each stream mode: as async generators, and with a WebSocket-like sink (the pump), run by the sink or iterated.
+for (const mode of STREAM_MODES) {
 describe(`room streams (${mode})`, () => {
   describe('when a stream opens with an `after` cursor that cannot be honoured exactly', () => {
     it('should refuse a cursor of another history epoch with CURSOR_EXPIRED (reason HISTORY_RESET) and leave nothing behind', async () => {

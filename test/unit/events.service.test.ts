@@ -7,7 +7,7 @@ import { roomKeys } from '../../src/rooms/rooms.keys.js';
 import { deferred, waitFor, withTimeout } from '../helpers/clients.js';
 import { monitorRedis } from '../helpers/monitor.js';
 import { sharedRedisUrl } from '../helpers/server.js';
-import { nextOf, openStream, sendAndAwaitEvents, range, seqsOf, take, viewer, wire, type TestWiring } from '../helpers/wiring.js';
+import { STREAM_MODES, nextOf, openStream, sendAndAwaitEvents, range, seqsOf, take, viewer, wire, type TestWiring } from '../helpers/wiring.js';
 
 /**
  * The events service on real Redis, wired as src/app.ts wires it (two connections, the script
@@ -38,8 +38,8 @@ async function expectCode(p: Promise<unknown>, code: string, field?: string) {
   if (field !== undefined) expect((err as AppError).extensions.field).toBe(field);
 }
 
-// Every test runs twice: streams as async generators, and with a WebSocket-like sink (the pump).
-for (const mode of ['generator', 'sink'] as const) {
+// Every test runs in each stream mode: as async generators, and with a WebSocket-like sink (the pump), run by the sink or iterated.
+for (const mode of STREAM_MODES) {
 describe(`room streams (${mode})`, () => {
   describe('when a stream opens with `after` while messages are being sent', () => {
     it('should replay what follows the cursor, then go live, with no gap and no duplicate', async () => {
