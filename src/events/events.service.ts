@@ -287,10 +287,13 @@ class RoomStream extends ReleasingGenerator<StreamItem> implements SinkSource {
     readonly sink: EventSink | undefined,
   ) {
     super();
-    this.queue = new BoundedQueue<RoomEventPayload | Resync>(env.bufferSize, () => {
-      env.open.delete(this);
-      this.#wake();
-    });
+    this.queue = new BoundedQueue<RoomEventPayload | Resync>(env.bufferSize, this);
+  }
+
+  /** The queue ended (fail, revoke, overflow past recovery, release, shutdown). */
+  queueClosed(): void {
+    this.env.open.delete(this);
+    this.#wake();
   }
 
   /** Live from `lastSeq` on (the room read after the listener was ready). */

@@ -12,7 +12,8 @@ export class BoundedQueue<T> implements AsyncIterableIterator<T> {
 
   constructor(
     readonly capacity: number,
-    private readonly onClose: () => void = () => undefined,
+    /** Told once when the queue ends: a function, or an owner object (which needs no closure for it). */
+    private readonly onClose?: (() => void) | { queueClosed(): void },
   ) {}
 
   /** Items waiting to be consumed. */
@@ -62,7 +63,9 @@ export class BoundedQueue<T> implements AsyncIterableIterator<T> {
       if (error !== undefined && f) f(error);
       else w({ value: undefined, done: true });
     }
-    this.onClose();
+    const onClose = this.onClose;
+    if (typeof onClose === 'function') onClose();
+    else onClose?.queueClosed();
   }
 
   /** The next item if one is queued, without waiting (for a consumer that is woken some other way). */

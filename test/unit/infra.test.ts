@@ -118,6 +118,19 @@ describe('BoundedQueue', () => {
       void q.return();
       expect(closes).toBe(1);
     });
+
+    it("should tell an owner object once, through its queueClosed", () => {
+      const owner = {
+        closes: 0,
+        queueClosed() {
+          this.closes++;
+        },
+      };
+      const q = new BoundedQueue<number>(1, owner);
+      q.end();
+      q.end();
+      expect(owner.closes).toBe(1);
+    });
   });
 
   describe('when the consumer returns', () => {
