@@ -567,7 +567,7 @@ class RoomStream extends ReleasingGenerator<StreamItem> implements SinkSource {
   override return(): Promise<IteratorResult<StreamItem, void>> {
     if (!this.sink) return super.return();
     this.stop();
-    this.#end = null;
+    // A waiting next() ends, and so does every later one (an end not yet read is dropped).
     this.#answer(STREAM_DONE);
     this.#end = STREAM_DONE;
     return Promise.resolve(STREAM_DONE);

@@ -184,8 +184,21 @@ describe('graphql-ws on ws through the adapter', () => {
     const started = Date.now();
     expect(await late.closed(5000)).toEqual({ code: 4408, reason: 'Connection initialisation timeout' });
     expect(Date.now() - started).toBeGreaterThanOrEqual(250);
-    // Well past the deadline, the one that sent its init is still open.
-    await new Promise((r) => setTimeout(r, 600));
+    // Past the deadline (sweeps every 250 ms), the one that sent its init is still open: it answers
+    // an operation sent after two more sweeps' time.
+    const answered = deferred<void>();
+    prompt.s.on('message', (data) => {
+      if ((JSON.parse(String(data)) as { type: string }).type === 'complete') answered.resolve();
+    });
+    await withTimeout(
+      (async () => {
+        while (Date.now() - started < 800) await new Promise((r) => setTimeout(r, 50));
+      })(),
+      5000,
+      'two more sweeps',
+    );
+    prompt.s.send(JSON.stringify({ id: 'q', type: 'subscribe', payload: { query: '{ hello }' } }));
+    await withTimeout(answered.promise, 5000, 'the answer to an operation sent past the deadline');
     expect(prompt.s.readyState).toBe(WebSocket.OPEN);
   });
 
@@ -199,8 +212,15 @@ describe('graphql-ws on ws through the adapter', () => {
     for (const { s } of [deaf, alive]) s.send(JSON.stringify({ type: 'connection_init' }));
     // Pinged within one period, terminated by the next one without a pong (no close frame: 1006).
     expect((await deaf.closed(5000)).code).toBe(1006);
-    await new Promise((r) => setTimeout(r, 1000));
-    expect(pings).toBeGreaterThanOrEqual(2);
+    // The one that answers stays open through three more pings.
+    const after = pings;
+    await withTimeout(
+      (async () => {
+        while (pings < after + 3) await new Promise((r) => setTimeout(r, 20));
+      })(),
+      5000,
+      'three more pings',
+    );
     expect(alive.s.readyState).toBe(WebSocket.OPEN);
   });
 
