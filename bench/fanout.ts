@@ -30,6 +30,7 @@ import {
   cliOptions,
   collectGarbage,
   commandStats,
+  heapSpaces,
   connectClient,
   cpuTicks,
   ensureFileLimit,
@@ -580,6 +581,7 @@ async function main() {
   let rssAfter = NaN;
   let rssAfterUncollected = NaN;
   let rssPerConnUncollectedKb = NaN;
+  let heapSplitKb: { youngGrowth: number; oldGarbage: number } | null = null;
   let idleLive = 0;
   const idleN = opts.idleConnections;
   if (idleN > 0) {
@@ -603,6 +605,7 @@ async function main() {
     await sleep(1000);
     await collectGarbage(a);
     rssBefore = await stableRss(8000);
+    const spacesBefore = await heapSpaces(a);
     log(`${a.name} RSS before ${rssBefore} KB; opening ${idleN} idle subscribed connections`);
     const got = new Uint8Array(idleN);
     const idleRoom = (k: number) => (subs[k % N] as Sub).room;
@@ -635,14 +638,28 @@ async function main() {
     }
     idleLive = got.reduce((n, v) => n + v, 0);
     rssAfterUncollected = await stableRss(10_000);
+    const spacesUncollected = await heapSpaces(a);
     await collectGarbage(a);
     rssAfter = await stableRss(10_000);
+    const spacesAfter = await heapSpaces(a);
     rssPerConnKb = idleLive > 0 ? (rssAfter - rssBefore) / idleLive : NaN;
     rssPerConnUncollectedKb = idleLive > 0 ? (rssAfterUncollected - rssBefore) / idleLive : NaN;
     console.log(`=== RSS per idle subscribed connection (${a.name}) ===`);
     console.log(`connections                 ${idleLive} subscribed of ${connected} connected of ${idleN} opened`);
     console.log(`RSS before / after          ${(rssBefore / 1024).toFixed(1)} MB / ${(rssAfter / 1024).toFixed(1)} MB  (both after a full GC)`);
     console.log(`RSS per idle connection     ${rssPerConnKb.toFixed(1)} KB  (${rssPerConnUncollectedKb.toFixed(1)} KB before the full GC after the burst)`);
+    if (spacesBefore && spacesUncollected && spacesAfter && idleLive > 0) {
+      // What the reading before the collection adds: the young generation the burst grew, and
+      // old-generation garbage not collected yet.
+      const mb = (x: { newMb: number; oldMb: number }) => `new ${x.newMb.toFixed(1)} / old ${x.oldMb.toFixed(1)}`;
+      console.log(`V8 heap MB                  before ${mb(spacesBefore)}; before the GC ${mb(spacesUncollected)}; after ${mb(spacesAfter)}`);
+      const split = {
+        youngGrowth: Math.round(((spacesUncollected.newMb - spacesBefore.newMb) * 10240) / idleLive) / 10,
+        oldGarbage: Math.round(((spacesUncollected.oldMb - spacesAfter.oldMb) * 10240) / idleLive) / 10,
+      };
+      heapSplitKb = split;
+      console.log(`  per connection            young generation grown ${split.youngGrowth} KB, old-generation garbage ${split.oldGarbage} KB`);
+    }
   }
 
   // --- Stop everything (servers get SIGTERM with every socket still open), then report
@@ -699,6 +716,8 @@ async function main() {
     rssAfterKb: Number.isFinite(rssAfter) ? rssAfter : null,
     rssPerIdleConnectionKb: round(rssPerConnKb),
     rssPerIdleConnectionUncollectedKb: round(rssPerConnUncollectedKb),
+    /** Of the reading before the collection: young generation grown by the burst, old-generation garbage (KB per connection). */
+    uncollectedSplitKb: heapSplitKb,
   };
   console.log(JSON.stringify(summary));
   process.exit(serverIssues.crashes.length > 0 || badShutdowns.length > 0 ? 1 : 0);

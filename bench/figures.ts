@@ -28,6 +28,7 @@ interface FanoutResult {
   duplicated: number;
   rssPerIdleConnectionKb: number | null;
   rssPerIdleConnectionUncollectedKb: number | null;
+  uncollectedSplitKb?: { youngGrowth: number; oldGarbage: number } | null;
 }
 
 type Server = 'switchboard' | 'bare';
@@ -100,6 +101,8 @@ async function main() {
     ['latency p99 ms at 500 messages/s', 'rate500', (r) => r.latencyMs.p99, 2],
     ['RSS per idle connection KB, after a full GC', 'default', (r) => r.rssPerIdleConnectionKb, 1],
     ['the same before that GC', 'default', (r) => r.rssPerIdleConnectionUncollectedKb, 1],
+    ['  of it: young generation grown by the burst', 'default', (r) => r.uncollectedSplitKb?.youngGrowth ?? null, 1],
+    ['  of it: old-generation garbage', 'default', (r) => r.uncollectedSplitKb?.oldGarbage ?? null, 1],
   ];
   console.log(`\n=== delivery figures: medians of ${opts.rounds} (runs in order) ===`);
   for (const [label, load, pick, digits] of rows) {

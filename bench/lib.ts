@@ -647,12 +647,10 @@ export async function postOk<T>(s: ServerProc, token: string, query: string, var
 }
 
 /**
- * Runs a full garbage collection in a server started `inspectable`, through the inspector
- * protocol (HeapProfiler.collectGarbage): SIGUSR1 opens the inspector on its port, a WebSocket asks
- * for the collection. The server's code is not involved. Used so an RSS reading counts what the
- * process holds, not garbage V8 has not collected yet (when it does depends on its heuristics).
+ * Runs `use` with a session on the inspector of a server started `inspectable` (SIGUSR1 opens it on
+ * its port); `call` sends one protocol command and resolves with its result.
  */
-export async function collectGarbage(s: ServerProc, times = 2): Promise<void> {
+async function withInspector<T>(s: ServerProc, use: (call: (method: string, params?: object) => Promise<unknown>) => Promise<T>): Promise<T> {
   if (s.inspectPort === undefined) throw new Error(`${s.name} was not started inspectable`);
   process.kill(s.pid, 'SIGUSR1');
   const target = await withTimeout(
@@ -673,20 +671,47 @@ export async function collectGarbage(s: ServerProc, times = 2): Promise<void> {
   );
   const ws = new WebSocket(target);
   await withTimeout(new Promise((resolve, reject) => ws.once('open', resolve).once('error', reject)), 10_000, 'inspector socket');
+  let id = 0;
+  const call = (method: string, params?: object) => {
+    const callId = ++id;
+    const answered = new Promise<unknown>((resolve) => {
+      const onMessage = (data: WebSocket.RawData) => {
+        const m = JSON.parse(String(data)) as { id?: number; result?: unknown };
+        if (m.id !== callId) return;
+        ws.off('message', onMessage);
+        resolve(m.result);
+      };
+      ws.on('message', onMessage);
+    });
+    ws.send(JSON.stringify({ id: callId, method, params }));
+    return withTimeout(answered, 60_000, method);
+  };
   try {
-    for (let i = 1; i <= times; i++) {
-      const done = new Promise<void>((resolve) => {
-        const onMessage = (data: WebSocket.RawData) => {
-          if ((JSON.parse(String(data)) as { id?: number }).id !== i) return;
-          ws.off('message', onMessage);
-          resolve();
-        };
-        ws.on('message', onMessage);
-      });
-      ws.send(JSON.stringify({ id: i, method: 'HeapProfiler.collectGarbage' }));
-      await withTimeout(done, 60_000, 'HeapProfiler.collectGarbage');
-    }
+    return await use(call);
   } finally {
     ws.close();
   }
+}
+
+/**
+ * Runs a full garbage collection in a server started `inspectable`, through the inspector
+ * protocol (HeapProfiler.collectGarbage). The server's code is not involved. Used so an RSS reading
+ * counts what the process holds, not garbage V8 has not collected yet (when it does depends on its
+ * heuristics).
+ */
+export async function collectGarbage(s: ServerProc, times = 2): Promise<void> {
+  await withInspector(s, async (call) => {
+    for (let i = 1; i <= times; i++) await call('HeapProfiler.collectGarbage');
+  });
+}
+
+/** The sizes of V8's young and old generations in a server started `inspectable` (MB), or null when it cannot tell. */
+export async function heapSpaces(s: ServerProc): Promise<{ newMb: number; oldMb: number } | null> {
+  // Read-only: node:v8's statistics, evaluated in the server through the inspector.
+  const expression = `(() => { const get = process.getBuiltinModule?.('v8')?.getHeapSpaceStatistics; if (!get) return null;
+    const size = (n) => get().find((x) => x.space_name === n)?.space_size ?? 0;
+    return JSON.stringify({ newMb: size('new_space') / 1048576, oldMb: size('old_space') / 1048576 }); })()`;
+  const result = (await withInspector(s, (call) => call('Runtime.evaluate', { expression }))) as { result?: { value?: unknown } };
+  const value = result?.result?.value;
+  return typeof value === 'string' ? (JSON.parse(value) as { newMb: number; oldMb: number }) : null;
 }
