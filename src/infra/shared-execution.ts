@@ -153,7 +153,7 @@ export function directStreamOf(context: unknown): AsyncGenerator<ExecutionResult
 interface WsSocket {
   readonly readyState: number;
   readonly bufferedAmount: number;
-  send(data: string, cb?: (err?: Error) => void): void;
+  send(data: Buffer, options: { binary: boolean }, cb?: (err?: Error) => void): void;
   close(code?: number, reason?: string): void;
 }
 
@@ -161,6 +161,10 @@ const isWsSocket = (s: unknown): s is WsSocket =>
   typeof s === 'object' && s !== null && typeof (s as WsSocket).send === 'function' && 'bufferedAmount' in s;
 
 const WS_OPEN = 1;
+/** ws' options for a text frame whose payload is given as bytes. */
+const TEXT_FRAME = Object.freeze({ binary: false });
+/** The byte that closes a `next` message around its payload. */
+const CLOSE_BRACE = 0x7d;
 /** graphql-ws' close code for a server error while streaming. */
 const WS_INTERNAL_ERROR = 4500;
 
@@ -183,6 +187,7 @@ class SocketSink implements EventSink, AsyncGenerator<ExecutionResult, void, voi
   /** The last event still waiting for its result (none while events go out at once). */
   #tail: Promise<void> | null = null;
   readonly #prefix: string;
+  readonly #prefixBytes: number;
   constructor(
     private readonly socket: WsSocket,
     id: string,
@@ -194,6 +199,7 @@ class SocketSink implements EventSink, AsyncGenerator<ExecutionResult, void, voi
   ) {
     // One flat string (join), held for the subscription's life.
     this.#prefix = ['{"id":', JSON.stringify(id), ',"type":"next","payload":'].join('');
+    this.#prefixBytes = Buffer.byteLength(this.#prefix);
   }
   get ready(): boolean {
     return this.socket.readyState === WS_OPEN && this.socket.bufferedAmount < this.highWaterBytes;
@@ -205,18 +211,18 @@ class SocketSink implements EventSink, AsyncGenerator<ExecutionResult, void, voi
     return new Promise((resolve) => this.#out(event, resolve));
   }
   #out(event: object, done: (() => void) | undefined): void {
-    let json: MaybePromise<string>;
+    let body: MaybePromise<Buffer>;
     try {
-      json = this.shared.json(this.args, this.key, event);
+      body = this.shared.body(this.args, this.key, event);
     } catch {
       return this.#fail(done);
     }
     // Sync (the common case: every resolver of the selection answered at once) and nothing before it
     // still waiting: out now. Otherwise after what is waiting, so events keep their order.
-    if (this.#pending === 0 && typeof json === 'string') return this.#write(json, done);
+    if (this.#pending === 0 && !isPromise(body)) return this.#write(body, done);
     this.#pending++;
     this.#tail = (this.#tail ?? Promise.resolve())
-      .then(() => json)
+      .then(() => body)
       .then(
         (j) => {
           this.#write(j, done);
@@ -282,10 +288,18 @@ class SocketSink implements EventSink, AsyncGenerator<ExecutionResult, void, voi
   [Symbol.asyncIterator](): this {
     return this;
   }
-  #write(json: string, done: (() => void) | undefined): void {
+  /**
+   * The frame is this subscription's prefix, the result's bytes (encoded once for all its
+   * subscribers) and `}`, written into one buffer: no per-subscriber string to build and encode.
+   */
+  #write(body: Buffer, done: (() => void) | undefined): void {
     if (this.socket.readyState !== WS_OPEN) return done?.();
     this.stats.direct++;
-    this.socket.send(this.#prefix + json + '}', done && (() => done()));
+    const frame = Buffer.allocUnsafe(this.#prefixBytes + body.length + 1);
+    frame.write(this.#prefix, 0);
+    body.copy(frame, this.#prefixBytes);
+    frame[frame.length - 1] = CLOSE_BRACE;
+    this.socket.send(frame, TEXT_FRAME, done && (() => done()));
   }
   /** As graphql-ws does when a stream throws: the socket closes with 4500. */
   #fail(done: (() => void) | undefined): void {
@@ -297,7 +311,8 @@ class SocketSink implements EventSink, AsyncGenerator<ExecutionResult, void, voi
 /** Results of events, executed once per (event, operation key) and serialized once. */
 interface SharedResults {
   result(args: ExecutionArgs, key: string, event: unknown): MaybePromise<ExecutionResult>;
-  json(args: ExecutionArgs, key: string, event: object): MaybePromise<string>;
+  /** The result's JSON as UTF-8 bytes, made once per (event, operation key). */
+  body(args: ExecutionArgs, key: string, event: object): MaybePromise<Buffer>;
   /** An ending event's result as the direct path sends it (errors masked). */
   ending(args: ExecutionArgs, key: string, event: unknown): MaybePromise<ExecutionResult>;
 }
@@ -330,7 +345,7 @@ export function useSharedExecution(opts: SharedExecutionOptions): Plugin {
   const stats = opts.stats ?? { executions: 0, shared: 0, direct: 0 };
   // By text, not by node: two parses of one query (no parser cache, SSE vs WebSocket) still share.
   const docs = new WeakMap<DocumentNode, DocInfo>();
-  type Entry = { result: MaybePromise<ExecutionResult>; json?: MaybePromise<string> };
+  type Entry = { result: MaybePromise<ExecutionResult>; body?: MaybePromise<Buffer> };
   // The results of an event ride on the event object itself (a symbol property), not in a WeakMap
   // keyed by it: V8's young-generation collector handles WeakMap entries with short-lived keys
   // slowly (scavenges measured ~10x longer) and promotes them, so they piled up in old space.
@@ -388,15 +403,15 @@ export function useSharedExecution(opts: SharedExecutionOptions): Plugin {
   const shared: SharedResults = {
     result: (args, key, payload) =>
       typeof payload === 'object' && payload !== null ? entryOf(args, key, payload).result : run(args, payload),
-    json(args, key, payload) {
+    body(args, key, payload) {
       const entry = entryOf(args, key, payload);
-      if (entry.json === undefined) {
+      if (entry.body === undefined) {
         const { result } = entry;
-        entry.json = isPromise(result)
-          ? Promise.resolve(result).then((r) => JSON.stringify(masked(r)))
-          : JSON.stringify(masked(result));
+        entry.body = isPromise(result)
+          ? Promise.resolve(result).then((r) => Buffer.from(JSON.stringify(masked(r))))
+          : Buffer.from(JSON.stringify(masked(result)));
       }
-      return entry.json;
+      return entry.body;
     },
     ending(args, key, payload) {
       const result = shared.result(args, key, payload);

@@ -9,8 +9,10 @@ class RecordingSocket {
   bufferedAmount = 0;
   frames: string[] = [];
   closed: { code?: number; reason?: string } | null = null;
-  send(data: string, cb?: (err?: Error) => void) {
-    this.frames.push(data);
+  send(data: Buffer | string, options?: { binary?: boolean }, cb?: (err?: Error) => void) {
+    // As ws: bytes with `binary: false` go out as a text frame.
+    if (typeof data !== 'string' && options?.binary !== false) throw new Error('expected a text frame');
+    this.frames.push(String(data));
     if (cb) setImmediate(() => cb());
   }
   close(code?: number, reason?: string) {
@@ -103,6 +105,18 @@ describe('the direct path of WebSocket subscriptions (EventSink)', () => {
         ]);
       });
       expect(h.stats).toEqual({ executions: 2, shared: 4, direct: 6 });
+    });
+
+    it('should write text beyond ASCII, in the id and the payload, as UTF-8 that reads back the same', async () => {
+      const h = harness();
+      const sockets = [new RecordingSocket(), new RecordingSocket()];
+      const ids = ['ïd-✓', 'sub-😀'];
+      const sinks: (EventSink | undefined)[] = [];
+      for (const [i, s] of sockets.entries()) sinks.push(await h.open(s, ids[i] as string));
+      for (const sink of sinks) sink?.push({ text: 'héllo 👋 — ça va' });
+      sockets.forEach((s, i) => {
+        expect(s.messages).toEqual([{ id: ids[i], type: 'next', payload: { data: { events: { text: 'héllo 👋 — ça va' } } } }]);
+      });
     });
   });
 
