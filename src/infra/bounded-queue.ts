@@ -12,8 +12,8 @@ export class BoundedQueue<T> implements AsyncIterableIterator<T> {
 
   constructor(
     readonly capacity: number,
-    /** Told once when the queue ends: a function, or an owner object (which needs no closure for it). */
-    private readonly onClose?: (() => void) | { queueClosed(): void },
+    /** Told once when the queue ends (an object, so an owner needs no closure for it). */
+    private readonly owner?: { queueClosed(): void },
   ) {}
 
   /** Items waiting to be consumed. */
@@ -63,9 +63,7 @@ export class BoundedQueue<T> implements AsyncIterableIterator<T> {
       if (error !== undefined && f) f(error);
       else w({ value: undefined, done: true });
     }
-    const onClose = this.onClose;
-    if (typeof onClose === 'function') onClose();
-    else onClose?.queueClosed();
+    this.owner?.queueClosed();
   }
 
   /** The next item if one is queued, without waiting (for a consumer that is woken some other way). */

@@ -21,7 +21,7 @@ export class GraphqlWebSocket extends WebSocket {
   onGraphqlClose: ((code: number, reason: string) => Promise<void>) | null = null;
   /** Pinged, and no pong since (keep-alive). */
   awaitingPong = false;
-  /** When `connection_init` must have arrived by (epoch ms); 0 once it has. */
+  /** When `connection_init` must have arrived by (epoch ms), while the socket is in the sweep's set. */
   initDeadline = 0;
   /** Which of the keep-alive rounds pings this socket. */
   pingRound = 0;
@@ -135,7 +135,6 @@ export function useGraphqlWs<P extends Record<string, unknown> | undefined, E ex
     // The deadline is this module's (one sweep, below).
     connectionInitWaitTimeout: 0,
     onConnect: (ctx) => {
-      ctx.extra.socket.initDeadline = 0;
       awaitingInit.delete(ctx.extra.socket);
       return options.onConnect?.(ctx);
     },

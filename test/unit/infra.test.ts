@@ -31,6 +31,14 @@ function expectAppError(fn: () => unknown, code: string, field?: string): AppErr
 const settled = <T>(p: Promise<T>, ms = 50) =>
   Promise.race([p.then((v) => ({ value: v })), new Promise<'pending'>((r) => setTimeout(() => r('pending'), ms))]);
 
+/** A queue's owner that counts how often it is told the queue closed. */
+const closesCounter = () => ({
+  closes: 0,
+  queueClosed() {
+    this.closes++;
+  },
+});
+
 describe('BoundedQueue', () => {
   describe('when items are pushed before anyone reads', () => {
     it('should hand them out in order and count them', async () => {
@@ -110,52 +118,39 @@ describe('BoundedQueue', () => {
       expect(await q.next()).toEqual({ value: undefined, done: true });
     });
 
-    it('should call onClose exactly once however often it is ended', () => {
-      let closes = 0;
-      const q = new BoundedQueue<number>(1, () => closes++);
+    it('should tell its owner exactly once however often it is ended', () => {
+      const owner = closesCounter();
+      const q = new BoundedQueue<number>(1, owner);
       q.end();
       q.end(new Error('late'));
       void q.return();
-      expect(closes).toBe(1);
-    });
-
-    it("should tell an owner object once, through its queueClosed", () => {
-      const owner = {
-        closes: 0,
-        queueClosed() {
-          this.closes++;
-        },
-      };
-      const q = new BoundedQueue<number>(1, owner);
-      q.end();
-      q.end();
       expect(owner.closes).toBe(1);
     });
   });
 
   describe('when the consumer returns', () => {
-    it('should discard queued items, close, and call onClose', async () => {
-      let closed = false;
-      const q = new BoundedQueue<number>(5, () => (closed = true));
+    it('should discard queued items, close, and tell its owner', async () => {
+      const owner = closesCounter();
+      const q = new BoundedQueue<number>(5, owner);
       q.push(1);
       q.push(2);
       expect(await q.return()).toEqual({ value: undefined, done: true });
-      expect(closed).toBe(true);
+      expect(owner.closes).toBe(1);
       expect(q.size).toBe(0);
       expect(q.push(3)).toBe(false);
       expect(await q.next()).toEqual({ value: undefined, done: true });
     });
 
     it('should end a for-await loop that breaks', async () => {
-      let closed = false;
-      const q = new BoundedQueue<number>(5, () => (closed = true));
+      const owner = closesCounter();
+      const q = new BoundedQueue<number>(5, owner);
       q.push(1);
       q.push(2);
       for await (const n of q) {
         expect(n).toBe(1);
         break;
       }
-      expect(closed).toBe(true);
+      expect(owner.closes).toBe(1);
     });
   });
 
