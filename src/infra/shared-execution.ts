@@ -14,6 +14,7 @@ import {
 } from 'graphql';
 import { isPromise, type Plugin } from 'graphql-yoga';
 import { compiledOperation, runCompiled } from './jit-execution.js';
+import type { EndListener, EndReporter } from './ws-server.js';
 
 /** The SDL directive marking fields whose value depends on who asks. */
 export const PER_VIEWER_DIRECTIVE = 'perViewer';
@@ -174,11 +175,13 @@ const WS_INTERNAL_ERROR = 4500;
  * For a {@link SinkSource} it is also the subscription's stream: `next()` answers once, with what
  * `end` reports.
  */
-class SocketSink implements EventSink, AsyncGenerator<ExecutionResult, void, void> {
+class SocketSink implements EventSink, EndReporter {
   /** The source this sink runs (a SinkSource), once it is the subscription's stream. */
   #source: SinkSource | null = null;
   #started = false;
   #over = false;
+  /** Who gets the end, when the WebSocket server asked for it instead of iterating ({@link reportEnd}). */
+  #listener: EndListener | null = null;
   /** graphql-ws' `next()`, waiting for the end. */
   #waiter: ((r: MaybePromise<IteratorResult<ExecutionResult, void>>) => void) | null = null;
   /** The end, when it came before graphql-ws asked. */
@@ -254,16 +257,32 @@ class SocketSink implements EventSink, AsyncGenerator<ExecutionResult, void, voi
         answer = Promise.reject(err);
       }
     }
+    const listener = this.#listener;
+    this.#listener = null;
+    if (listener) return listener.ended(answer);
     const waiter = this.#waiter;
     this.#waiter = null;
     if (waiter) waiter(answer);
     else this.#final = answer;
   }
-  next(): Promise<IteratorResult<ExecutionResult, void>> {
-    if (!this.#started) {
-      this.#started = true;
-      this.#source?.startThroughSink();
+  /** Starts the source; its end goes to `listener` (ws-server.ts' operations), not to a `next()`. */
+  reportEnd(listener: EndListener): void {
+    const final = this.#final;
+    if (final !== null) {
+      this.#final = null;
+      return listener.ended(final);
     }
+    if (this.#over) return listener.ended(DONE);
+    this.#listener = listener;
+    this.#start();
+  }
+  #start(): void {
+    if (this.#started) return;
+    this.#started = true;
+    this.#source?.startThroughSink();
+  }
+  next(): Promise<IteratorResult<ExecutionResult, void>> {
+    this.#start();
     const final = this.#final;
     if (final !== null) {
       this.#final = null;
@@ -279,6 +298,9 @@ class SocketSink implements EventSink, AsyncGenerator<ExecutionResult, void, voi
     const waiter = this.#waiter;
     this.#waiter = null;
     waiter?.(DONE);
+    const listener = this.#listener;
+    this.#listener = null;
+    listener?.ended(DONE);
     return Promise.resolve(DONE);
   }
   throw(err: unknown): Promise<IteratorResult<ExecutionResult, void>> {

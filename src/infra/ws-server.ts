@@ -1,4 +1,27 @@
-import { CloseCode, handleProtocols, makeServer, type ServerOptions } from 'graphql-ws';
+import {
+  execute as graphqlExecute,
+  getOperationAST,
+  GraphQLError,
+  parse as graphqlParse,
+  validate as graphqlValidate,
+  subscribe as graphqlSubscribe,
+  type ExecutionArgs,
+  type ExecutionResult,
+} from 'graphql';
+import {
+  areGraphQLErrors,
+  CloseCode,
+  handleProtocols,
+  makeServer,
+  MessageType,
+  parseMessage,
+  stringifyMessage,
+  type Context,
+  type OperationResult,
+  type ServerOptions,
+  type SubscribeMessage,
+  type SubscribePayload,
+} from 'graphql-ws';
 import { WebSocket, type RawData, type WebSocketServer } from 'ws';
 
 /**
@@ -27,6 +50,8 @@ export class GraphqlWebSocket extends WebSocket {
   pingRound = 0;
   /** Pongs to the client's pings not yet written (when the server answers pings itself). */
   pendingPongs = 0;
+  /** graphql-ws' context of this socket, from its `connection_init` on (the adapter runs its operations). */
+  graphqlContext: object | null = null;
 
   /**
    * The adapter's handlers get the socket's events here rather than as listeners: a socket's
@@ -136,9 +161,11 @@ export function useGraphqlWs<P extends Record<string, unknown> | undefined, E ex
     connectionInitWaitTimeout: 0,
     onConnect: (ctx) => {
       awaitingInit.delete(ctx.extra.socket);
+      ctx.extra.socket.graphqlContext = ctx;
       return options.onConnect?.(ctx);
     },
   });
+  const operations = options.onSubscribe ? new Operations<P, Extra & Partial<E>>(options, (socket, err) => internalError(socket, err, 'message handling')) : null;
   wss.options.handleProtocols = handleProtocols;
 
   const internalError = (socket: GraphqlWebSocket, err: unknown, what: string) => {
@@ -160,6 +187,20 @@ export function useGraphqlWs<P extends Record<string, unknown> | undefined, E ex
         socket.close(CloseCode.BadRequest, 'Invalid message received');
         return;
       }
+      // Operations run here rather than in graphql-ws' handler, which stays suspended for a
+      // subscription's life (see Operations); the rest of the protocol is graphql-ws'.
+      const ctx = socket.graphqlContext as Context<P, Extra & Partial<E>> | null;
+      if (operations && ctx && (message as { type?: unknown } | null)?.type === MessageType.Subscribe) {
+        let subscribe: SubscribeMessage;
+        try {
+          subscribe = parseMessage(message, reviver) as SubscribeMessage;
+        } catch {
+          socket.close(CloseCode.BadRequest, 'Invalid message received');
+          return;
+        }
+        operations.subscribe(socket, ctx, subscribe);
+        return;
+      }
       handle(message as string).catch((err: unknown) => internalError(socket, err, 'message handling'));
     },
     error(socket, err) {
@@ -171,6 +212,7 @@ export function useGraphqlWs<P extends Record<string, unknown> | undefined, E ex
       const closed = socket.onGraphqlClose;
       socket.onGraphqlMessage = null;
       socket.onGraphqlClose = null;
+      socket.graphqlContext = null;
       closed?.(code, String(reason)).catch((err: unknown) => onInternalError(err, 'close handling'));
     },
   };
@@ -264,11 +306,7 @@ class SocketAdapter {
     return this.socket.protocol;
   }
   send(data: string): Promise<void> {
-    const socket = this.socket;
-    return new Promise((resolve, reject) => {
-      if (socket.readyState !== WebSocket.OPEN) return resolve();
-      socket.send(data, (err) => (err ? reject(err) : resolve()));
-    });
+    return sendText(this.socket, data);
   }
   close(code: number, reason: string): void {
     this.socket.close(code, reason);
@@ -277,3 +315,226 @@ class SocketAdapter {
     this.socket.onGraphqlMessage = cb;
   }
 }
+
+/** Writes a text message; resolves once written (at once when the socket is no longer open). */
+function sendText(socket: WebSocket, data: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (socket.readyState !== WebSocket.OPEN) return resolve();
+    socket.send(data, (err) => (err ? reject(err) : resolve()));
+  });
+}
+
+type MaybePromise<T> = T | Promise<T>;
+
+/**
+ * An operation's stream that delivers its events itself (the direct path's socket sink,
+ * shared-execution.ts) and reports only its end: the adapter gives it a listener instead of
+ * iterating it, so an idle subscription waits on nothing (no pending `next()`, no promise).
+ * graphql-ws still ends it with `return()` (a client's `complete`, the socket's close).
+ */
+export interface EndReporter extends AsyncGenerator<ExecutionResult, void, void> {
+  /** Starts the stream; `listener.ended` is called once, with its end (done, a last result, or a rejection). */
+  reportEnd(listener: EndListener): void;
+}
+
+/** Gets the end of an {@link EndReporter}. */
+export interface EndListener {
+  ended(end: MaybePromise<IteratorResult<ExecutionResult, void>>): void;
+}
+
+const isEndReporter = (v: unknown): v is EndReporter => typeof (v as EndReporter).reportEnd === 'function';
+const isAsyncIterable = (v: unknown): v is AsyncIterable<unknown> =>
+  typeof Object(v)[Symbol.asyncIterator] === 'function';
+const isAsyncGenerator = (v: unknown): v is AsyncGenerator<unknown> =>
+  isAsyncIterable(v) && typeof (v as AsyncGenerator<unknown>).return === 'function';
+/** Calls `fn` now; its value or throw as a promise. */
+const settle = <T>(fn: () => MaybePromise<T>): Promise<T> => {
+  try {
+    return Promise.resolve(fn());
+  } catch (err) {
+    return Promise.reject(err);
+  }
+};
+/** What graphql-ws makes of a throw while a stream runs (graphql 16). */
+const streamError = (err: unknown) => {
+  const originalError = err instanceof Error ? err : new Error(String(err));
+  return new GraphQLError(originalError.message, { originalError });
+};
+
+/** One operation of a socket (a `subscribe` message): what its hooks and its end need. */
+class Operation<P extends Record<string, unknown> | undefined, E> implements EndListener {
+  args: ExecutionArgs | null = null;
+  /** The stream, once the operation has one (graphql-ws' `ctx.subscriptions[id]`). */
+  stream: AsyncIterable<unknown> | null = null;
+  constructor(
+    readonly runner: Operations<P, E>,
+    readonly socket: GraphqlWebSocket,
+    readonly ctx: Context<P, E>,
+    readonly id: string,
+    readonly payload: SubscribePayload,
+  ) {}
+  /** Not completed by the client, the socket not closed (graphql-ws' `id in ctx.subscriptions`). */
+  get live(): boolean {
+    return this.id in this.ctx.subscriptions;
+  }
+  ended(end: MaybePromise<IteratorResult<ExecutionResult, void>>): void {
+    this.runner.ended(this, end);
+  }
+}
+
+/**
+ * Runs the operations of graphql-ws' `subscribe` messages as graphql-ws' handler does (its hooks,
+ * messages, close codes and `ctx.subscriptions` bookkeeping, so its `complete` and close handling
+ * still end them), with two differences in what a subscription holds while it waits: no async
+ * function suspended for its whole life (graphql-ws' handler keeps its frame, the message and an
+ * object of three closures per subscription until the stream ends), and for an {@link EndReporter}
+ * no iteration at all. Served when `onSubscribe` is given (graphql-ws' handler otherwise).
+ */
+class Operations<P extends Record<string, unknown> | undefined, E> {
+  constructor(
+    private readonly options: ServerOptions<P, E>,
+    private readonly failed: (socket: GraphqlWebSocket, err: unknown) => void,
+  ) {}
+
+  subscribe(socket: GraphqlWebSocket, ctx: Context<P, E>, message: SubscribeMessage): void {
+    if (!ctx.acknowledged) return socket.close(CloseCode.Unauthorized, 'Unauthorized');
+    const { id, payload } = message;
+    if (id in ctx.subscriptions) return socket.close(CloseCode.SubscriberAlreadyExists, `Subscriber for ${id} already exists`);
+    (ctx.subscriptions as Record<string, unknown>)[id] = null;
+    const op = new Operation(this, socket, ctx, id, payload);
+    let handedOver = false;
+    settle(() => (this.options.onSubscribe as NonNullable<ServerOptions<P, E>['onSubscribe']>)(ctx, id, payload))
+      .then((prepared) => this.#prepared(op, prepared))
+      .then((outcome) => void (handedOver = outcome === HANDED_OVER))
+      .catch((err: unknown) => this.failed(socket, err))
+      .finally(() => handedOver || this.#forget(op));
+  }
+
+  #prepared(op: Operation<P, E>, prepared: ExecutionArgs | readonly GraphQLError[] | void): Promise<unknown> | undefined {
+    if (!prepared) return this.#parsed(op);
+    if (areGraphQLErrors(prepared)) return op.live ? this.#error(op, prepared) : undefined;
+    if (Array.isArray(prepared)) throw new Error('Invalid return value from onSubscribe hook, expected an array of GraphQLError objects');
+    return this.#execute(op, prepared as ExecutionArgs);
+  }
+
+  /** No arguments from `onSubscribe`: graphql-ws' own parse and validation against `schema`. */
+  #parsed(op: Operation<P, E>): Promise<unknown> | undefined {
+    const { schema, parse = graphqlParse, validate = graphqlValidate } = this.options;
+    if (!schema) throw new Error('The GraphQL schema is not provided');
+    const { ctx, id, payload } = op;
+    const partial = { operationName: payload.operationName, document: parse(payload.query), variableValues: payload.variables };
+    return settle(() => (typeof schema === 'function' ? schema(ctx, id, payload, partial) : schema)).then((resolved) => {
+      const args: ExecutionArgs = { ...partial, schema: resolved };
+      const errors = validate(args.schema, args.document);
+      if (errors.length > 0) return op.live ? this.#error(op, errors) : undefined;
+      return this.#execute(op, args);
+    });
+  }
+
+  #execute(op: Operation<P, E>, args: ExecutionArgs): Promise<unknown> | undefined {
+    const { options } = this;
+    const { ctx, id, payload } = op;
+    op.args = args;
+    const ast = getOperationAST(args.document, args.operationName);
+    if (!ast) return op.live ? this.#error(op, [new GraphQLError('Unable to identify operation')]) : undefined;
+    if (!('rootValue' in args)) args.rootValue = options.roots?.[ast.operation];
+    const context = options.context;
+    const contextReady =
+      'contextValue' in args
+        ? Promise.resolve()
+        : settle(() => (typeof context === 'function' ? context(ctx, id, payload, args) : context)).then((value) => {
+            args.contextValue = value;
+          });
+    return contextReady
+      .then((): OperationResult =>
+        ast.operation === 'subscription' ? (options.subscribe ?? graphqlSubscribe)(args) : (options.execute ?? graphqlExecute)(args),
+      )
+      .then((result) => settle(() => options.onOperation?.(ctx, id, payload, args, result)).then((replaced) => replaced || result))
+      .then((result) => this.#run(op, result));
+  }
+
+  #run(op: Operation<P, E>, result: unknown): Promise<unknown> | typeof HANDED_OVER | undefined {
+    if (!isAsyncIterable(result)) {
+      return (op.live ? this.#next(op, result as ExecutionResult) : Promise.resolve()).then(() => this.#complete(op, op.live));
+    }
+    if (!op.live) {
+      if (isAsyncGenerator(result)) void result.return(undefined);
+      return undefined;
+    }
+    (op.ctx.subscriptions as Record<string, unknown>)[op.id] = result;
+    op.stream = result;
+    if (isEndReporter(result)) {
+      result.reportEnd(op);
+      return HANDED_OVER;
+    }
+    return this.#iterate(op, result[Symbol.asyncIterator]()).then(() => this.#complete(op, op.live));
+  }
+
+  /** graphql-ws' `for await` over a stream, as promise callbacks: nothing suspended between events. */
+  #iterate(op: Operation<P, E>, it: AsyncIterator<unknown>): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      const failed = (err: unknown) =>
+        this.#error(op, [streamError(err)]).then(() => {
+          this.#forget(op);
+          resolve();
+        }, reject);
+      const step = (): void => {
+        it.next()
+          .then((r) => (r.done ? resolve() : this.#next(op, r.value as ExecutionResult).then(step)))
+          .catch(failed);
+      };
+      step();
+    });
+  }
+
+  /** The end an {@link EndReporter} reported: its last result if any, then `complete`. */
+  ended(op: Operation<P, E>, end: MaybePromise<IteratorResult<ExecutionResult, void>>): void {
+    Promise.resolve(end)
+      .then(
+        (r) => (r.done || !op.live ? undefined : this.#next(op, r.value)),
+        (err: unknown) => this.#error(op, [streamError(err)]).then(() => this.#forget(op)),
+      )
+      .then(() => this.#complete(op, op.live))
+      .catch((err: unknown) => this.failed(op.socket, err))
+      .finally(() => this.#forget(op));
+  }
+
+  #next(op: Operation<P, E>, result: ExecutionResult): Promise<void> {
+    const { ctx, id, payload } = op;
+    return settle(() => this.options.onNext?.(ctx, id, payload, op.args as ExecutionArgs, result)).then((replaced) => {
+      const { errors, ...rest } = result;
+      const message = {
+        id,
+        type: MessageType.Next,
+        payload: replaced || { ...rest, ...(errors ? { errors: errors.map((e) => e.toJSON()) } : {}) },
+      } as const;
+      return sendText(op.socket, stringifyMessage(message, this.options.jsonMessageReplacer));
+    });
+  }
+
+  #error(op: Operation<P, E>, errors: readonly GraphQLError[]): Promise<void> {
+    const { ctx, id, payload } = op;
+    return settle(() => this.options.onError?.(ctx, id, payload, errors)).then((replaced) =>
+      sendText(
+        op.socket,
+        stringifyMessage({ id, type: MessageType.Error, payload: replaced || errors.map((e) => e.toJSON()) }, this.options.jsonMessageReplacer),
+      ),
+    );
+  }
+
+  #complete(op: Operation<P, E>, notifyClient: boolean): Promise<void> {
+    const { ctx, id, payload } = op;
+    return settle(() => this.options.onComplete?.(ctx, id, payload)).then(() =>
+      notifyClient ? sendText(op.socket, stringifyMessage({ id, type: MessageType.Complete }, this.options.jsonMessageReplacer)) : undefined,
+    );
+  }
+
+  /** The operation is over: its id is free again (unless a newer operation took it). */
+  #forget(op: Operation<P, E>): void {
+    const subscriptions = op.ctx.subscriptions as Record<string, unknown>;
+    if (op.id in subscriptions && (subscriptions[op.id] === null || subscriptions[op.id] === op.stream)) delete subscriptions[op.id];
+  }
+}
+
+/** An operation whose end its stream reports ({@link EndReporter}): the set-up leaves it live. */
+const HANDED_OVER = Symbol('handedOver');

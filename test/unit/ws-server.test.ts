@@ -4,7 +4,8 @@ import { buildSchema } from 'graphql';
 import { createClient, type Client } from 'graphql-ws';
 import { afterEach, describe, expect, it } from 'vitest';
 import WebSocket, { WebSocketServer } from 'ws';
-import { GraphqlWebSocket, useGraphqlWs, type GraphqlWsOptions } from '../../src/infra/ws-server.js';
+import type { ExecutionResult } from 'graphql';
+import { GraphqlWebSocket, useGraphqlWs, type EndListener, type EndReporter, type GraphqlWsOptions } from '../../src/infra/ws-server.js';
 import { deferred, withTimeout } from '../helpers/clients.js';
 
 /**
@@ -15,8 +16,41 @@ import { deferred, withTimeout } from '../helpers/clients.js';
 
 const schema = buildSchema(`
   type Query { hello: String }
-  type Subscription { ticks(count: Int!): Int }
+  type Subscription { ticks(count: Int!): Int reported: Int }
 `);
+
+/**
+ * A stream that reports its end to a listener (as the direct path's socket sink does): the test
+ * ends it through `listener`; `next()` is never to be called (the adapter does not iterate it).
+ */
+class Reporter implements EndReporter {
+  listener: EndListener | null = null;
+  nexts = 0;
+  returned = 0;
+  reportEnd(listener: EndListener): void {
+    this.listener = listener;
+  }
+  next(): Promise<IteratorResult<ExecutionResult, void>> {
+    this.nexts++;
+    return new Promise(() => undefined);
+  }
+  return(): Promise<IteratorResult<ExecutionResult, void>> {
+    this.returned++;
+    const listener = this.listener;
+    this.listener = null;
+    listener?.ended({ done: true, value: undefined });
+    return Promise.resolve({ done: true, value: undefined });
+  }
+  throw(err: unknown): Promise<IteratorResult<ExecutionResult, void>> {
+    return Promise.reject(err);
+  }
+  [Symbol.asyncIterator](): this {
+    return this;
+  }
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.return().then(() => undefined);
+  }
+}
 
 interface Harness {
   url: string;
@@ -26,6 +60,8 @@ interface Harness {
   released: number;
   internalErrors: string[];
   closes: { code: number; reason: string }[];
+  /** The streams made for `reported` subscriptions, in order. */
+  reporters: Reporter[];
 }
 
 const harnesses: Harness[] = [];
@@ -43,7 +79,7 @@ async function start(opts: Partial<GraphqlWsOptions> & { throwOnSubscribe?: bool
   // As app.ts makes it: the adapter tracks the sockets and answers pings.
   const wss = new WebSocketServer({ server, WebSocket: GraphqlWebSocket, clientTracking: false, autoPong: false });
   if (opts.onConnection) wss.on('connection', opts.onConnection);
-  const h = { released: 0, internalErrors: [] as string[], closes: [] as { code: number; reason: string }[] } as Harness;
+  const h = { released: 0, internalErrors: [] as string[], closes: [] as { code: number; reason: string }[], reporters: [] as Reporter[] } as Harness;
   const ws = useGraphqlWs(
     {
       schema,
@@ -68,6 +104,8 @@ async function start(opts: Partial<GraphqlWsOptions> & { throwOnSubscribe?: bool
             };
             return it;
           },
+          // A source that never yields, replaced by a Reporter in onOperation.
+          reported: () => ({ [Symbol.asyncIterator]: () => ({ next: () => new Promise(() => undefined), return: () => Promise.resolve({ done: true }) }) }),
         },
       },
       onSubscribe: () => {
@@ -75,6 +113,14 @@ async function start(opts: Partial<GraphqlWsOptions> & { throwOnSubscribe?: bool
       },
       onClose: (_ctx, code, reason) => {
         h.closes.push({ code: code ?? 0, reason: reason ?? '' });
+      },
+      // `reported` runs as a Reporter, put in place of the result as app.ts puts its direct streams.
+      onOperation: (_ctx, _id, payload, _args, result) => {
+        if (!payload.query.includes('reported')) return undefined;
+        void (result as AsyncGenerator).return(undefined);
+        const r = new Reporter();
+        h.reporters.push(r);
+        return r;
       },
     },
     wss,
@@ -222,6 +268,60 @@ describe('graphql-ws on ws through the adapter', () => {
       'three more pings',
     );
     expect(alive.s.readyState).toBe(WebSocket.OPEN);
+  });
+
+  it('should hand a stream that reports its end a listener instead of iterating it, and send what the end says', async () => {
+    const h = await start();
+    const { s, opened } = raw(h.url);
+    await opened;
+    const messages: { id?: string; type: string; payload?: unknown }[] = [];
+    s.on('message', (data) => messages.push(JSON.parse(String(data)) as (typeof messages)[number]));
+    const seen = (what: string, test: () => boolean) =>
+      withTimeout(
+        (async () => {
+          while (!test()) await new Promise((r) => setTimeout(r, 5));
+        })(),
+        5000,
+        what,
+      );
+    s.send(JSON.stringify({ type: 'connection_init' }));
+    await seen('connection_ack', () => messages.some((m) => m.type === 'connection_ack'));
+    const subscribe = (id: string) => s.send(JSON.stringify({ id, type: 'subscribe', payload: { query: 'subscription { reported }' } }));
+    const messagesOf = (id: string) => messages.filter((m) => m.id === id).map((m) => [m.type, m.payload ?? null]);
+    for (const id of ['last', 'failed', 'done', 'stopped']) subscribe(id);
+    await seen('four listeners', () => h.reporters.filter((r) => r.listener).length === 4);
+    const [last, failed, done, stopped] = h.reporters as [Reporter, Reporter, Reporter, Reporter];
+    // A last result, then complete.
+    last.listener?.ended(Promise.resolve({ done: false, value: { data: { reported: 7 } } }));
+    await seen('complete of "last"', () => messagesOf('last').length === 2);
+    expect(messagesOf('last')).toEqual([
+      ['next', { data: { reported: 7 } }],
+      ['complete', null],
+    ]);
+    // A failure: an error message, as graphql-ws sends when a stream throws.
+    failed.listener?.ended(Promise.reject(new Error('stream broke')));
+    await seen('error of "failed"', () => messagesOf('failed').length === 1);
+    expect(messagesOf('failed')).toEqual([['error', [{ message: 'stream broke' }]]]);
+    // Done: complete only.
+    done.listener?.ended({ done: true, value: undefined });
+    await seen('complete of "done"', () => messagesOf('done').length === 1);
+    expect(messagesOf('done')).toEqual([['complete', null]]);
+    // The client stops one: returned, nothing sent back, and its id free for a new subscription.
+    s.send(JSON.stringify({ id: 'stopped', type: 'complete' }));
+    await seen('"stopped" returned', () => stopped.returned === 1);
+    subscribe('stopped');
+    await seen('a fifth listener', () => h.reporters.length === 5 && h.reporters[4]?.listener !== null);
+    expect(messagesOf('stopped')).toEqual([]);
+    // Ids of ended operations are free again too; a live one is not (4409).
+    subscribe('last');
+    await seen('a sixth listener', () => h.reporters.length === 6);
+    expect(h.reporters.map((r) => r.nexts)).toEqual([0, 0, 0, 0, 0, 0]);
+    expect(h.internalErrors).toEqual([]);
+    const closed = new Promise<number>((resolve) => s.once('close', (code) => resolve(code)));
+    subscribe('last');
+    expect(await withTimeout(closed, 5000, 'the close')).toBe(4409);
+    // The close returned the two live ones.
+    await seen('live ones returned', () => (h.reporters[4]?.returned ?? 0) === 1 && (h.reporters[5]?.returned ?? 0) === 1);
   });
 
   it('should close with 4400 a socket that sends what is not JSON, or not a protocol message', async () => {
