@@ -152,8 +152,6 @@ function internQuery(text: string): string {
  * end well before (their Redis waits are bounded).
  */
 const SETUP_HOLD_MAX_MS = 10_000;
-/** The `release` of an operation that holds no set-up slot. */
-const NO_SLOT = () => undefined;
 
 /** A WebSocket operation refused by a connection limit. */
 const rateLimitedWs = (message: string) => new AppError('RATE_LIMITED', message, { retryAfter: 10 });
@@ -457,11 +455,11 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   });
   const wsMessages = createWsMessageLimits({ maxMessagesPer10s: config.wsMaxMessagesPer10s });
   type WsExtra = { viewer?: Viewer; connection?: Promise<string | null> };
-  // Operations being set up at once (infra/slots.ts): a subscription holds its slot until its
-  // stream is open (the subscribe wrapper below), anything else until its arguments are ready.
+  // Operations being set up at once (infra/slots.ts): the adapter gives each a slot before
+  // onSubscribe and takes it back once its result (a subscription's stream) is there.
   const setups = new Slots(config.wsSetupConcurrency, SETUP_HOLD_MAX_MS);
-  /** The root value graphql-ws hands to `execute`/`subscribe`: envelop's functions and the set-up's slot. */
-  type WsRoot = { execute(a: ExecutionArgs): unknown; subscribe(a: ExecutionArgs): unknown; release(): void };
+  /** The root value graphql-ws hands to `execute`/`subscribe`: envelop's functions. */
+  type WsRoot = { execute(a: ExecutionArgs): unknown; subscribe(a: ExecutionArgs): unknown };
   /**
    * A WebSocket operation's execution arguments (trusted documents, parse, validation, context), or
    * the errors that answer it; graphql-ws runs the arguments with `execute` or `subscribe` below.
@@ -470,7 +468,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     ctx: WsContext<Record<string, unknown> | undefined, WsSocketExtra & Partial<WsExtra>>,
     id: string,
     payload: SubscribePayload,
-  ): Promise<{ args: ExecutionArgs; operation: string } | readonly GraphQLError[]> {
+  ): Promise<ExecutionArgs | readonly GraphQLError[]> {
     // Trusted documents, as over HTTP: a hash runs the manifest's text; refusals answer this operation.
     const resolved = persisted.resolve(payload);
     if (resolved.error) return [resolved.error];
@@ -511,41 +509,16 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
       errors = [err instanceof GraphQLError ? err : new GraphQLError(String(err))];
     }
     if (errors.length > 0) return errors.map(withCode);
-    // graphql-ws would answer this itself, but only after onSubscribe: answered here, so no set-up
-    // slot is handed to a `subscribe` that would never run.
-    const operation = getOperationAST(document, payload.operationName);
-    if (!operation) return [withCode(new GraphQLError('Unable to identify operation'))];
-    const args: ExecutionArgs = {
+    // The adapter would answer this itself, but without the contract's error code.
+    if (!getOperationAST(document, payload.operationName)) return [withCode(new GraphQLError('Unable to identify operation'))];
+    return {
       schema,
       document,
       operationName: payload.operationName,
       variableValues: payload.variables,
       contextValue: await envelopedContext(),
-      rootValue: { execute, subscribe, release: NO_SLOT } satisfies WsRoot,
+      rootValue: { execute, subscribe } satisfies WsRoot,
     };
-    return { args, operation: operation.operation };
-  }
-
-  /** Sets up a WebSocket operation in a set-up slot (`release` gives it back). */
-  async function setUpWithSlot(
-    ctx: WsContext<Record<string, unknown> | undefined, WsSocketExtra & Partial<WsExtra>>,
-    id: string,
-    payload: SubscribePayload,
-    release: () => void,
-  ): Promise<ExecutionArgs | readonly GraphQLError[]> {
-    let handedOver = false;
-    try {
-      const prepared = await prepareWsOperation(ctx, id, payload);
-      if (!('args' in prepared)) return prepared;
-      // A subscription keeps the slot until its stream is open (the subscribe wrapper below).
-      if (prepared.operation === 'subscription') {
-        (prepared.args.rootValue as WsRoot).release = release;
-        handedOver = true;
-      }
-      return prepared.args;
-    } finally {
-      if (!handedOver) release();
-    }
   }
 
   const wsServer = useGraphqlWs<Record<string, unknown> | undefined, WsExtra>(
@@ -575,9 +548,8 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
         }
         return true;
       },
-      // Not an async function: after a deploy thousands of subscribes wait here for a slot at
-      // once, and a suspended async function's frame, held for seconds, outlives young-generation
-      // collections into the old generation; a queued promise and one closure cost less.
+      // Called in the operation's set-up slot (the adapter's `setups`): after a deploy thousands of
+      // subscribes wait for one at once, each as an entry in the slots' queue.
       onSubscribe: (ctx, id, payload: SubscribePayload) => {
         if (wsMessages.isOver(ctx.extra.socket)) {
           return [rateLimitedWs('Too many messages on this connection: slow down or it will be closed (4429)')];
@@ -586,19 +558,10 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
         if (Object.keys(ctx.subscriptions).length > config.wsMaxSubscriptions) {
           return [rateLimitedWs(`At most ${config.wsMaxSubscriptions} subscriptions per connection`)];
         }
-        return setups.acquire().then((release) => setUpWithSlot(ctx, id, payload, release));
+        return prepareWsOperation(ctx, id, payload);
       },
       execute: (args) => (args.rootValue as WsRoot).execute(args) as never,
-      subscribe: async (args) => {
-        const root = args.rootValue as WsRoot;
-        try {
-          return (await root.subscribe(args)) as never;
-        } finally {
-          root.release();
-          // graphql-ws keeps these arguments for the subscription's life: not the slot's closures.
-          root.release = NO_SLOT;
-        }
-      },
+      subscribe: (args) => (args.rootValue as WsRoot).subscribe(args) as never,
       // A subscription with a direct sink runs its own stream, which masks as yoga would, rather
       // than yoga's wrappers of it (shared-execution.ts, directStreamOf).
       onOperation: (_ctx, _id, _payload, args) => directStreamOf(args.contextValue),
@@ -619,6 +582,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     {
       isProd: config.isProduction,
       beforeMessage: (socket) => wsMessages.count(socket),
+      setups,
       extra: (socket) => ({ socket, viewer: undefined, connection: undefined }),
       onInternalError: (err, what) => logger.error({ err }, `WebSocket ${what} failed`),
     },

@@ -23,6 +23,7 @@ import {
   type SubscribePayload,
 } from 'graphql-ws';
 import { WebSocket, type RawData, type WebSocketServer } from 'ws';
+import type { SlotWaiter, Slots } from './slots.js';
 
 /**
  * A `ws` socket that graphql-ws serves: its per-connection state is fields of the socket itself,
@@ -111,6 +112,12 @@ export interface GraphqlWsOptions {
   isProd: boolean;
   /** Sees each message before graphql-ws does (message limits); a socket it closed is not served further. */
   beforeMessage?: (socket: GraphqlWebSocket) => void;
+  /**
+   * Operations set up at once: each holds a slot from before `onSubscribe` until its result (a
+   * subscription's stream) is there; the others wait in arrival order, costing the queue one entry
+   * each (infra/slots.ts). With `onSubscribe` only.
+   */
+  setups?: Pick<Slots, 'acquireFor'>;
 }
 
 /** Keep-alive pings go out in this many rounds per period, so thousands of sockets are not pinged in one turn. */
@@ -165,7 +172,9 @@ export function useGraphqlWs<P extends Record<string, unknown> | undefined, E ex
       return options.onConnect?.(ctx);
     },
   });
-  const operations = options.onSubscribe ? new Operations<P, Extra & Partial<E>>(options, (socket, err) => internalError(socket, err, 'message handling')) : null;
+  const operations = options.onSubscribe
+    ? new Operations<P, Extra & Partial<E>>(options, opts.setups ?? null, (socket, err) => internalError(socket, err, 'message handling'))
+    : null;
   wss.options.handleProtocols = handleProtocols;
 
   const internalError = (socket: GraphqlWebSocket, err: unknown, what: string) => {
@@ -362,10 +371,12 @@ const streamError = (err: unknown) => {
 };
 
 /** One operation of a socket (a `subscribe` message): what its hooks and its end need. */
-class Operation<P extends Record<string, unknown> | undefined, E> implements EndListener {
+class Operation<P extends Record<string, unknown> | undefined, E> implements EndListener, SlotWaiter {
   args: ExecutionArgs | null = null;
-  /** The stream, once the operation has one (graphql-ws' `ctx.subscriptions[id]`). */
+  /** The stream, once the operation has one (then graphql-ws' `ctx.subscriptions[id]`; the operation itself until then). */
   stream: AsyncIterable<unknown> | null = null;
+  /** Gives back the set-up slot (once). */
+  #release: (() => void) | null = null;
   constructor(
     readonly runner: Operations<P, E>,
     readonly socket: GraphqlWebSocket,
@@ -373,9 +384,23 @@ class Operation<P extends Record<string, unknown> | undefined, E> implements End
     readonly id: string,
     readonly payload: SubscribePayload,
   ) {}
-  /** Not completed by the client, the socket not closed (graphql-ws' `id in ctx.subscriptions`). */
+  /**
+   * Not completed by the client, the socket not closed: graphql-ws' `id in ctx.subscriptions`, by
+   * identity, so an operation that waited for a slot while its id was completed and reused is not.
+   */
   get live(): boolean {
-    return this.id in this.ctx.subscriptions;
+    const current = (this.ctx.subscriptions as Record<string, unknown>)[this.id];
+    return current !== undefined && (current === this || current === this.stream);
+  }
+  granted(release: () => void): void {
+    this.#release = release;
+    this.runner.start(this);
+  }
+  /** Gives back the set-up slot, if it holds one. */
+  freeSlot(): void {
+    const release = this.#release;
+    this.#release = null;
+    release?.();
   }
   ended(end: MaybePromise<IteratorResult<ExecutionResult, void>>): void {
     this.runner.ended(this, end);
@@ -393,6 +418,7 @@ class Operation<P extends Record<string, unknown> | undefined, E> implements End
 class Operations<P extends Record<string, unknown> | undefined, E> {
   constructor(
     private readonly options: ServerOptions<P, E>,
+    private readonly setups: Pick<Slots, 'acquireFor'> | null,
     private readonly failed: (socket: GraphqlWebSocket, err: unknown) => void,
   ) {}
 
@@ -400,14 +426,27 @@ class Operations<P extends Record<string, unknown> | undefined, E> {
     if (!ctx.acknowledged) return socket.close(CloseCode.Unauthorized, 'Unauthorized');
     const { id, payload } = message;
     if (id in ctx.subscriptions) return socket.close(CloseCode.SubscriberAlreadyExists, `Subscriber for ${id} already exists`);
-    (ctx.subscriptions as Record<string, unknown>)[id] = null;
     const op = new Operation(this, socket, ctx, id, payload);
+    // The operation stands for itself until it has a stream: graphql-ws' complete and close
+    // handling skip what is not an async generator, as they skip its null.
+    (ctx.subscriptions as Record<string, unknown>)[id] = op;
+    if (this.setups) this.setups.acquireFor(op);
+    else this.start(op);
+  }
+
+  /** Sets the operation up (in its slot, if any) and runs it. */
+  start(op: Operation<P, E>): void {
+    // Completed by the client, or its socket closed, while it waited.
+    if (!op.live) return op.freeSlot();
     let handedOver = false;
-    settle(() => (this.options.onSubscribe as NonNullable<ServerOptions<P, E>['onSubscribe']>)(ctx, id, payload))
+    settle(() => (this.options.onSubscribe as NonNullable<ServerOptions<P, E>['onSubscribe']>)(op.ctx, op.id, op.payload))
       .then((prepared) => this.#prepared(op, prepared))
       .then((outcome) => void (handedOver = outcome === HANDED_OVER))
-      .catch((err: unknown) => this.failed(socket, err))
-      .finally(() => handedOver || this.#forget(op));
+      .catch((err: unknown) => this.failed(op.socket, err))
+      .finally(() => {
+        op.freeSlot();
+        if (!handedOver) this.#forget(op);
+      });
   }
 
   #prepared(op: Operation<P, E>, prepared: ExecutionArgs | readonly GraphQLError[] | void): Promise<unknown> | undefined {
@@ -454,6 +493,8 @@ class Operations<P extends Record<string, unknown> | undefined, E> {
   }
 
   #run(op: Operation<P, E>, result: unknown): Promise<unknown> | typeof HANDED_OVER | undefined {
+    // Set up: the next operation may start while this one runs.
+    op.freeSlot();
     if (!isAsyncIterable(result)) {
       return (op.live ? this.#next(op, result as ExecutionResult) : Promise.resolve()).then(() => this.#complete(op, op.live));
     }
@@ -531,8 +572,7 @@ class Operations<P extends Record<string, unknown> | undefined, E> {
 
   /** The operation is over: its id is free again (unless a newer operation took it). */
   #forget(op: Operation<P, E>): void {
-    const subscriptions = op.ctx.subscriptions as Record<string, unknown>;
-    if (op.id in subscriptions && (subscriptions[op.id] === null || subscriptions[op.id] === op.stream)) delete subscriptions[op.id];
+    if (op.live) delete (op.ctx.subscriptions as Record<string, unknown>)[op.id];
   }
 }
 

@@ -5,6 +5,7 @@ import { createClient, type Client } from 'graphql-ws';
 import { afterEach, describe, expect, it } from 'vitest';
 import WebSocket, { WebSocketServer } from 'ws';
 import type { ExecutionResult } from 'graphql';
+import { Slots } from '../../src/infra/slots.js';
 import { GraphqlWebSocket, useGraphqlWs, type EndListener, type EndReporter, type GraphqlWsOptions } from '../../src/infra/ws-server.js';
 import { deferred, withTimeout } from '../helpers/clients.js';
 
@@ -74,7 +75,14 @@ afterEach(async () => {
   await Promise.all(harnesses.splice(0).map((h) => h.dispose().then(() => new Promise((r) => h.server.close(r)))));
 });
 
-async function start(opts: Partial<GraphqlWsOptions> & { throwOnSubscribe?: boolean; onConnection?: (s: WebSocket) => void } = {}): Promise<Harness> {
+async function start(
+  opts: Partial<GraphqlWsOptions> & {
+    throwOnSubscribe?: boolean;
+    onConnection?: (s: WebSocket) => void;
+    /** Called by onSubscribe with the operation's id; onSubscribe waits for what it returns. */
+    onSubscribeOf?: (id: string) => Promise<void> | void;
+  } = {},
+): Promise<Harness> {
   const server = createServer();
   // As app.ts makes it: the adapter tracks the sockets and answers pings.
   const wss = new WebSocketServer({ server, WebSocket: GraphqlWebSocket, clientTracking: false, autoPong: false });
@@ -108,8 +116,9 @@ async function start(opts: Partial<GraphqlWsOptions> & { throwOnSubscribe?: bool
           reported: () => ({ [Symbol.asyncIterator]: () => ({ next: () => new Promise(() => undefined), return: () => Promise.resolve({ done: true }) }) }),
         },
       },
-      onSubscribe: () => {
+      onSubscribe: (_ctx, id) => {
         if (opts.throwOnSubscribe) throw new Error('boom in onSubscribe');
+        return opts.onSubscribeOf?.(id);
       },
       onClose: (_ctx, code, reason) => {
         h.closes.push({ code: code ?? 0, reason: reason ?? '' });
@@ -322,6 +331,47 @@ describe('graphql-ws on ws through the adapter', () => {
     expect(await withTimeout(closed, 5000, 'the close')).toBe(4409);
     // The close returned the two live ones.
     await seen('live ones returned', () => (h.reporters[4]?.returned ?? 0) === 1 && (h.reporters[5]?.returned ?? 0) === 1);
+  });
+
+  it('should set operations up one slot at a time in arrival order, skipping one completed while it waited', async () => {
+    const slots = new Slots(1);
+    const gate = deferred<void>();
+    const called: string[] = [];
+    const h = await start({
+      setups: slots,
+      onSubscribeOf: (id) => {
+        called.push(id);
+        return id === 'a' ? gate.promise : undefined;
+      },
+    });
+    const { s, opened } = raw(h.url);
+    await opened;
+    const types: string[] = [];
+    s.on('message', (data) => types.push((JSON.parse(String(data)) as { type: string }).type));
+    const until = (what: string, test: () => boolean) =>
+      withTimeout(
+        (async () => {
+          while (!test()) await new Promise((r) => setTimeout(r, 5));
+        })(),
+        5000,
+        what,
+      );
+    s.send(JSON.stringify({ type: 'connection_init' }));
+    await until('connection_ack', () => types.includes('connection_ack'));
+    for (const id of ['a', 'b', 'c']) s.send(JSON.stringify({ id, type: 'subscribe', payload: { query: 'subscription { reported }' } }));
+    await until('b and c waiting', () => slots.waiting === 2);
+    expect(called).toEqual(['a']);
+    expect(slots.inUse).toBe(1);
+    s.send(JSON.stringify({ id: 'b', type: 'complete' }));
+    // Handled in order: once the ping is answered, so is the complete.
+    s.send(JSON.stringify({ type: 'ping' }));
+    await until('pong', () => types.includes('pong'));
+    gate.resolve();
+    // a's stream is there: its slot goes to b, which was completed (skipped), then to c.
+    await until('two streams', () => h.reporters.filter((r) => r.listener).length === 2);
+    await until('slots given back', () => slots.inUse === 0 && slots.waiting === 0);
+    expect(called).toEqual(['a', 'c']);
+    expect(h.internalErrors).toEqual([]);
   });
 
   it('should close with 4400 a socket that sends what is not JSON, or not a protocol message', async () => {
