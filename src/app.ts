@@ -454,7 +454,8 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     autoPong: false,
   });
   const wsMessages = createWsMessageLimits({ maxMessagesPer10s: config.wsMaxMessagesPer10s });
-  type WsExtra = { viewer?: Viewer; connection?: Promise<string | null> };
+  /** `connection`: the socket's presence connection id, a promise of it until registered. */
+  type WsExtra = { viewer?: Viewer; connection?: Promise<string | null> | string | null };
   // Operations being set up at once (infra/slots.ts): the adapter gives each a slot before
   // onSubscribe and takes it back once its result (a subscription's stream) is there.
   const setups = new Slots(config.wsSetupConcurrency, SETUP_HOLD_MAX_MS);
@@ -540,7 +541,9 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
         services.users.touch(ctx.extra.viewer).catch(() => undefined);
         // The socket is a presence connection until it closes.
         const registered = services.presence.connect(ctx.extra.viewer).catch(() => null);
-        ctx.extra.connection = registered.then((r) => r?.id ?? null);
+        // The id itself once known: the socket holds a string for its life, not a settled promise.
+        const extra = ctx.extra;
+        extra.connection = registered.then((r) => (extra.connection = r?.id ?? null));
         const connections = (await registered)?.connections ?? 0;
         if (connections > config.wsMaxConnectionsPerUser) {
           ctx.extra.socket.close(CloseCode.TooManyRequests, 'Too many connections for this user');
@@ -566,9 +569,12 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
       // than yoga's wrappers of it (shared-execution.ts, directStreamOf).
       onOperation: (_ctx, _id, _payload, args) => directStreamOf(args.contextValue),
       onClose: (ctx) => {
-        void ctx.extra.connection
-          ?.then((id) => (id ? services.presence.disconnect(id) : undefined))
-          .catch(() => undefined);
+        const connection = ctx.extra.connection;
+        if (typeof connection === 'string') services.presence.disconnect(connection).catch(() => undefined);
+        else
+          void connection
+            ?.then((id) => (id ? services.presence.disconnect(id) : undefined))
+            .catch(() => undefined);
       },
       // As over HTTP: Redis writes of this turn before the result (a mutation's PUBLISH).
       onNext: () => {
