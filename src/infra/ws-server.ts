@@ -138,9 +138,11 @@ const reasonOf = (err: unknown, isProd: boolean) =>
  * - one sweep of connection-init deadlines instead of a timer per socket that graphql-ws' close
  *   handler keeps for the connection's life;
  * - no listeners per socket: the socket class hands its events to one set of handlers;
- * - a message handler that does not stay suspended for a subscription's life with its frame's
- *   Buffer (graphql-ws' own handler awaits a subscription until it ends), and hands graphql-ws the
- *   parsed message rather than its text, which graphql-ws' handler would keep as long.
+ * - a message handler that hands graphql-ws the parsed message rather than its text;
+ * - `subscribe` messages run here ({@link Operations}), not in graphql-ws' handler, which stays
+ *   suspended for a subscription's life: a subscription waits on no async function, and one whose
+ *   stream reports its end ({@link EndReporter}) on no promise either; with `setups`, each waits
+ *   for a set-up slot as a queue entry.
  * Close codes are graphql-ws' own: 4400 for a message that is not JSON, 4408 for a late init, 4500
  * when a handler throws.
  */
