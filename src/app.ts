@@ -537,9 +537,8 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
         // The token is not needed once the socket is authenticated: let it go rather than hold it
         // for the connection's life.
         (ctx as { connectionParams?: unknown }).connectionParams = undefined;
-        // Not awaited, as over HTTP; an outage must not refuse an authenticated socket.
-        services.users.touch(ctx.extra.viewer).catch(() => undefined);
-        // The socket is a presence connection until it closes.
+        // The socket is a presence connection until it closes; registering it also writes the user
+        // (a user exists from their first authenticated request). An outage refuses no socket.
         const registered = services.presence.connect(ctx.extra.viewer).catch(() => null);
         // The id itself once known: the socket holds a string for its life, not a settled promise.
         const extra = ctx.extra;

@@ -9,6 +9,7 @@ import { repeatUnlessBusy } from '../infra/repeat.js';
 import type { ScriptRegistry } from '../infra/scripts.js';
 import type { RoomsService } from '../rooms/rooms.service.js';
 import type { AppPubSub } from '../topics.js';
+import { userKeys } from '../users/users.keys.js';
 import type { Viewer } from '../users/users.models.js';
 import { presenceKeys as keys } from './presence.keys.js';
 import type { PresenceEventModel, PresenceModel } from './presence.models.js';
@@ -73,6 +74,7 @@ const readOnlineCounts =
 export function createPresenceService(deps: PresenceServiceDeps) {
   const { redis, scripts, pubsub, rooms, clock, logger, instanceId, timeoutSeconds, graceMs, tickMs } = deps;
   const connectScript = scripts.get('registerConnection');
+  const connectUserScript = scripts.get('connectUser');
   const disconnectScript = scripts.get('unregisterConnection');
   const settleScript = scripts.get('settleOffline');
   const reapScript = scripts.get('reapInstance');
@@ -248,13 +250,23 @@ export function createPresenceService(deps: PresenceServiceDeps) {
       await redis.zrem(keys.instances(), instanceId).catch(() => undefined);
     },
 
-    /** Registers a WebSocket or SSE connection; resolves with its id and the user's connection count (all instances). */
+    /**
+     * Registers a WebSocket or SSE connection; resolves with its id and the user's connection count
+     * (all instances). Also writes the user from their token, as `users.touch` does, in the same
+     * command: a connection's set-up sends one script, not two.
+     */
     async connect(viewer: Viewer): Promise<{ id: string; connections: number }> {
       const connectionId = `${connectionPrefix}${++nextId}`;
       local.set(connectionId, viewer.id);
-      const [transition, , connections] = (await connectScript(
-        [keys.connections(viewer.id), keys.presence(viewer.id), keys.instanceConnections(instanceId), keys.grace()],
-        [connectionId, viewer.id],
+      const [transition, , connections] = (await connectUserScript(
+        [
+          keys.connections(viewer.id),
+          keys.presence(viewer.id),
+          keys.instanceConnections(instanceId),
+          keys.grace(),
+          userKeys.user(viewer.id),
+        ],
+        [connectionId, viewer.id, viewer.name, clock.now()],
       )) as [number, number, number];
       if (transition === 1) await announce(viewer.id);
       return { id: connectionId, connections };

@@ -4,6 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ScriptRunner } from '../../src/infra/scripts.js';
 import { presenceKeys as keys } from '../../src/presence/presence.keys.js';
 import { typingKeys } from '../../src/typing/typing.keys.js';
+import { userKeys } from '../../src/users/users.keys.js';
 import { deletePrefixed, luaConnection } from '../helpers/lua.js';
 import { uniquePrefix } from '../helpers/server.js';
 
@@ -22,6 +23,7 @@ const TIMEOUT = 6000;
 
 interface Runners {
   registerConnection: ScriptRunner;
+  connectUser: ScriptRunner;
   unregisterConnection: ScriptRunner;
   settleOffline: ScriptRunner;
   reapInstance: ScriptRunner;
@@ -97,6 +99,7 @@ beforeAll(async () => {
     clients.push(c);
     runners.push({
       registerConnection: scripts.get('registerConnection'),
+      connectUser: scripts.get('connectUser'),
       unregisterConnection: scripts.get('unregisterConnection'),
       settleOffline: scripts.get('settleOffline'),
       reapInstance: scripts.get('reapInstance'),
@@ -166,6 +169,34 @@ describe('registerConnection', () => {
       expect(await redis.scard(keys.connections(user))).toBe(20);
       expect(await state(user)).toEqual({ state: 'ONLINE', away: '' });
     });
+  });
+});
+
+describe('connectUser', () => {
+  const connectUser = (conn: string, user: string, iid: string, name: string, now: number, i = 0) =>
+    on(i).connectUser(
+      [keys.connections(user), keys.presence(user), keys.instanceConnections(iid), keys.grace(), userKeys.user(user)],
+      [conn, user, name, now],
+    ) as Promise<RegisterReply>;
+
+  it('should register the connection as registerConnection does and write the user, keeping their createdAt', async () => {
+    const user = id('u');
+    const iid = id('i');
+    expect(await connectUser(`${iid}:1`, user, iid, 'Una', NOW)).toEqual([1, 0, 1]);
+    expect(await redis.hgetall(userKeys.user(user))).toEqual({ id: user, name: 'Una', createdAt: String(NOW) });
+    expect(await state(user)).toMatchObject({ state: 'ONLINE' });
+    expect(await redis.hget(keys.instanceConnections(iid), `${iid}:1`)).toBe(user);
+    // A second connection: no transition, the count, a new name from the token, the first createdAt.
+    expect(await connectUser(`${iid}:2`, user, iid, 'Una B.', NOW + 1000)).toEqual([0, 0, 2]);
+    expect(await redis.hgetall(userKeys.user(user))).toEqual({ id: user, name: 'Una B.', createdAt: String(NOW) });
+  });
+
+  it('should let exactly one of 20 concurrent first connections announce the user', async () => {
+    const user = id('u');
+    const replies = await Promise.all(range(20).map((i) => connectUser(`c${i}`, user, id('i'), 'Una', NOW + i, i)));
+    expect(count(replies.map((r) => r[0]), 1)).toBe(1);
+    expect(replies.map((r) => r[2]).sort((a, b) => a - b)).toEqual(range(20).map((i) => i + 1));
+    expect(await redis.hget(userKeys.user(user), 'name')).toBe('Una');
   });
 });
 

@@ -60,6 +60,7 @@ describe('loadScripts', () => {
         'cacheWrite',
         'claimPush',
         'closePoll',
+        'connectUser',
         'createPoll',
         'deleteMessage',
         'editMessage',
