@@ -463,7 +463,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   type WsRoot = { execute(a: ExecutionArgs): unknown; subscribe(a: ExecutionArgs): unknown };
   /**
    * A WebSocket operation's execution arguments (trusted documents, parse, validation, context), or
-   * the errors that answer it; graphql-ws runs the arguments with `execute` or `subscribe` below.
+   * the errors that answer it; the adapter (ws-server.ts) runs the arguments with `execute` or `subscribe` below.
    */
   async function prepareWsOperation(
     ctx: WsContext<Record<string, unknown> | undefined, WsSocketExtra & Partial<WsExtra>>,

@@ -90,6 +90,53 @@ describe('Slots', () => {
     });
   });
 
+  describe('when thousands of waiters give their slot back as soon as they get it', () => {
+    it('should serve them all in order without nesting one grant in another (no stack overflow)', () => {
+      const slots = new Slots(1);
+      let holder: (() => void) | null = null;
+      slots.acquireFor({ granted: (release) => (holder = release) });
+      const order: number[] = [];
+      let depth = 0;
+      let deepest = 0;
+      for (let i = 0; i < 20_000; i++) {
+        slots.acquireFor({
+          granted: (release) => {
+            depth++;
+            deepest = Math.max(deepest, depth);
+            order.push(i);
+            // Given back at once, from inside granted (a subscribe whose socket closed while it waited).
+            release();
+            depth--;
+          },
+        });
+      }
+      expect(slots.waiting).toBe(20_000);
+      (holder as unknown as () => void)();
+      expect(order).toEqual(Array.from({ length: 20_000 }, (_, i) => i));
+      expect(deepest).toBe(1);
+      expect([slots.inUse, slots.waiting]).toEqual([0, 0]);
+    });
+
+    it('should keep arrival order for a waiter that comes while a grant runs', () => {
+      const slots = new Slots(1);
+      const order: string[] = [];
+      let holder: (() => void) | null = null;
+      slots.acquireFor({ granted: (release) => (holder = release) });
+      slots.acquireFor({
+        granted: (release) => {
+          order.push('a');
+          // Arrives while a's grant runs, and a gives its slot back right after: b, queued first, goes before it.
+          slots.acquireFor({ granted: (r) => (order.push('c'), r()) });
+          release();
+        },
+      });
+      slots.acquireFor({ granted: (r) => (order.push('b'), r()) });
+      (holder as unknown as () => void)();
+      expect(order).toEqual(['a', 'b', 'c']);
+      expect([slots.inUse, slots.waiting]).toEqual([0, 0]);
+    });
+  });
+
   describe('when a waiter has been served', () => {
     it('should not keep it (its promise, and the release it resolved with)', async () => {
       v8.setFlagsFromString('--expose-gc');
