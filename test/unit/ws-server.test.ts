@@ -333,7 +333,7 @@ describe('graphql-ws on ws through the adapter', () => {
     await seen('live ones returned', () => (h.reporters[4]?.returned ?? 0) === 1 && (h.reporters[5]?.returned ?? 0) === 1);
   });
 
-  it('should set operations up one slot at a time in arrival order, skipping one completed while it waited', async () => {
+  it('should set operations up one slot at a time in arrival order, skipping those completed or closed while they waited', async () => {
     const slots = new Slots(1);
     const gate = deferred<void>();
     const called: string[] = [];
@@ -366,8 +366,20 @@ describe('graphql-ws on ws through the adapter', () => {
     // Handled in order: once the ping is answered, so is the complete.
     s.send(JSON.stringify({ type: 'ping' }));
     await until('pong', () => types.includes('pong'));
+    // Another socket's subscribe waits too, and its socket closes.
+    const other = raw(h.url);
+    await other.opened;
+    const otherAcked = deferred<void>();
+    other.s.on('message', (data) => (JSON.parse(String(data)) as { type: string }).type === 'connection_ack' && otherAcked.resolve());
+    other.s.send(JSON.stringify({ type: 'connection_init' }));
+    await withTimeout(otherAcked.promise, 5000, 'the other connection_ack');
+    other.s.send(JSON.stringify({ id: 'd', type: 'subscribe', payload: { query: 'subscription { reported }' } }));
+    await until('d waiting', () => slots.waiting === 3);
+    other.s.close();
+    await until('the other socket closed', () => h.closes.length === 1);
     gate.resolve();
-    // a's stream is there: its slot goes to b, which was completed (skipped), then to c.
+    // a's stream is there: its slot goes to b, which was completed (skipped), then to c, then to d,
+    // whose socket closed (skipped).
     await until('two streams', () => h.reporters.filter((r) => r.listener).length === 2);
     await until('slots given back', () => slots.inUse === 0 && slots.waiting === 0);
     expect(called).toEqual(['a', 'c']);
