@@ -522,7 +522,7 @@ class Operations<P extends Record<string, unknown> | undefined, E> {
           resolve();
         }, reject);
       const step = (): void => {
-        it.next()
+        settle(() => it.next())
           .then((r) => (r.done ? resolve() : this.#next(op, r.value as ExecutionResult).then(step)))
           .catch(failed);
       };
