@@ -7,7 +7,7 @@ import WebSocket, { WebSocketServer } from 'ws';
 import type { ExecutionResult } from 'graphql';
 import { Slots } from '../../src/infra/slots.js';
 import { GraphqlWebSocket, useGraphqlWs, type EndListener, type EndReporter, type GraphqlWsOptions } from '../../src/infra/ws-server.js';
-import { deferred, withTimeout } from '../helpers/clients.js';
+import { deferred, waitFor, withTimeout } from '../helpers/clients.js';
 
 /**
  * The graphql-ws adapter (src/infra/ws-server.ts) on a real `ws` server with real clients: the
@@ -285,14 +285,7 @@ describe('graphql-ws on ws through the adapter', () => {
     await opened;
     const messages: { id?: string; type: string; payload?: unknown }[] = [];
     s.on('message', (data) => messages.push(JSON.parse(String(data)) as (typeof messages)[number]));
-    const seen = (what: string, test: () => boolean) =>
-      withTimeout(
-        (async () => {
-          while (!test()) await new Promise((r) => setTimeout(r, 5));
-        })(),
-        5000,
-        what,
-      );
+    const seen = (what: string, test: () => boolean) => waitFor(test, 5000, what);
     s.send(JSON.stringify({ type: 'connection_init' }));
     await seen('connection_ack', () => messages.some((m) => m.type === 'connection_ack'));
     const subscribe = (id: string) => s.send(JSON.stringify({ id, type: 'subscribe', payload: { query: 'subscription { reported }' } }));
@@ -348,14 +341,7 @@ describe('graphql-ws on ws through the adapter', () => {
     await opened;
     const types: string[] = [];
     s.on('message', (data) => types.push((JSON.parse(String(data)) as { type: string }).type));
-    const until = (what: string, test: () => boolean) =>
-      withTimeout(
-        (async () => {
-          while (!test()) await new Promise((r) => setTimeout(r, 5));
-        })(),
-        5000,
-        what,
-      );
+    const until = (what: string, test: () => boolean) => waitFor(test, 5000, what);
     s.send(JSON.stringify({ type: 'connection_init' }));
     await until('connection_ack', () => types.includes('connection_ack'));
     for (const id of ['a', 'b', 'c']) s.send(JSON.stringify({ id, type: 'subscribe', payload: { query: 'subscription { reported }' } }));
