@@ -12,17 +12,12 @@ import {
   type ExecutionResult,
   type GraphQLSchema,
 } from 'graphql';
-import { isPromise, type Plugin } from 'graphql-yoga';
+import { isAsyncIterable, isPromise, type Plugin, type PromiseOrValue as MaybePromise } from 'graphql-yoga';
 import { compiledOperation, runCompiled } from './jit-execution.js';
 import type { EndListener, EndReporter } from './ws-server.js';
 
 /** The SDL directive marking fields whose value depends on who asks. */
 export const PER_VIEWER_DIRECTIVE = 'perViewer';
-
-type MaybePromise<T> = T | Promise<T>;
-
-const isAsyncIterable = (v: unknown): v is AsyncIterable<unknown> =>
-  typeof v === 'object' && v !== null && Symbol.asyncIterator in v;
 
 /**
  * Maps an async iterator, passing `return()` through at once so the source is released. A class, so
@@ -180,11 +175,9 @@ class SocketSink implements EventSink, EndReporter {
   #source: SinkSource | null = null;
   #started = false;
   #over = false;
-  /** Who gets the end, when the WebSocket server asked for it instead of iterating ({@link reportEnd}). */
+  /** Who gets the end: the WebSocket server's operation ({@link reportEnd}), or a waiting `next()`. */
   #listener: EndListener | null = null;
-  /** graphql-ws' `next()`, waiting for the end. */
-  #waiter: ((r: MaybePromise<IteratorResult<ExecutionResult, void>>) => void) | null = null;
-  /** The end, when it came before graphql-ws asked. */
+  /** The end, when it came before anyone asked for it. */
   #final: MaybePromise<IteratorResult<ExecutionResult, void>> | null = null;
   #pending = 0;
   /** The last event still waiting for its result (none while events go out at once). */
@@ -259,10 +252,7 @@ class SocketSink implements EventSink, EndReporter {
     }
     const listener = this.#listener;
     this.#listener = null;
-    if (listener) return listener.ended(answer);
-    const waiter = this.#waiter;
-    this.#waiter = null;
-    if (waiter) waiter(answer);
+    if (listener) listener.ended(answer);
     else this.#final = answer;
   }
   /** Starts the source; its end goes to `listener` (ws-server.ts' operations), not to a `next()`. */
@@ -281,23 +271,14 @@ class SocketSink implements EventSink, EndReporter {
     this.#started = true;
     this.#source?.startThroughSink();
   }
+  /** Iterated instead: one answer, the end (then done). */
   next(): Promise<IteratorResult<ExecutionResult, void>> {
-    this.#start();
-    const final = this.#final;
-    if (final !== null) {
-      this.#final = null;
-      return Promise.resolve(final);
-    }
-    if (this.#over) return Promise.resolve(DONE);
-    return new Promise((resolve) => (this.#waiter = resolve));
+    return new Promise((resolve) => this.reportEnd({ ended: resolve }));
   }
   return(): Promise<IteratorResult<ExecutionResult, void>> {
     this.#over = true;
     this.#final = null;
     this.#source?.stop();
-    const waiter = this.#waiter;
-    this.#waiter = null;
-    waiter?.(DONE);
     const listener = this.#listener;
     this.#listener = null;
     listener?.ended(DONE);

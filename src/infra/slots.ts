@@ -1,6 +1,6 @@
 /**
- * At most `size` holders at once; the others wait in arrival order. `acquire()` resolves with the
- * holder's `release`, which may be called any number of times (only the first counts), so every
+ * At most `size` holders at once; the others wait in arrival order. A holder gets its `release`
+ * (`acquireFor`), which may be called any number of times (only the first counts), so every
  * path that can end a holder's work may call it. With `maxHoldMs`, a holder that has not released
  * by then is released anyway, so a holder whose work never ends cannot take a slot for good.
  *
@@ -41,11 +41,6 @@ export class Slots {
   /** Callers waiting for a slot. */
   get waiting(): number {
     return this.#waiting.length - this.#head;
-  }
-
-  /** Waits for a slot; resolves with the function that gives it back. */
-  acquire(): Promise<() => void> {
-    return new Promise((resolve) => this.acquireFor({ granted: resolve }));
   }
 
   /**

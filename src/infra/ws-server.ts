@@ -22,6 +22,7 @@ import {
   type SubscribeMessage,
   type SubscribePayload,
 } from 'graphql-ws';
+import { isAsyncIterable, type PromiseOrValue as MaybePromise } from 'graphql-yoga';
 import { WebSocket, type RawData, type WebSocketServer } from 'ws';
 import type { SlotWaiter, Slots } from './slots.js';
 
@@ -335,8 +336,6 @@ function sendText(socket: WebSocket, data: string): Promise<void> {
   });
 }
 
-type MaybePromise<T> = T | Promise<T>;
-
 /**
  * An operation's stream that delivers its events itself (the direct path's socket sink,
  * shared-execution.ts) and reports only its end: the adapter gives it a listener instead of
@@ -354,8 +353,6 @@ export interface EndListener {
 }
 
 const isEndReporter = (v: unknown): v is EndReporter => typeof (v as EndReporter).reportEnd === 'function';
-const isAsyncIterable = (v: unknown): v is AsyncIterable<unknown> =>
-  typeof Object(v)[Symbol.asyncIterator] === 'function';
 const isAsyncGenerator = (v: unknown): v is AsyncGenerator<unknown> =>
   isAsyncIterable(v) && typeof (v as AsyncGenerator<unknown>).return === 'function';
 /** Calls `fn` now; its value or throw as a promise. */

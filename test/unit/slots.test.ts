@@ -6,6 +6,8 @@ import { Slots } from '../../src/infra/slots.js';
 /** Slots: at most `size` holders, waiters served in arrival order, releases idempotent. */
 
 const tick = () => new Promise<void>((r) => setImmediate(r));
+/** A slot as a promise of its release (a waiter that resolves it). */
+const acquire = (slots: Slots) => new Promise<() => void>((granted) => slots.acquireFor({ granted }));
 
 describe('Slots', () => {
   it('should refuse a size below 1 or not an integer', () => {
@@ -21,7 +23,7 @@ describe('Slots', () => {
       const served: number[] = [];
       await Promise.all(
         Array.from({ length: 50 }, async (_, i) => {
-          const release = await slots.acquire();
+          const release = await acquire(slots);
           now++;
           most = Math.max(most, now);
           expect(slots.inUse).toBeLessThanOrEqual(3);
@@ -41,9 +43,9 @@ describe('Slots', () => {
   describe('when callers wait', () => {
     it('should hand the slots out in arrival order', async () => {
       const slots = new Slots(1);
-      const first = await slots.acquire();
+      const first = await acquire(slots);
       const order: number[] = [];
-      const waiting = [1, 2, 3, 4].map((n) => slots.acquire().then((release) => (order.push(n), release)));
+      const waiting = [1, 2, 3, 4].map((n) => acquire(slots).then((release) => (order.push(n), release)));
       await tick();
       expect(slots.waiting).toBe(4);
       first();
@@ -56,15 +58,15 @@ describe('Slots', () => {
   describe('when a release is called twice', () => {
     it('should give back one slot only', async () => {
       const slots = new Slots(2);
-      const a = await slots.acquire();
-      const b = await slots.acquire();
+      const a = await acquire(slots);
+      const b = await acquire(slots);
       a();
       a();
       expect(slots.inUse).toBe(1);
-      const c = await slots.acquire();
+      const c = await acquire(slots);
       // Both slots are held (b, c): a third caller waits.
       let third = false;
-      const d = slots.acquire().then((release) => ((third = true), release));
+      const d = acquire(slots).then((release) => ((third = true), release));
       await tick();
       expect(third).toBe(false);
       b();
@@ -77,9 +79,9 @@ describe('Slots', () => {
   describe('when a holder never releases and maxHoldMs is set', () => {
     it('should release it after maxHoldMs, so the next caller gets the slot', async () => {
       const slots = new Slots(1, 50);
-      const stuck = await slots.acquire();
+      const stuck = await acquire(slots);
       const started = Date.now();
-      const next = await slots.acquire();
+      const next = await acquire(slots);
       expect(Date.now() - started).toBeGreaterThanOrEqual(45);
       expect(slots.inUse).toBe(1);
       // The stuck holder's late release gives back nothing: its slot is already the next one's.
@@ -142,12 +144,12 @@ describe('Slots', () => {
       v8.setFlagsFromString('--expose-gc');
       const gc = runInNewContext('gc') as () => void;
       const slots = new Slots(1, 60_000);
-      const first = await slots.acquire();
+      const first = await acquire(slots);
       const refs: WeakRef<object>[] = [];
       const served: Promise<void>[] = [];
       // In a function of its own, so no register of this test's frame still holds the last one.
       const wait = () => {
-        const waiter = slots.acquire();
+        const waiter = acquire(slots);
         refs.push(new WeakRef(waiter));
         served.push(waiter.then((release) => release()));
       };
@@ -170,7 +172,7 @@ describe('Slots', () => {
       const order: number[] = [];
       await Promise.all(
         Array.from({ length: 5000 }, async (_, i) => {
-          const release = await slots.acquire();
+          const release = await acquire(slots);
           expect(slots.inUse).toBeLessThanOrEqual(4);
           order.push(i);
           await tick();
