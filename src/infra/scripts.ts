@@ -6,17 +6,75 @@ import type { ChainableCommander, Redis } from 'ioredis';
 import { DeferredCommands } from './deferred-commands.js';
 
 /**
- * ioredis' own script runner (what `defineCommand` wraps): EVAL the first time on a connection,
- * EVALSHA after, and EVAL again on NOSCRIPT (a Redis restart or SCRIPT FLUSH), in pipelines too.
+ * ioredis' own script command (what `defineCommand` uses): EVAL the first time on a connection,
+ * EVALSHA after, and EVAL again after NOSCRIPT (a Redis restart or SCRIPT FLUSH), in pipelines too.
  * Used directly rather than through `defineCommand`, because every `redis.pipeline()` copies each
  * defined command onto the new pipeline object: with our scripts that copy was ~3% of a request's CPU.
  */
 interface IoredisScript {
-  execute(container: unknown, args: (string | number)[], options: { replyEncoding: 'utf8' | null }): Promise<unknown> | unknown;
+  readonly sha: string;
+  /** Its command class (a Command whose `toWritable` picks EVAL or EVALSHA per connection). */
+  readonly Command: new (name: string, args: unknown[], options: { replyEncoding: 'utf8' | null }) => ScriptCommand;
+}
+interface ScriptCommand {
+  args: string[];
+  promise: Promise<unknown>;
+}
+/** Where a command goes: the client, or a pipeline (which resends a NOSCRIPT retry through its client). */
+interface CommandContainer {
+  sendCommand(command: ScriptCommand): unknown;
+  isPipeline?: boolean;
+  redis?: CommandContainer;
 }
 const Script = (createRequire(import.meta.url)('ioredis/built/Script.js') as {
-  default: new (lua: string, numberOfKeys: number, keyPrefix: string, readOnly: boolean) => IoredisScript;
+  default: new (lua: string, numberOfKeys: number | null, keyPrefix: string, readOnly: boolean) => IoredisScript;
 }).default;
+const NO_ARGS: never[] = [];
+
+/**
+ * The EVALSHA command of `script` with its keys prefixed and its arguments made strings here, as
+ * ioredis' `Script.execute` and Command constructor would, minus their cost: the constructor
+ * flattens the arguments with `Array.prototype.flat` and finds the keys to prefix through the
+ * command table, which came to ~5% of a server's CPU at the fan-out benchmark's load (a send's
+ * script carries its deferred commands' dozens of arguments). So the command is made without
+ * arguments and given them already flat.
+ */
+function scriptCommand(
+  script: IoredisScript,
+  keyPrefix: string,
+  keys: readonly string[],
+  args: readonly (string | number)[],
+  options: { replyEncoding: 'utf8' | null },
+): ScriptCommand {
+  const command = new script.Command('evalsha', NO_ARGS, options);
+  const all = [script.sha, String(keys.length)];
+  for (const key of keys) all.push(keyPrefix + key);
+  for (const arg of args) all.push(typeof arg === 'string' ? arg : String(arg));
+  command.args = all;
+  return command;
+}
+
+/** Sends EVALSHA of `script` on `container`, sending it again (as EVAL) once after NOSCRIPT, as `Script.execute` does. */
+function executeScript(
+  container: CommandContainer,
+  script: IoredisScript,
+  keyPrefix: string,
+  keys: readonly string[],
+  args: readonly (string | number)[],
+  options: { replyEncoding: 'utf8' | null },
+): Promise<unknown> {
+  const command = scriptCommand(script, keyPrefix, keys, args, options);
+  command.promise = command.promise.catch((err: Error) => {
+    if (!err.message.includes('NOSCRIPT')) throw err;
+    // The command's own toWritable forgot the connection's copy on NOSCRIPT: this one is an EVAL.
+    const client = container.isPipeline ? (container.redis as CommandContainer) : container;
+    const resend = scriptCommand(script, keyPrefix, keys, args, options);
+    client.sendCommand(resend);
+    return resend.promise;
+  });
+  container.sendCommand(command);
+  return command.promise;
+}
 
 const SCRIPT_FILE = /^([a-z][A-Za-z0-9]*)-(\d+|n)\.lua$/;
 
@@ -92,7 +150,7 @@ export function loadScripts(redis: Redis, dirs: (string | URL)[]): ScriptRegistr
     }
   }
   for (const [name, text] of sources) {
-    byName.set(name, new Script(composed(text, sources), numKeysByName.get(name) as number, keyPrefix, false));
+    byName.set(name, new Script(composed(text, sources), null, '', false));
   }
   const scriptOf = (name: string): IoredisScript => {
     const script = byName.get(name);
@@ -104,15 +162,12 @@ export function loadScripts(redis: Redis, dirs: (string | URL)[]): ScriptRegistr
     if (numberOfKeys === null) return null;
     return keys.length === numberOfKeys ? null : new Error(`${name} takes ${numberOfKeys} keys, got ${keys.length}`);
   };
-  /** EVALSHA's arguments: a script of any number of keys gets their count first. */
-  const argsOf = (name: string, keys: string[], args: (string | number)[]) =>
-    numKeysByName.get(name) === null ? [keys.length, ...keys, ...args] : [...keys, ...args];
   const runner = (name: string, replies: { replyEncoding: 'utf8' | null }): ScriptRunner => {
     const script = scriptOf(name);
     return (keys, args) => {
       const error = keyCountError(name, keys);
       if (error) return Promise.reject(error);
-      return script.execute(redis, argsOf(name, keys, args), { ...replies }) as Promise<unknown>;
+      return executeScript(redis as unknown as CommandContainer, script, keyPrefix, keys, args, replies);
     };
   };
   return {
@@ -124,7 +179,7 @@ export function loadScripts(redis: Redis, dirs: (string | URL)[]): ScriptRegistr
       if (error) throw error;
       // Deferred into another script's run (sendWithHooks): that script calls this one itself.
       if (pipeline instanceof DeferredCommands) return void pipeline.script(name, keys, args);
-      script.execute(pipeline, argsOf(name, keys, args), { ...options });
+      void executeScript(pipeline as unknown as CommandContainer, script, keyPrefix, keys, args, options);
     },
     names: () => [...numKeysByName.keys()],
     included: (name) => {

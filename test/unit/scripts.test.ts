@@ -192,6 +192,19 @@ describe('a script runner', () => {
     expect(await scripts.get('echoTwo')(['k1', 'k2'], ['a', 3])).toEqual([`${prefix}k1`, `${prefix}k2`, 'a', 2, 2]);
   });
 
+  it('should send many arguments in order, numbers as their decimal text, leaving the given arrays as they were', async () => {
+    const dir = luaDir({ 'all-n.lua': 'return { KEYS[1], KEYS[#KEYS], #KEYS, ARGV[1], ARGV[2], ARGV[3], ARGV[#ARGV], #ARGV }' });
+    const scripts = loadScripts(client(), [dir]);
+    const keys = Array.from({ length: 40 }, (_, i) => `key${i}`);
+    const args: (string | number)[] = [-2, 1.5, '', ...Array.from({ length: 200 }, (_, i) => (i % 2 ? i : `a${i}`))];
+    const given = { keys: [...keys], args: [...args] };
+    // Twice: the first call on a connection is an EVAL, the next an EVALSHA.
+    for (let round = 0; round < 2; round++) {
+      expect(await scripts.get('all')(keys, args)).toEqual([`${prefix}key0`, `${prefix}key39`, 40, '-2', '1.5', '', '199', 203]);
+    }
+    expect({ keys, args }).toEqual(given);
+  });
+
   it('should hand back Buffers from getBuffer, for binary values', async () => {
     const dir = luaDir({ 'binary-0.lua': "return { ARGV[1], 'text' }" });
     const reply = (await loadScripts(client(), [dir]).getBuffer('binary')([], ['\u00ff'])) as Buffer[];
