@@ -134,7 +134,7 @@ export function createCacheService(deps: CacheServiceDeps) {
       entry = '';
     }
     const keepMs = Math.ceil(freshMs + 1000 * (opts.staleSeconds ?? 0));
-    await writeScript([keys.entry(digest), keys.lock(digest)], [entry as unknown as string, keepMs, token]).catch((err: Error) => {
+    await writeScript([keys.entry(digest), keys.lock(digest)], [entry, keepMs, token]).catch((err: Error) => {
       stats.errors++;
       logger.warn({ err: err.message }, 'cache write failed');
     });

@@ -17,7 +17,9 @@ interface IoredisScript {
   readonly Command: new (name: string, args: unknown[], options: { replyEncoding: 'utf8' | null }) => ScriptCommand;
 }
 interface ScriptCommand {
-  args: string[];
+  args: (string | Buffer)[];
+  /** Set when an argument is a Buffer: the command is written as bytes (what stringifyArguments would set). */
+  bufferMode?: boolean;
   promise: Promise<unknown>;
 }
 /** Where a command goes: the client, or a pipeline (which resends a NOSCRIPT retry through its client). */
@@ -43,13 +45,20 @@ function scriptCommand(
   script: IoredisScript,
   keyPrefix: string,
   keys: readonly string[],
-  args: readonly (string | number)[],
+  args: readonly ScriptArg[],
   options: { replyEncoding: 'utf8' | null },
 ): ScriptCommand {
   const command = new script.Command('evalsha', NO_ARGS, options);
-  const all = [script.sha, String(keys.length)];
+  const all: (string | Buffer)[] = [script.sha, String(keys.length)];
   for (const key of keys) all.push(keyPrefix + key);
-  for (const arg of args) all.push(typeof arg === 'string' ? arg : String(arg));
+  for (const arg of args) {
+    if (typeof arg === 'string') all.push(arg);
+    else if (typeof arg === 'number') all.push(String(arg));
+    else {
+      all.push(arg);
+      command.bufferMode = true;
+    }
+  }
   command.args = all;
   return command;
 }
@@ -60,7 +69,7 @@ function executeScript(
   script: IoredisScript,
   keyPrefix: string,
   keys: readonly string[],
-  args: readonly (string | number)[],
+  args: readonly ScriptArg[],
   options: { replyEncoding: 'utf8' | null },
 ): Promise<unknown> {
   const command = scriptCommand(script, keyPrefix, keys, args, options);
@@ -105,8 +114,11 @@ function composed(text: string, sources: Map<string, string>): string {
   return parts.join('\n');
 }
 
+/** An argument of a script: numbers go as their decimal text, Buffers as their bytes. */
+export type ScriptArg = string | number | Buffer;
+
 /** A registered Lua script, callable with its keys and arguments. */
-export type ScriptRunner = (keys: string[], args: (string | number)[]) => Promise<unknown>;
+export type ScriptRunner = (keys: string[], args: ScriptArg[]) => Promise<unknown>;
 
 /** Runs registered scripts by name. */
 export interface ScriptRegistry {

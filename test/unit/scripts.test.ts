@@ -205,6 +205,19 @@ describe('a script runner', () => {
     expect({ keys, args }).toEqual(given);
   });
 
+  it('should send a Buffer argument as its bytes, beside strings and numbers', async () => {
+    const dir = luaDir({ 'bytes-1.lua': 'return { KEYS[1], ARGV[1], ARGV[2], ARGV[3], #ARGV[2] }' });
+    const bytes = Buffer.from([0xff, 0x00, 0x80, 0x7b]);
+    const reply = (await loadScripts(client(), [dir]).getBuffer('bytes')(['k'], ['text', bytes, 7])) as (Buffer | number)[];
+    expect(reply.map((r) => (Buffer.isBuffer(r) ? r.toString('hex') : r))).toEqual([
+      Buffer.from(`${prefix}k`).toString('hex'),
+      Buffer.from('text').toString('hex'),
+      'ff00807b',
+      Buffer.from('7').toString('hex'),
+      4,
+    ]);
+  });
+
   it('should hand back Buffers from getBuffer, for binary values', async () => {
     const dir = luaDir({ 'binary-0.lua': "return { ARGV[1], 'text' }" });
     const reply = (await loadScripts(client(), [dir]).getBuffer('binary')([], ['\u00ff'])) as Buffer[];
