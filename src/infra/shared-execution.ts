@@ -14,7 +14,7 @@ import {
 } from 'graphql';
 import { isAsyncIterable, isPromise, type Plugin, type PromiseOrValue as MaybePromise } from 'graphql-yoga';
 import { compiledOperation, runCompiled } from './jit-execution.js';
-import type { EndListener, EndReporter } from './ws-server.js';
+import { textFrame, type EndListener, type EndReporter } from './ws-server.js';
 
 /** The SDL directive marking fields whose value depends on who asks. */
 export const PER_VIEWER_DIRECTIVE = 'perViewer';
@@ -150,6 +150,8 @@ interface WsSocket {
   readonly readyState: number;
   readonly bufferedAmount: number;
   send(data: Buffer, options: { binary: boolean }, cb?: (err?: Error) => void): void;
+  /** Writes a whole frame at once (GraphqlWebSocket), or answers false: `send` then. */
+  sendFrame?(frame: Buffer, cb?: (err?: Error) => void): boolean;
   close(code?: number, reason?: string): void;
 }
 
@@ -298,11 +300,15 @@ class SocketSink implements EventSink, EndReporter {
   #write(body: Buffer, done: (() => void) | undefined): void {
     if (this.socket.readyState !== WS_OPEN) return done?.();
     this.stats.direct++;
-    const frame = Buffer.allocUnsafe(this.#prefixBytes + body.length + 1);
-    frame.write(this.#prefix, 0);
-    body.copy(frame, this.#prefixBytes);
+    const payloadBytes = this.#prefixBytes + body.length + 1;
+    const frame = textFrame(payloadBytes);
+    const start = frame.length - payloadBytes;
+    frame.write(this.#prefix, start);
+    body.copy(frame, start + this.#prefixBytes);
     frame[frame.length - 1] = CLOSE_BRACE;
-    this.socket.send(frame, TEXT_FRAME, done && (() => done()));
+    const cb = done && (() => done());
+    if (this.socket.sendFrame?.(frame, cb)) return;
+    this.socket.send(frame.subarray(start), TEXT_FRAME, cb);
   }
   /** As graphql-ws does when a stream throws: the socket closes with 4500. */
   #fail(done: (() => void) | undefined): void {

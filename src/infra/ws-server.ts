@@ -85,6 +85,52 @@ export class GraphqlWebSocket extends WebSocket {
     }
     return super.emit(event, ...args);
   }
+
+  /**
+   * Writes a text message framed by the caller ({@link textFrame}: header and payload in one
+   * buffer) straight to the TCP socket, as ws' sender would write its header and then the payload:
+   * one buffer, one write, instead of a header buffer of ws' own and a corked write of two. Only
+   * while ws' sender would write at once too (nothing of its own queued: no compression, no blob
+   * being read); false otherwise, and the caller sends the payload through `send`.
+   */
+  sendFrame(frame: Buffer, cb?: (err?: Error) => void): boolean {
+    const self = this as unknown as WsInternals;
+    if (this.readyState !== WebSocket.OPEN || self._sender._state !== WS_SENDER_DEFAULT || self._extensions[DEFLATE] !== undefined) {
+      return false;
+    }
+    self._socket.write(frame, cb);
+    return true;
+  }
+}
+
+/** The parts of a ws WebSocket (8.x, lib/websocket.js and lib/sender.js) that {@link GraphqlWebSocket.sendFrame} reads. */
+interface WsInternals {
+  _sender: { _state: number };
+  _extensions: Record<string, unknown>;
+  _socket: { write(data: Buffer, cb?: (err?: Error) => void): boolean };
+}
+/** ws' sender state when it writes frames at once (`DEFAULT` in lib/sender.js). */
+const WS_SENDER_DEFAULT = 0;
+const DEFLATE = 'permessage-deflate';
+
+/**
+ * A server's unmasked, final text frame of `payloadBytes` bytes (RFC 6455 § 5.2): a buffer with
+ * the header written; the caller writes the payload into its last `payloadBytes` bytes.
+ */
+export function textFrame(payloadBytes: number): Buffer {
+  const offset = payloadBytes < 126 ? 2 : payloadBytes < 65536 ? 4 : 10;
+  const frame = Buffer.allocUnsafe(offset + payloadBytes);
+  frame[0] = 0x81;
+  if (offset === 2) frame[1] = payloadBytes;
+  else if (offset === 4) {
+    frame[1] = 126;
+    frame.writeUInt16BE(payloadBytes, 2);
+  } else {
+    frame[1] = 127;
+    frame.writeUInt32BE(Math.floor(payloadBytes / 2 ** 32), 2);
+    frame.writeUInt32BE(payloadBytes >>> 0, 6);
+  }
+  return frame;
 }
 
 /** The handlers of a {@link GraphqlWebSocket}'s events, one set per server. */
