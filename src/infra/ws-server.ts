@@ -95,19 +95,23 @@ export class GraphqlWebSocket extends WebSocket {
    */
   sendFrame(frame: Buffer, cb?: (err?: Error) => void): boolean {
     const self = this as unknown as WsInternals;
-    if (this.readyState !== WebSocket.OPEN || self._sender._state !== WS_SENDER_DEFAULT || self._extensions[DEFLATE] !== undefined) {
+    // Read defensively: were a later ws to rename these, frames would go through `send` (the unit
+    // test of a plain socket getting true would fail), not throw on every delivery.
+    if (this.readyState !== WebSocket.OPEN || self._sender?._state !== WS_SENDER_DEFAULT || self._extensions?.[DEFLATE] !== undefined) {
       return false;
     }
-    self._socket.write(frame, cb);
+    const socket = self._socket;
+    if (typeof socket?.write !== 'function') return false;
+    socket.write(frame, cb);
     return true;
   }
 }
 
 /** The parts of a ws WebSocket (8.x, lib/websocket.js and lib/sender.js) that {@link GraphqlWebSocket.sendFrame} reads. */
 interface WsInternals {
-  _sender: { _state: number };
-  _extensions: Record<string, unknown>;
-  _socket: { write(data: Buffer, cb?: (err?: Error) => void): boolean };
+  _sender?: { _state?: number } | null;
+  _extensions?: Record<string, unknown>;
+  _socket?: { write?(data: Buffer, cb?: (err?: Error) => void): boolean } | null;
 }
 /** ws' sender state when it writes frames at once (`DEFAULT` in lib/sender.js). */
 const WS_SENDER_DEFAULT = 0;
