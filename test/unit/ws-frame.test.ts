@@ -86,7 +86,7 @@ describe('GraphqlWebSocket.sendFrame', () => {
     expect(received).toEqual(written);
   });
 
-  it('should answer false once the socket is closing, and ws refuses the same', async () => {
+  it('should answer false once the socket is closing', async () => {
     const { server, client } = await connect();
     const closed = new Promise((resolve) => client.once('close', resolve));
     server.close(1000, 'bye');
