@@ -196,11 +196,38 @@ async function endsWithErrors(sub: Subscription<unknown>, ms: number, what: stri
 }
 
 
-/** A Redis client on the instances' prefix, with their Lua scripts registered. */
-function storageClient(pair: Pair) {
+/**
+ * Stores messages of `sender` in order, exactly as sendMessage stores them, but publishes nothing:
+ * what subscribers get of them comes from storage.
+ */
+async function storeUnpublished(pair: Pair, roomId: string, sender: User, texts: string[]): Promise<void> {
   const redis = new Redis(pair.redisUrl, { keyPrefix: pair.prefix });
-  const scripts = loadScripts(redis, LUA_DIRS);
-  return { redis, scripts };
+  try {
+    const send = loadScripts(redis, LUA_DIRS).get('sendMessage');
+    for (const text of texts) {
+      const [status] = (await send(
+        [roomKeys.room(roomId), roomKeys.members(roomId), messageKeys.messages(roomId), messageKeys.dedupe(roomId, sender, '')],
+        [roomId, sender, text, '', Date.now(), 60, 0],
+      )) as [number];
+      expect(status).toBe(0);
+    }
+  } finally {
+    redis.disconnect();
+  }
+}
+
+/** A room of alice (its owner), bob, carol and dave; alice and bob subscribed on A, carol and dave on B. */
+async function roomOfFour({ a, b }: Pair) {
+  const roomId = await createRoom(a, 'alice', ['bob', 'carol', 'dave']);
+  const subs = [
+    subscribe(client(a, 'alice'), OnMessageAddedDocument, { roomId }),
+    subscribe(client(a, 'bob'), OnMessageAddedDocument, { roomId }),
+    subscribe(client(b, 'carol'), OnMessageAddedDocument, { roomId }),
+    subscribe(client(b, 'dave'), OnMessageAddedDocument, { roomId }),
+  ];
+  await waitForStreams(a, 2);
+  await waitForStreams(b, 2);
+  return { roomId, subs };
 }
 
 describe('when instance A’s subscriber connection to Redis is killed', () => {
@@ -279,15 +306,7 @@ describe('when instance A’s subscriber connection to Redis is killed', () => {
 
   it('should give 4 subscribers on both instances seqs 1..200 once each, in order, when A’s subscriber connection is killed in the middle of a concurrent burst', async () => {
     const { a, b } = pair;
-    const roomId = await createRoom(a, 'alice', ['bob', 'carol', 'dave']);
-    const subs = [
-      subscribe(client(a, 'alice'), OnMessageAddedDocument, { roomId }),
-      subscribe(client(a, 'bob'), OnMessageAddedDocument, { roomId }),
-      subscribe(client(b, 'carol'), OnMessageAddedDocument, { roomId }),
-      subscribe(client(b, 'dave'), OnMessageAddedDocument, { roomId }),
-    ];
-    await waitForStreams(a, 2);
-    await waitForStreams(b, 2);
+    const { roomId, subs } = await roomOfFour(pair);
 
     const n = 200;
     const senders: [TestInstance, User][] = [
@@ -341,17 +360,7 @@ describe('when position checks run every 300 ms', () => {
     await waitForStreams(a, 1);
     await waitForStreams(b, 1);
 
-    const { redis, scripts } = storageClient(pair);
-    try {
-      // Stored exactly as sendMessage stores it, but nothing is published.
-      const [status] = (await scripts.get('sendMessage')(
-        [roomKeys.room(roomId), roomKeys.members(roomId), messageKeys.messages(roomId), messageKeys.dedupe(roomId, 'bob', '')],
-        [roomId, 'bob', 'never published', '', Date.now(), 60, 0],
-      )) as [number];
-      expect(status).toBe(0);
-    } finally {
-      redis.disconnect();
-    }
+    await storeUnpublished(pair, roomId, 'bob', ['never published']);
     const storedAt = Date.now();
     for (const sub of [onA, onB]) {
       expect((await sub.nth(1, 2000)).data?.messageAdded).toMatchObject({ seq: 1, text: 'never published', sender: { id: 'bob' } });
@@ -546,15 +555,7 @@ describe('when Redis stops and restarts with its data (AOF) under open subscript
 
   it('should resume every subscription on both instances, catch up from storage with what pub/sub never brought, and go on live', async () => {
     const { a, b } = pair;
-    const roomId = await createRoom(a, 'alice', ['bob', 'carol', 'dave']);
-    const subs = [
-      subscribe(client(a, 'alice'), OnMessageAddedDocument, { roomId }),
-      subscribe(client(a, 'bob'), OnMessageAddedDocument, { roomId }),
-      subscribe(client(b, 'carol'), OnMessageAddedDocument, { roomId }),
-      subscribe(client(b, 'dave'), OnMessageAddedDocument, { roomId }),
-    ];
-    await waitForStreams(a, 2);
-    await waitForStreams(b, 2);
+    const { roomId, subs } = await roomOfFour(pair);
     for (let i = 1; i <= 3; i++) await send(i % 2 ? a : b, 'alice', roomId, `before ${i}`);
     for (const [i, sub] of subs.entries()) await expectSeqs(sub, 1, 3, 5000, `subscriber #${i} before the stop`);
 
@@ -569,19 +570,11 @@ describe('when Redis stops and restarts with its data (AOF) under open subscript
     // no PUBLISH and no later message: only an instance re-reading storage once it is subscribed
     // again can deliver them (the position check is off). Then every subscriber connection is
     // dropped once more, so each instance's re-read surely comes after these writes.
-    const { redis: storage, scripts } = storageClient(pair);
+    await storeUnpublished(pair, roomId, 'dave', [4, 5, 6].map((seq) => `stored while reconnecting ${seq}`));
     const admin = new Redis(pair.redisUrl);
     try {
-      for (let seq = 4; seq <= 6; seq++) {
-        const [status] = (await scripts.get('sendMessage')(
-          [roomKeys.room(roomId), roomKeys.members(roomId), messageKeys.messages(roomId), messageKeys.dedupe(roomId, 'dave', '')],
-          [roomId, 'dave', `stored while reconnecting ${seq}`, '', Date.now(), 60, 0],
-        )) as [number];
-        expect(status).toBe(0);
-      }
       await admin.client('KILL', 'TYPE', 'pubsub');
     } finally {
-      storage.disconnect();
       admin.disconnect();
     }
     for (const [i, sub] of subs.entries()) {
